@@ -1,0 +1,2 @@
+//! TUN devices and the packet relay between two of them.
+#![deny(missing_docs)]

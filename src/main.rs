@@ -1,0 +1,62 @@
+//! `hostkit`: a Linux host-setup toolkit.
+//!
+//! Exit codes (documented in the README):
+//! * 0 — success (for `check`: everything already as it should be),
+//! * 1 — failure or changes pending, where a command defines it,
+//! * 2 — usage or runtime error.
+
+mod cmd;
+mod printer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::printer::Printer;
+
+/// Linux host-setup toolkit: a same-host TUN tunnel relay, and reversible host-tweak recipes.
+#[derive(Debug, Parser)]
+#[command(name = "hostkit", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: cmd::Command,
+}
+
+/// Options that every subcommand accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// More output on stderr; repeat for more (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// When to colour output: auto (a terminal, and NO_COLOR unset), always, never.
+    #[arg(long, value_enum, default_value_t = printer::ColorChoice::Auto, global = true)]
+    pub color: printer::ColorChoice,
+}
+
+/// What a command reports back to `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything done, nothing pending: exit 0.
+    Success,
+    /// The command's own "not satisfied" (changes pending, a check failed): exit 1.
+    Pending,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let printer = Printer::new(&cli.global);
+    printer.install_logger();
+    match cmd::run(cli.command, &printer) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Pending) => ExitCode::from(1),
+        Err(err) => {
+            printer.error(&err);
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The one place that writes output: results go to stdout, logs and errors to stderr.
+
+use std::io::{IsTerminal, Write};
+
+use crate::GlobalArgs;
+
+/// When to colour the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when the stream is a terminal and `NO_COLOR` is unset.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// Writes results on stdout and logs on stderr, honouring verbosity and colour.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    verbosity: i8,
+    color_out: bool,
+    color_err: bool,
+}
+
+impl Printer {
+    /// Builds the printer from the global options.
+    pub fn new(args: &GlobalArgs) -> Self {
+        let verbosity = if args.quiet { -1 } else { args.verbose as i8 };
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let decide = |tty: bool| match args.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && !no_color,
+        };
+        Printer {
+            verbosity,
+            color_out: decide(std::io::stdout().is_terminal()),
+            color_err: decide(std::io::stderr().is_terminal()),
+        }
+    }
+
+    /// The verbosity: -1 quiet, 0 normal, 1 `-v`, 2 `-vv`, …
+    pub fn verbosity(&self) -> i8 {
+        self.verbosity
+    }
+
+    /// Whether stdout gets colour.
+    #[allow(dead_code)]
+    pub fn color_stdout(&self) -> bool {
+        self.color_out
+    }
+
+    /// Routes the `log` facade (used by the libraries) to stderr at our verbosity.
+    pub fn install_logger(&self) {
+        let level = match self.verbosity {
+            i8::MIN..=-1 => log::LevelFilter::Error,
+            0 => log::LevelFilter::Info,
+            1 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        };
+        let logger = StderrLogger {
+            level,
+            color: self.color_err,
+        };
+        if log::set_boxed_logger(Box::new(logger)).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+
+    /// A line of results on stdout.
+    pub fn out(&self, line: impl AsRef<str>) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", line.as_ref());
+    }
+
+    /// Several lines of results on stdout, written as given.
+    pub fn out_raw(&self, text: impl AsRef<str>) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_ref().as_bytes());
+        let _ = stdout.flush();
+    }
+
+    /// Wraps `text` in an ANSI colour when stdout is coloured.
+    #[allow(dead_code)]
+    pub fn paint(&self, text: &str, color: Color) -> String {
+        if self.color_out {
+            format!("\x1b[{}m{}\x1b[0m", color.code(), text)
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// A note on stderr (shown unless `-q`).
+    pub fn note(&self, line: impl AsRef<str>) {
+        if self.verbosity >= 0 {
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "{}", line.as_ref());
+        }
+    }
+
+    /// A warning on stderr (shown unless `-q`).
+    pub fn warn(&self, line: impl AsRef<str>) {
+        if self.verbosity >= 0 {
+            let prefix = self.err_paint("warning:", Color::Yellow);
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "{prefix} {}", line.as_ref());
+        }
+    }
+
+    /// `error: …` then one `Caused by:` line per cause, on stderr.
+    pub fn error(&self, err: &anyhow::Error) {
+        let mut stderr = std::io::stderr().lock();
+        let prefix = self.err_paint("error:", Color::Red);
+        let _ = writeln!(stderr, "{prefix} {err}");
+        let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+        if !causes.is_empty() {
+            let _ = writeln!(stderr, "\nCaused by:");
+            for cause in causes {
+                let _ = writeln!(stderr, "    {cause}");
+            }
+        }
+    }
+
+    fn err_paint(&self, text: &str, color: Color) -> String {
+        if self.color_err {
+            format!("\x1b[1;{}m{}\x1b[0m", color.code(), text)
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+/// The few colours we use.
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)]
+pub enum Color {
+    /// Errors, removed lines.
+    Red,
+    /// Success, added lines.
+    Green,
+    /// Warnings, pending changes.
+    Yellow,
+    /// Headers.
+    Cyan,
+}
+
+impl Color {
+    fn code(self) -> &'static str {
+        match self {
+            Color::Red => "31",
+            Color::Green => "32",
+            Color::Yellow => "33",
+            Color::Cyan => "36",
+        }
+    }
+}
+
+struct StderrLogger {
+    level: log::LevelFilter,
+    color: bool,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let (tag, color) = match record.level() {
+            log::Level::Error => ("error:", "1;31"),
+            log::Level::Warn => ("warning:", "1;33"),
+            log::Level::Info => ("", ""),
+            log::Level::Debug => ("", ""),
+            log::Level::Trace => ("", ""),
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = if tag.is_empty() {
+            writeln!(stderr, "{}", record.args())
+        } else if self.color {
+            writeln!(stderr, "\x1b[{color}m{tag}\x1b[0m {}", record.args())
+        } else {
+            writeln!(stderr, "{tag} {}", record.args())
+        };
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}

@@ -1,0 +1,1 @@
+//! `hostkit tun`: end-to-end tests in private network namespaces.

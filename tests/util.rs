@@ -1,0 +1,152 @@
+//! The harness: temporary directories, the real `hostkit` binary, root checks and network
+//! namespaces that are always deleted.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Skips the current test (with a clear message on stderr) unless running as root.
+macro_rules! require_root {
+    () => {
+        if !$crate::util::is_root() {
+            eprintln!(
+                "SKIPPED {}: needs root (CAP_NET_ADMIN/CAP_SYS_ADMIN); run the suite as root",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The path of the built `hostkit` binary.
+pub fn hostkit_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hostkit"))
+}
+
+/// A `Command` for the real `hostkit` binary, with a clean, predictable environment.
+pub fn hostkit() -> Command {
+    let mut cmd = Command::new(hostkit_bin());
+    cmd.env_remove("NO_COLOR").env("RUST_BACKTRACE", "0");
+    cmd
+}
+
+/// A temporary directory, removed on drop.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    /// A fresh empty directory.
+    pub fn new() -> TestDir {
+        TestDir {
+            dir: tempfile::Builder::new().prefix("hostkit-test-").tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `path` joined under the directory.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a file (creating parents).
+    pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent");
+        }
+        std::fs::write(&path, contents).expect("write file");
+        path
+    }
+
+    /// Reads a file as a string.
+    pub fn read(&self, rel: impl AsRef<Path>) -> String {
+        std::fs::read_to_string(self.join(rel)).expect("read file")
+    }
+}
+
+/// Runs a command and returns its output; panics with the command line if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed, returning its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stdout and stderr of an output, as strings.
+pub fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+static NETNS_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A named network namespace (`ip netns add`) with a unique name, deleted on drop.
+/// Every packet a test sends stays inside one of these.
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates `hk-<pid>-<n>` and brings its `lo` up.
+    pub fn new() -> NetNs {
+        let n = NETNS_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("hk-{}-{}", std::process::id(), n);
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = NetNs { name };
+        run_ok(&mut ns.exec(["ip", "link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command run inside the namespace (`ip netns exec NAME …`).
+    pub fn exec<I, S>(&self, argv: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]);
+        cmd.args(argv);
+        cmd
+    }
+
+    /// `ip -n NAME ARGS…`, which must succeed; returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        run_ok(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}

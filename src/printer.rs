@@ -75,6 +75,7 @@ impl Printer {
     }
 
     /// Several lines of results on stdout, written as given.
+    #[allow(dead_code)]
     pub fn out_raw(&self, text: impl AsRef<str>) {
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(text.as_ref().as_bytes());
@@ -100,6 +101,7 @@ impl Printer {
     }
 
     /// A warning on stderr (shown unless `-q`).
+    #[allow(dead_code)]
     pub fn warn(&self, line: impl AsRef<str>) {
         if self.verbosity >= 0 {
             let prefix = self.err_paint("warning:", Color::Yellow);

@@ -1,2 +1,17 @@
-//! The netlink layer and the routing plan for hostkit's same-host tunnel.
+//! The tunnel's host side: a small netlink layer ([`netlink`]), the validated settings and the
+//! plan they imply ([`spec`]), the setup that records every change ([`setup`]), the undo
+//! journal and teardown ([`undo`]), the run-state file ([`state`]), sysctls and namespaces.
 #![deny(missing_docs)]
+
+pub mod netlink;
+pub mod netns;
+pub mod setup;
+pub mod spec;
+pub mod state;
+pub mod sysctl;
+pub mod undo;
+
+pub use netlink::{Family, Netlink, NetlinkError};
+pub use setup::{FailedSetup, SetupError, Tunnel};
+pub use spec::{SpecError, SpecInput, Step, TunnelSpec};
+pub use undo::{Outcome, TeardownItem, Undo};

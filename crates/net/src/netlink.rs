@@ -1,0 +1,626 @@
+//! A small synchronous netlink layer over `rtnetlink`: one method per operation, named after it.
+//!
+//! Each `Netlink` owns a current-thread tokio runtime and one rtnetlink connection, created in
+//! the calling thread's network namespace (enter the namespace first).
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
+
+/// The kernel's `local` routing table.
+pub const TABLE_LOCAL: u32 = 255;
+
+/// A failed netlink operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {message}")]
+pub struct NetlinkError {
+    /// What was being done, e.g. `add rule iif tun0 lookup 13`.
+    pub op: String,
+    /// The kernel's (or the library's) answer.
+    pub message: String,
+    /// The errno, when the kernel sent one.
+    pub errno: Option<i32>,
+}
+
+impl NetlinkError {
+    fn new(op: impl Into<String>, err: rtnetlink::Error) -> NetlinkError {
+        let (message, errno) = match &err {
+            rtnetlink::Error::NetlinkError(msg) => {
+                let io = msg.to_io();
+                (io.to_string(), io.raw_os_error())
+            }
+            other => (other.to_string(), None),
+        };
+        NetlinkError {
+            op: op.into(),
+            message,
+            errno,
+        }
+    }
+
+    /// Whether the error says the object is already gone (no such device, route, rule, address).
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self.errno,
+            Some(libc::ENODEV | libc::ESRCH | libc::ENOENT | libc::EADDRNOTAVAIL)
+        )
+    }
+
+    /// Whether the error says the object already exists.
+    pub fn is_exists(&self) -> bool {
+        self.errno == Some(libc::EEXIST)
+    }
+
+    /// Whether the error is a permission problem.
+    pub fn is_permission(&self) -> bool {
+        matches!(self.errno, Some(libc::EPERM | libc::EACCES))
+    }
+}
+
+/// Result of a netlink operation.
+pub type Result<T> = std::result::Result<T, NetlinkError>;
+
+/// What we need to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfoSummary {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Administratively up.
+    pub up: bool,
+    /// MTU.
+    pub mtu: Option<u32>,
+    /// The `IFLA_INFO_KIND` (`tun`, `veth`, …), if any.
+    pub kind: Option<String>,
+    /// Counters (rx_packets, tx_packets, rx_bytes, tx_bytes, rx_dropped, tx_dropped).
+    pub stats: Option<LinkCounters>,
+}
+
+/// Interface counters from `IFLA_STATS64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkCounters {
+    /// Packets received by the interface.
+    pub rx_packets: u64,
+    /// Packets sent by the interface.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Packets dropped on transmit (for a TUN: the relay's queue was full).
+    pub tx_dropped: u64,
+}
+
+/// An address on an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrSummary {
+    /// Interface index.
+    pub index: u32,
+    /// The local address (`IFA_LOCAL`, or `IFA_ADDRESS` when absent).
+    pub local: IpAddr,
+    /// The peer (`IFA_ADDRESS` when it differs from the local address).
+    pub peer: Option<IpAddr>,
+    /// Prefix length.
+    pub prefix_len: u8,
+}
+
+/// A route, decoded.
+#[derive(Debug, Clone)]
+pub struct RouteSummary {
+    /// Routing table id.
+    pub table: u32,
+    /// Route type (`local`, `unicast`, …).
+    pub kind: RouteType,
+    /// Destination address, if any.
+    pub dst: Option<IpAddr>,
+    /// Destination prefix length.
+    pub dst_len: u8,
+    /// Output interface index.
+    pub oif: Option<u32>,
+    /// Preferred source.
+    pub prefsrc: Option<IpAddr>,
+    /// The raw message, to delete exactly this route.
+    pub message: RouteMessage,
+}
+
+/// A policy-routing rule, decoded.
+#[derive(Debug, Clone)]
+pub struct RuleSummary {
+    /// IPv4 or IPv6.
+    pub family: Family,
+    /// Priority (`pref`).
+    pub priority: u32,
+    /// `iif` name, if the rule has one.
+    pub iif: Option<String>,
+    /// The table it looks up.
+    pub table: u32,
+    /// The action.
+    pub action: RuleAction,
+    /// The raw message, to delete exactly this rule.
+    pub message: RuleMessage,
+}
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    fn ip_version(self) -> IpVersion {
+        match self {
+            Family::Ipv4 => IpVersion::V4,
+            Family::Ipv6 => IpVersion::V6,
+        }
+    }
+
+    /// `-4`/`-6` style label used in messages: `IPv4` / `IPv6`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        }
+    }
+}
+
+/// A netlink connection in the current thread's network namespace.
+pub struct Netlink {
+    rt: tokio::runtime::Runtime,
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a connection.
+    pub fn connect() -> std::io::Result<Netlink> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            tokio::spawn(conn);
+            Ok::<_, std::io::Error>(handle)
+        })?;
+        Ok(Netlink { rt, handle })
+    }
+
+    /// The link named `name`, or `None` if there is none.
+    pub fn link_by_name(&self, name: &str) -> Result<Option<LinkInfoSummary>> {
+        let res = self.rt.block_on(
+            self.handle
+                .link()
+                .get()
+                .match_name(name.to_string())
+                .execute()
+                .try_next(),
+        );
+        match res {
+            Ok(Some(msg)) => Ok(Some(link_summary(&msg))),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let e = NetlinkError::new(format!("get link {name}"), e);
+                if e.is_gone() { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    /// All links.
+    pub fn links(&self) -> Result<Vec<LinkInfoSummary>> {
+        let msgs: Vec<LinkMessage> = self
+            .rt
+            .block_on(self.handle.link().get().execute().try_collect())
+            .map_err(|e| NetlinkError::new("list links", e))?;
+        Ok(msgs.iter().map(link_summary).collect())
+    }
+
+    /// `ip link set dev DEV up`.
+    pub fn set_link_up(&self, index: u32, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .map_err(|e| NetlinkError::new(format!("set link {name} up"), e))
+    }
+
+    /// `ip link set dev DEV down`.
+    pub fn set_link_down(&self, index: u32, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .map_err(|e| NetlinkError::new(format!("set link {name} down"), e))
+    }
+
+    /// `ip link set dev DEV mtu MTU`.
+    pub fn set_link_mtu(&self, index: u32, name: &str, mtu: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .map_err(|e| NetlinkError::new(format!("set link {name} mtu {mtu}"), e))
+    }
+
+    /// `ip link del dev DEV`.
+    pub fn delete_link(&self, index: u32, name: &str) -> Result<()> {
+        self.rt
+            .block_on(self.handle.link().del(index).execute())
+            .map_err(|e| NetlinkError::new(format!("delete link {name}"), e))
+    }
+
+    /// `ip addr add LOCAL peer PEER dev DEV` (a /32 or /128 point-to-point address).
+    pub fn add_peer_address(
+        &self,
+        index: u32,
+        name: &str,
+        local: IpAddr,
+        peer: IpAddr,
+    ) -> Result<()> {
+        let op = format!("add address {local} peer {peer} dev {name}");
+        let mut req = self.handle.address().add(index, local, full_prefix(&local));
+        set_peer(req.message_mut(), local, peer);
+        self.rt
+            .block_on(req.execute())
+            .map_err(|e| NetlinkError::new(op, e))
+    }
+
+    /// `ip addr del LOCAL peer PEER dev DEV`.
+    pub fn delete_peer_address(
+        &self,
+        index: u32,
+        name: &str,
+        local: IpAddr,
+        peer: IpAddr,
+    ) -> Result<()> {
+        let op = format!("delete address {local} peer {peer} dev {name}");
+        let found = self
+            .addresses(Some(index))?
+            .into_iter()
+            .any(|a| a.local == local);
+        if !found {
+            return Err(NetlinkError {
+                op,
+                message: "no such address".into(),
+                errno: Some(libc::EADDRNOTAVAIL),
+            });
+        }
+        let mut msg = rtnetlink::AddressMessageBuilder::<std::net::Ipv4Addr>::new().build();
+        msg.header.index = index;
+        msg.header.prefix_len = full_prefix(&local);
+        msg.header.family = family_of(&local);
+        set_peer(&mut msg, local, peer);
+        self.rt
+            .block_on(self.handle.address().del(msg).execute())
+            .map_err(|e| NetlinkError::new(op, e))
+    }
+
+    /// Addresses, of one interface or of all.
+    pub fn addresses(&self, index: Option<u32>) -> Result<Vec<AddrSummary>> {
+        let mut req = self.handle.address().get();
+        if let Some(i) = index {
+            req = req.set_link_index_filter(i);
+        }
+        let msgs: Vec<AddressMessage> = self
+            .rt
+            .block_on(req.execute().try_collect())
+            .map_err(|e| NetlinkError::new("list addresses", e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| index.is_none_or(|i| m.header.index == i))
+            .filter_map(addr_summary)
+            .collect())
+    }
+
+    /// Every route of a family, in every table.
+    pub fn routes(&self, family: Family) -> Result<Vec<RouteSummary>> {
+        let filter = match family {
+            Family::Ipv4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            Family::Ipv6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        };
+        let msgs: Vec<RouteMessage> = self
+            .rt
+            .block_on(self.handle.route().get(filter).execute().try_collect())
+            .map_err(|e| NetlinkError::new(format!("list {} routes", family.label()), e))?;
+        Ok(msgs.into_iter().map(route_summary).collect())
+    }
+
+    /// The `local` route of `addr` in table `table` (on any device), if present.
+    pub fn find_local_route(&self, addr: IpAddr, table: u32) -> Result<Option<RouteSummary>> {
+        Ok(self.routes(Family::of(&addr))?.into_iter().find(|r| {
+            r.table == table
+                && r.kind == RouteType::Local
+                && r.dst == Some(addr)
+                && r.dst_len == full_prefix(&addr)
+        }))
+    }
+
+    /// Deletes exactly the route in `route` (as dumped).
+    pub fn delete_route(&self, route: &RouteSummary, what: &str) -> Result<()> {
+        self.rt
+            .block_on(self.handle.route().del(route.message.clone()).execute())
+            .map_err(|e| NetlinkError::new(format!("delete route {what}"), e))
+    }
+
+    /// `ip route add local ADDR dev DEV table TABLE proto kernel scope host src ADDR` — the
+    /// same shape as the route the kernel itself puts in table `local`.
+    pub fn add_local_route(&self, addr: IpAddr, index: u32, name: &str, table: u32) -> Result<()> {
+        let op = format!(
+            "add route local {addr} dev {name} table {}",
+            table_name(table)
+        );
+        let msg = local_route_message(addr, index, table);
+        self.rt
+            .block_on(self.handle.route().add(msg).execute())
+            .map_err(|e| NetlinkError::new(op, e))
+    }
+
+    /// Every rule of a family.
+    pub fn rules(&self, family: Family) -> Result<Vec<RuleSummary>> {
+        let msgs: Vec<RuleMessage> = self
+            .rt
+            .block_on(
+                self.handle
+                    .rule()
+                    .get(family.ip_version())
+                    .execute()
+                    .try_collect(),
+            )
+            .map_err(|e| NetlinkError::new(format!("list {} rules", family.label()), e))?;
+        Ok(msgs.into_iter().map(|m| rule_summary(family, m)).collect())
+    }
+
+    /// `ip rule add iif DEV lookup TABLE` (IPv4 or IPv6), with the to-table action set.
+    pub fn add_iif_rule(&self, family: Family, dev: &str, table: u32) -> Result<()> {
+        let op = format!("add {} rule iif {dev} lookup {table}", family.label());
+        let req = self.handle.rule().add().input_interface(dev.to_string());
+        let res = match family {
+            Family::Ipv4 => self.rt.block_on(
+                req.v4()
+                    .table_id(table)
+                    .action(RuleAction::ToTable)
+                    .execute(),
+            ),
+            Family::Ipv6 => self.rt.block_on(
+                req.v6()
+                    .table_id(table)
+                    .action(RuleAction::ToTable)
+                    .execute(),
+            ),
+        };
+        res.map_err(|e| NetlinkError::new(op, e))
+    }
+
+    /// The `iif DEV lookup TABLE` rules of a family.
+    pub fn find_iif_rules(
+        &self,
+        family: Family,
+        dev: &str,
+        table: u32,
+    ) -> Result<Vec<RuleSummary>> {
+        Ok(self
+            .rules(family)?
+            .into_iter()
+            .filter(|r| r.iif.as_deref() == Some(dev) && r.table == table)
+            .collect())
+    }
+
+    /// Deletes exactly the rule in `rule` (as dumped).
+    pub fn delete_rule(&self, rule: &RuleSummary) -> Result<()> {
+        let op = format!(
+            "delete {} rule {}: iif {} lookup {}",
+            rule.family.label(),
+            rule.priority,
+            rule.iif.as_deref().unwrap_or("*"),
+            rule.table
+        );
+        self.rt
+            .block_on(self.handle.rule().del(rule.message.clone()).execute())
+            .map_err(|e| NetlinkError::new(op, e))
+    }
+}
+
+/// `local`, `main`, `default` or the number.
+pub fn table_name(table: u32) -> String {
+    match table {
+        255 => "local".into(),
+        254 => "main".into(),
+        253 => "default".into(),
+        n => n.to_string(),
+    }
+}
+
+/// /32 for IPv4, /128 for IPv6.
+pub fn full_prefix(addr: &IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn family_of(addr: &IpAddr) -> AddressFamily {
+    match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+/// Sets IFA_LOCAL = local and IFA_ADDRESS = peer (rtnetlink has no peer setter), and NODAD for
+/// IPv6 so the address is usable at once.
+fn set_peer(msg: &mut AddressMessage, local: IpAddr, peer: IpAddr) {
+    msg.attributes.retain(|a| {
+        !matches!(
+            a,
+            AddressAttribute::Address(_)
+                | AddressAttribute::Local(_)
+                | AddressAttribute::Broadcast(_)
+        )
+    });
+    msg.attributes.push(AddressAttribute::Local(local));
+    msg.attributes.push(AddressAttribute::Address(peer));
+    if local.is_ipv6() {
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+}
+
+fn local_route_message(addr: IpAddr, index: u32, table: u32) -> RouteMessage {
+    let mut msg = match addr {
+        IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(a, 32)
+            .pref_source(a)
+            .output_interface(index)
+            .table_id(table)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .protocol(RouteProtocol::Kernel)
+            .build(),
+        IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .destination_prefix(a, 128)
+            .output_interface(index)
+            .table_id(table)
+            .kind(RouteType::Local)
+            .protocol(RouteProtocol::Kernel)
+            .priority(0)
+            .build(),
+    };
+    if addr.is_ipv6() {
+        // The kernel's own IPv6 local routes are RT_SCOPE_UNIVERSE; keep the builder's default.
+        msg.header.scope = RouteScope::Universe;
+    }
+    msg
+}
+
+fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
+    let mut s = LinkInfoSummary {
+        index: msg.header.index,
+        name: String::new(),
+        up: msg.header.flags.contains(LinkFlags::Up),
+        mtu: None,
+        kind: None,
+        stats: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => s.name = n.clone(),
+            LinkAttribute::Mtu(m) => s.mtu = Some(*m),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        s.kind = Some(match kind {
+                            InfoKind::Tun => "tun".to_string(),
+                            other => other.to_string(),
+                        });
+                    }
+                }
+            }
+            LinkAttribute::Stats64(st) => {
+                s.stats = Some(LinkCounters {
+                    rx_packets: st.rx_packets,
+                    tx_packets: st.tx_packets,
+                    rx_bytes: st.rx_bytes,
+                    tx_bytes: st.tx_bytes,
+                    rx_dropped: st.rx_dropped,
+                    tx_dropped: st.tx_dropped,
+                })
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+fn addr_summary(msg: &AddressMessage) -> Option<AddrSummary> {
+    let mut local = None;
+    let mut address = None;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(a) => local = Some(*a),
+            AddressAttribute::Address(a) => address = Some(*a),
+            _ => {}
+        }
+    }
+    let local_addr = local.or(address)?;
+    let peer = match (local, address) {
+        (Some(l), Some(a)) if l != a => Some(a),
+        _ => None,
+    };
+    Some(AddrSummary {
+        index: msg.header.index,
+        local: local_addr,
+        peer,
+        prefix_len: msg.header.prefix_len,
+    })
+}
+
+fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn route_summary(message: RouteMessage) -> RouteSummary {
+    let mut table = u32::from(message.header.table);
+    let mut dst = None;
+    let mut oif = None;
+    let mut prefsrc = None;
+    for attr in &message.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(a) => dst = route_addr(a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::PrefSource(a) => prefsrc = route_addr(a),
+            _ => {}
+        }
+    }
+    RouteSummary {
+        table,
+        kind: message.header.kind,
+        dst,
+        dst_len: message.header.destination_prefix_length,
+        oif,
+        prefsrc,
+        message,
+    }
+}
+
+fn rule_summary(family: Family, message: RuleMessage) -> RuleSummary {
+    let mut table = u32::from(message.header.table);
+    let mut priority = 0;
+    let mut iif = None;
+    for attr in &message.attributes {
+        match attr {
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::Iifname(n) => iif = Some(n.clone()),
+            _ => {}
+        }
+    }
+    RuleSummary {
+        family,
+        priority,
+        iif,
+        table,
+        action: message.header.action,
+        message,
+    }
+}

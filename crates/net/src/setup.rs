@@ -1,0 +1,299 @@
+//! Establishing the tunnel: devices, addresses, routing rewrite, sysctls — each change
+//! recorded (and handed to a journal) the moment it is made, so that any failure, signal or
+//! crash can be undone exactly.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hostkit_tun::{DeviceError, TunDevice, TunOptions};
+
+use crate::netlink::{Netlink, NetlinkError, TABLE_LOCAL};
+use crate::spec::{Step, TunnelSpec};
+use crate::sysctl;
+use crate::undo::{self, TeardownItem, Undo};
+
+/// How long to wait for the kernel to install an address's local route after link up.
+const LOCAL_ROUTE_WAIT: Duration = Duration::from_secs(3);
+
+/// Why the tunnel could not be established (everything done so far has been undone).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A device name exists and is not a TUN device.
+    #[error("device {dev:?} exists but is not a TUN device (it is {kind}); choose another name")]
+    NotTun {
+        /// Device.
+        dev: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// Opening a device failed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// A netlink operation failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// A sysctl could not be read or written.
+    #[error("{0}")]
+    Sysctl(std::io::Error),
+    /// The kernel never installed an address's local route.
+    #[error("the kernel did not install the local route of {addr} on {dev} within {secs} s")]
+    NoLocalRoute {
+        /// Device.
+        dev: String,
+        /// Address.
+        addr: IpAddr,
+        /// Seconds waited.
+        secs: u64,
+    },
+    /// The journal could not be written.
+    #[error("cannot record the change in the state file: {0}")]
+    Journal(std::io::Error),
+}
+
+/// A failed setup, with the report of the teardown that followed it.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct FailedSetup {
+    /// What failed.
+    #[source]
+    pub error: SetupError,
+    /// How undoing the partial setup went.
+    pub teardown: Vec<TeardownItem>,
+}
+
+/// Receives the full list of changes after each new one (to persist it).
+pub type Journal<'a> = &'a mut dyn FnMut(&[Undo]) -> std::io::Result<()>;
+
+/// An established tunnel: the two open devices and the record of what was changed.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// The two devices, side 0 and side 1.
+    pub devices: [Arc<TunDevice>; 2],
+    /// What was changed, oldest first.
+    pub undo: Vec<Undo>,
+    /// Whether each device was created (`false`: attached to an existing one).
+    pub created: [bool; 2],
+}
+
+struct Recorder<'a, 'j> {
+    undo: Vec<Undo>,
+    journal: &'a mut Journal<'j>,
+}
+
+impl Recorder<'_, '_> {
+    fn push(&mut self, u: Undo) -> Result<(), SetupError> {
+        self.undo.push(u);
+        (self.journal)(&self.undo).map_err(SetupError::Journal)
+    }
+}
+
+impl Tunnel {
+    /// Carries out `spec` in the current network namespace. On failure everything done so far
+    /// is undone and reported.
+    pub fn establish(
+        nl: &Netlink,
+        spec: &TunnelSpec,
+        opts: &dyn Fn(&str) -> TunOptions,
+        mut journal: Journal<'_>,
+    ) -> Result<Tunnel, FailedSetup> {
+        let mut rec = Recorder {
+            undo: Vec::new(),
+            journal: &mut journal,
+        };
+        let mut opened: Vec<Arc<TunDevice>> = Vec::new();
+        let mut created = [false, false];
+        let res = establish_steps(nl, spec, opts, &mut rec, &mut opened, &mut created);
+        match res {
+            Ok(()) => {
+                let [a, b]: [Arc<TunDevice>; 2] = match opened.try_into() {
+                    Ok(pair) => pair,
+                    Err(_) => unreachable!("establish_steps opens both devices on success"),
+                };
+                Ok(Tunnel {
+                    devices: [a, b],
+                    undo: rec.undo,
+                    created,
+                })
+            }
+            Err(error) => {
+                let teardown = undo::teardown(nl, &rec.undo);
+                drop(opened);
+                let _ = (rec.journal)(&[]);
+                Err(FailedSetup { error, teardown })
+            }
+        }
+    }
+
+    /// Undoes everything (newest first) while the devices are still open, then closes them.
+    pub fn teardown(self, nl: &Netlink) -> Vec<TeardownItem> {
+        let report = undo::teardown(nl, &self.undo);
+        drop(self.devices);
+        report
+    }
+}
+
+fn establish_steps(
+    nl: &Netlink,
+    spec: &TunnelSpec,
+    opts: &dyn Fn(&str) -> TunOptions,
+    rec: &mut Recorder<'_, '_>,
+    opened: &mut Vec<Arc<TunDevice>>,
+    created: &mut [bool; 2],
+) -> Result<(), SetupError> {
+    // 1. Devices: create, or attach to an existing TUN device.
+    let mut before = Vec::new();
+    for (side, dev) in spec.devs().into_iter().enumerate() {
+        let existing = nl.link_by_name(dev)?;
+        if let Some(link) = &existing
+            && link.kind.as_deref() != Some("tun")
+        {
+            return Err(SetupError::NotTun {
+                dev: dev.to_string(),
+                kind: link
+                    .kind
+                    .clone()
+                    .map(|k| format!("a {k} device"))
+                    .unwrap_or_else(|| "a device without a kind".into()),
+            });
+        }
+        created[side] = existing.is_none();
+        before.push(existing);
+    }
+    for (side, dev) in spec.devs().into_iter().enumerate() {
+        let device = TunDevice::open(&opts(dev))?;
+        opened.push(Arc::new(device));
+        if created[side] {
+            rec.push(Undo::DeleteLink {
+                dev: dev.to_string(),
+            })?;
+        }
+    }
+    // 2. The plan (device creation is done).
+    for step in spec.plan(*created) {
+        run_step(nl, &step, &before, spec, rec)?;
+    }
+    Ok(())
+}
+
+fn index_of(nl: &Netlink, dev: &str) -> Result<u32, SetupError> {
+    nl.link_by_name(dev)?.map(|l| l.index).ok_or_else(|| {
+        SetupError::Netlink(NetlinkError {
+            op: format!("find device {dev}"),
+            message: "the device vanished".into(),
+            errno: Some(libc::ENODEV),
+        })
+    })
+}
+
+fn run_step(
+    nl: &Netlink,
+    step: &Step,
+    before: &[Option<crate::netlink::LinkInfoSummary>],
+    spec: &TunnelSpec,
+    rec: &mut Recorder<'_, '_>,
+) -> Result<(), SetupError> {
+    let side_of = |dev: &str| spec.devs().iter().position(|d| *d == dev).unwrap_or(0);
+    match step {
+        Step::CreateTun { .. } => Ok(()),
+        Step::SetMtu { dev, mtu } => {
+            let idx = index_of(nl, dev)?;
+            if let Some(prev) = before[side_of(dev)].as_ref().and_then(|l| l.mtu)
+                && prev != *mtu
+            {
+                rec.push(Undo::RestoreMtu {
+                    dev: dev.clone(),
+                    mtu: prev,
+                })?;
+            }
+            nl.set_link_mtu(idx, dev, *mtu)?;
+            Ok(())
+        }
+        Step::AddAddress { dev, local, peer } => {
+            let idx = index_of(nl, dev)?;
+            match nl.add_peer_address(idx, dev, *local, *peer) {
+                Ok(()) => rec.push(Undo::DelAddress {
+                    dev: dev.clone(),
+                    local: *local,
+                    peer: *peer,
+                }),
+                // An attached device that already carries the address: not ours to remove.
+                Err(e) if e.is_exists() && before[side_of(dev)].is_some() => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Step::LinkUp { dev } => {
+            let idx = index_of(nl, dev)?;
+            if let Some(prev) = &before[side_of(dev)]
+                && !prev.up
+            {
+                rec.push(Undo::LinkDown { dev: dev.clone() })?;
+            }
+            nl.set_link_up(idx, dev)?;
+            Ok(())
+        }
+        Step::MoveLocalRoute { dev, addr, table } => {
+            let idx = index_of(nl, dev)?;
+            let route = wait_for_local_route(nl, dev, *addr)?;
+            rec.push(Undo::RestoreLocalRoute {
+                dev: dev.clone(),
+                addr: *addr,
+            })?;
+            nl.delete_route(&route, &format!("local {addr} dev {dev} table local"))?;
+            rec.push(Undo::DelTableRoute {
+                dev: dev.clone(),
+                addr: *addr,
+                table: *table,
+            })?;
+            match nl.add_local_route(*addr, idx, dev, *table) {
+                Err(e) if e.is_exists() => Ok(()),
+                other => other.map_err(Into::into),
+            }
+        }
+        Step::AddRule { dev, family, table } => {
+            rec.push(Undo::DelRule {
+                dev: dev.clone(),
+                family: *family,
+                table: *table,
+            })?;
+            if nl.find_iif_rules(*family, dev, *table)?.is_empty() {
+                nl.add_iif_rule(*family, dev, *table)?;
+            }
+            Ok(())
+        }
+        Step::SetSysctl { key, value } => {
+            let prev = sysctl::read(key).map_err(SetupError::Sysctl)?;
+            if prev != *value {
+                rec.push(Undo::RestoreSysctl {
+                    key: key.clone(),
+                    value: prev,
+                })?;
+                sysctl::write(key, value).map_err(SetupError::Sysctl)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The kernel adds an address's local route when the address is usable (IPv6: after link up);
+/// wait for it, bounded in time.
+fn wait_for_local_route(
+    nl: &Netlink,
+    dev: &str,
+    addr: IpAddr,
+) -> Result<crate::netlink::RouteSummary, SetupError> {
+    let start = Instant::now();
+    loop {
+        if let Some(route) = nl.find_local_route(addr, TABLE_LOCAL)? {
+            return Ok(route);
+        }
+        if start.elapsed() > LOCAL_ROUTE_WAIT {
+            return Err(SetupError::NoLocalRoute {
+                dev: dev.to_string(),
+                addr,
+                secs: LOCAL_ROUTE_WAIT.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,624 @@
+//! The tunnel's settings, validated, and the plan of steps they imply. Pure: no I/O.
+//!
+//! The same [`Step`]s are executed by [`crate::setup`] and rendered as the equivalent `ip`
+//! commands for `--dry-run`, so the two cannot drift apart.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::netlink::{Family, table_name};
+
+/// Default device names and addresses: tun0 10.0.0.1 ↔ tun1 10.0.0.2, table 13.
+pub const DEFAULT_DEVICES: [&str; 2] = ["tun0", "tun1"];
+/// The default routing table for the moved local routes.
+pub const DEFAULT_TABLE: u32 = 13;
+
+/// Which devices get an `iif DEV lookup TABLE` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleSides {
+    /// Both (the correct setup).
+    #[default]
+    Both,
+    /// Only the first device (reproduces the classic one-sided mistake).
+    FirstOnly,
+    /// Only the second device.
+    SecondOnly,
+}
+
+/// One side of the tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Interface name.
+    pub dev: String,
+    /// Its addresses: at most one per family.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// What the user asked for, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct SpecInput {
+    /// The two device names.
+    pub devs: [String; 2],
+    /// Addresses of each side (empty for both sides: the IPv4 defaults).
+    pub addrs: [Vec<IpAddr>; 2],
+    /// Routing table for the moved local routes.
+    pub table: u32,
+    /// MTU to set, if any.
+    pub mtu: Option<u32>,
+    /// Skip the routing rewrite (to show the problem it solves).
+    pub no_routing: bool,
+    /// Which sides get a rule.
+    pub rules: RuleSides,
+    /// Leave `ip_nonlocal_bind` alone.
+    pub no_nonlocal_bind: bool,
+}
+
+/// A validated tunnel specification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelSpec {
+    /// The two sides; side 0's addresses have side 1's as peers and vice versa.
+    pub ends: [Endpoint; 2],
+    /// Routing table for the moved local routes.
+    pub table: u32,
+    /// MTU to set, if any.
+    pub mtu: Option<u32>,
+    /// Whether to move local routes and add rules.
+    pub routing: bool,
+    /// Which sides get a rule.
+    pub rules: RuleSides,
+    /// Whether to turn on non-local bind for the families in use.
+    pub nonlocal_bind: bool,
+}
+
+/// Why the settings are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Bad interface name.
+    #[error("invalid device name {name:?}: {reason}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Both sides use one device.
+    #[error("both devices are named {0:?}: the tunnel needs two different devices")]
+    SameDevice(String),
+    /// Only one side has addresses.
+    #[error("addresses given for {given} but not for {missing}: give --addr0 and --addr1 together")]
+    OneSided {
+        /// Side with addresses.
+        given: String,
+        /// Side without.
+        missing: String,
+    },
+    /// Two addresses of one family on a side.
+    #[error("{dev} has two {family} addresses ({a} and {b}): give at most one per family")]
+    TwoOfAFamily {
+        /// Device.
+        dev: String,
+        /// Family label.
+        family: &'static str,
+        /// First.
+        a: IpAddr,
+        /// Second.
+        b: IpAddr,
+    },
+    /// The pair mixes families.
+    #[error(
+        "address {a} ({dev_a}) has no {family} peer on {dev_b}: each address needs a peer of the same family on the other device"
+    )]
+    MixedFamilies {
+        /// Address without a peer.
+        a: IpAddr,
+        /// Its device.
+        dev_a: String,
+        /// The other device.
+        dev_b: String,
+        /// The missing family.
+        family: &'static str,
+    },
+    /// The same address on both sides.
+    #[error("duplicate address {0}: the two ends need different addresses")]
+    Duplicate(IpAddr),
+    /// An address that cannot be a tunnel end.
+    #[error("address {addr} cannot be a tunnel end: it is {what}")]
+    Unusable {
+        /// The address.
+        addr: IpAddr,
+        /// What it is.
+        what: &'static str,
+    },
+    /// A reserved routing table.
+    #[error(
+        "table {0} is reserved (0 unspec, 253 default, 254 main, 255 local): choose another, e.g. 13"
+    )]
+    ReservedTable(u32),
+    /// MTU out of range.
+    #[error("MTU {mtu} is out of range: {reason}")]
+    Mtu {
+        /// The value.
+        mtu: u32,
+        /// The limits.
+        reason: &'static str,
+    },
+}
+
+impl TunnelSpec {
+    /// Validates the user's settings.
+    pub fn new(input: SpecInput) -> Result<TunnelSpec, SpecError> {
+        for name in &input.devs {
+            hostkit_tun::device::validate_name(name).map_err(|e| SpecError::BadName {
+                name: name.clone(),
+                reason: match e {
+                    hostkit_tun::DeviceError::InvalidName { reason, .. } => reason.to_string(),
+                    other => other.to_string(),
+                },
+            })?;
+        }
+        if input.devs[0] == input.devs[1] {
+            return Err(SpecError::SameDevice(input.devs[0].clone()));
+        }
+        if matches!(input.table, 0 | 253..=255) {
+            return Err(SpecError::ReservedTable(input.table));
+        }
+        let addrs = match (&input.addrs[0].is_empty(), &input.addrs[1].is_empty()) {
+            (true, true) => [
+                vec!["10.0.0.1".parse().expect("literal")],
+                vec!["10.0.0.2".parse().expect("literal")],
+            ],
+            (false, false) => input.addrs.clone(),
+            (false, true) => {
+                return Err(SpecError::OneSided {
+                    given: input.devs[0].clone(),
+                    missing: input.devs[1].clone(),
+                });
+            }
+            (true, false) => {
+                return Err(SpecError::OneSided {
+                    given: input.devs[1].clone(),
+                    missing: input.devs[0].clone(),
+                });
+            }
+        };
+        for (side, list) in addrs.iter().enumerate() {
+            for addr in list {
+                check_usable(addr)?;
+            }
+            for fam in [Family::Ipv4, Family::Ipv6] {
+                let of: Vec<&IpAddr> = list.iter().filter(|a| Family::of(a) == fam).collect();
+                if of.len() > 1 {
+                    return Err(SpecError::TwoOfAFamily {
+                        dev: input.devs[side].clone(),
+                        family: fam.label(),
+                        a: *of[0],
+                        b: *of[1],
+                    });
+                }
+            }
+        }
+        for side in 0..2 {
+            for addr in &addrs[side] {
+                let fam = Family::of(addr);
+                if !addrs[1 - side].iter().any(|p| Family::of(p) == fam) {
+                    return Err(SpecError::MixedFamilies {
+                        a: *addr,
+                        dev_a: input.devs[side].clone(),
+                        dev_b: input.devs[1 - side].clone(),
+                        family: fam.label(),
+                    });
+                }
+                if addrs[1 - side].contains(addr) {
+                    return Err(SpecError::Duplicate(*addr));
+                }
+            }
+        }
+        let has_v6 = addrs[0].iter().any(|a| a.is_ipv6());
+        if let Some(mtu) = input.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(SpecError::Mtu {
+                    mtu,
+                    reason: "a TUN device takes 68 to 65535",
+                });
+            }
+            if has_v6 && mtu < 1280 {
+                return Err(SpecError::Mtu {
+                    mtu,
+                    reason: "IPv6 needs at least 1280",
+                });
+            }
+        }
+        // Keep a stable order: IPv4 first.
+        let ends = [0, 1].map(|side| {
+            let mut list = addrs[side].clone();
+            list.sort_by_key(|a| a.is_ipv6());
+            Endpoint {
+                dev: input.devs[side].clone(),
+                addrs: list,
+            }
+        });
+        Ok(TunnelSpec {
+            ends,
+            table: input.table,
+            mtu: input.mtu,
+            routing: !input.no_routing,
+            rules: input.rules,
+            nonlocal_bind: !input.no_nonlocal_bind,
+        })
+    }
+
+    /// The families in use.
+    pub fn families(&self) -> Vec<Family> {
+        let mut fams: Vec<Family> = self.ends[0].addrs.iter().map(Family::of).collect();
+        fams.dedup();
+        fams
+    }
+
+    /// The (local, peer) pairs of side `side`.
+    pub fn pairs(&self, side: usize) -> Vec<(IpAddr, IpAddr)> {
+        self.ends[side]
+            .addrs
+            .iter()
+            .map(|local| {
+                let fam = Family::of(local);
+                let peer = self.ends[1 - side]
+                    .addrs
+                    .iter()
+                    .find(|p| Family::of(p) == fam)
+                    .copied()
+                    .expect("validated: every address has a peer");
+                (*local, peer)
+            })
+            .collect()
+    }
+
+    /// The device names.
+    pub fn devs(&self) -> [&str; 2] {
+        [&self.ends[0].dev, &self.ends[1].dev]
+    }
+
+    /// The ordered plan. `created[i]` says whether device `i` is created (or attached to).
+    pub fn plan(&self, created: [bool; 2]) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for (side, &create) in created.iter().enumerate() {
+            let dev = self.ends[side].dev.clone();
+            if create {
+                steps.push(Step::CreateTun { dev: dev.clone() });
+            }
+            if let Some(mtu) = self.mtu {
+                steps.push(Step::SetMtu {
+                    dev: dev.clone(),
+                    mtu,
+                });
+            }
+            for (local, peer) in self.pairs(side) {
+                steps.push(Step::AddAddress {
+                    dev: dev.clone(),
+                    local,
+                    peer,
+                });
+            }
+            steps.push(Step::LinkUp { dev });
+        }
+        if self.routing {
+            for side in 0..2 {
+                for (local, _) in self.pairs(side) {
+                    steps.push(Step::MoveLocalRoute {
+                        dev: self.ends[side].dev.clone(),
+                        addr: local,
+                        table: self.table,
+                    });
+                }
+            }
+            for side in 0..2 {
+                let wanted = match self.rules {
+                    RuleSides::Both => true,
+                    RuleSides::FirstOnly => side == 0,
+                    RuleSides::SecondOnly => side == 1,
+                };
+                if wanted {
+                    for family in self.families() {
+                        steps.push(Step::AddRule {
+                            dev: self.ends[side].dev.clone(),
+                            family,
+                            table: self.table,
+                        });
+                    }
+                }
+            }
+        }
+        if self.nonlocal_bind {
+            for family in self.families() {
+                steps.push(Step::SetSysctl {
+                    key: nonlocal_bind_key(family).to_string(),
+                    value: "1".into(),
+                });
+            }
+        }
+        steps
+    }
+}
+
+/// The `ip_nonlocal_bind` sysctl of a family.
+pub fn nonlocal_bind_key(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "net.ipv4.ip_nonlocal_bind",
+        Family::Ipv6 => "net.ipv6.ip_nonlocal_bind",
+    }
+}
+
+fn check_usable(addr: &IpAddr) -> Result<(), SpecError> {
+    let what = match addr {
+        a if a.is_unspecified() => "unspecified",
+        a if a.is_loopback() => "a loopback address",
+        a if a.is_multicast() => "multicast",
+        IpAddr::V4(a) if a.is_broadcast() => "the broadcast address",
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => "an IPv4-mapped IPv6 address",
+        _ => return Ok(()),
+    };
+    Err(SpecError::Unusable { addr: *addr, what })
+}
+
+/// One step of the setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Create a TUN device (an ioctl on /dev/net/tun).
+    CreateTun {
+        /// Device.
+        dev: String,
+    },
+    /// Set the MTU.
+    SetMtu {
+        /// Device.
+        dev: String,
+        /// MTU.
+        mtu: u32,
+    },
+    /// Add a point-to-point address.
+    AddAddress {
+        /// Device.
+        dev: String,
+        /// Local address.
+        local: IpAddr,
+        /// Peer address.
+        peer: IpAddr,
+    },
+    /// Bring the link up.
+    LinkUp {
+        /// Device.
+        dev: String,
+    },
+    /// Delete the address's `local` route from table `local` and add it to `table`.
+    MoveLocalRoute {
+        /// Device.
+        dev: String,
+        /// The address.
+        addr: IpAddr,
+        /// Target table.
+        table: u32,
+    },
+    /// `ip rule add iif DEV lookup TABLE`.
+    AddRule {
+        /// Device.
+        dev: String,
+        /// Family.
+        family: Family,
+        /// Table.
+        table: u32,
+    },
+    /// Write a sysctl (in the namespace worked in).
+    SetSysctl {
+        /// Dotted key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+}
+
+impl Step {
+    /// The equivalent shell commands, in order (`ip -n NS …` inside a named namespace).
+    pub fn commands(&self, netns: Option<&str>) -> Vec<String> {
+        let ip = |fam: Option<Family>| {
+            let mut s = String::from("ip");
+            if fam == Some(Family::Ipv6) {
+                s.push_str(" -6");
+            }
+            if let Some(ns) = netns {
+                s.push_str(&format!(" -n {ns}"));
+            }
+            s
+        };
+        match self {
+            Step::CreateTun { dev } => vec![format!("{} tuntap add dev {dev} mode tun", ip(None))],
+            Step::SetMtu { dev, mtu } => vec![format!("{} link set dev {dev} mtu {mtu}", ip(None))],
+            Step::AddAddress { dev, local, peer } => vec![format!(
+                "{} address add {local} peer {peer} dev {dev}",
+                ip(None)
+            )],
+            Step::LinkUp { dev } => vec![format!("{} link set dev {dev} up", ip(None))],
+            Step::MoveLocalRoute { dev, addr, table } => {
+                let fam = Family::of(addr);
+                let tail = match fam {
+                    Family::Ipv4 => format!("proto kernel scope host src {addr}"),
+                    Family::Ipv6 => "proto kernel metric 0".to_string(),
+                };
+                vec![
+                    format!(
+                        "{} route del local {addr} dev {dev} table local",
+                        ip(Some(fam))
+                    ),
+                    format!(
+                        "{} route add local {addr} dev {dev} table {} {tail}",
+                        ip(Some(fam)),
+                        table_name(*table)
+                    ),
+                ]
+            }
+            Step::AddRule { dev, family, table } => vec![format!(
+                "{} rule add iif {dev} lookup {table}",
+                ip(Some(*family))
+            )],
+            Step::SetSysctl { key, value } => {
+                let prefix = netns
+                    .map(|ns| format!("ip netns exec {ns} "))
+                    .unwrap_or_default();
+                vec![format!("{prefix}sysctl -w {key}={value}")]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> SpecInput {
+        SpecInput {
+            devs: ["tun0".into(), "tun1".into()],
+            table: 13,
+            ..Default::default()
+        }
+    }
+
+    fn addrs(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn default_plan_renders_the_classic_commands() {
+        let spec = TunnelSpec::new(input()).unwrap();
+        let cmds: Vec<String> = spec
+            .plan([true, true])
+            .iter()
+            .flat_map(|s| s.commands(None))
+            .collect();
+        assert_eq!(
+            cmds,
+            vec![
+                "ip tuntap add dev tun0 mode tun",
+                "ip address add 10.0.0.1 peer 10.0.0.2 dev tun0",
+                "ip link set dev tun0 up",
+                "ip tuntap add dev tun1 mode tun",
+                "ip address add 10.0.0.2 peer 10.0.0.1 dev tun1",
+                "ip link set dev tun1 up",
+                "ip route del local 10.0.0.1 dev tun0 table local",
+                "ip route add local 10.0.0.1 dev tun0 table 13 proto kernel scope host src 10.0.0.1",
+                "ip route del local 10.0.0.2 dev tun1 table local",
+                "ip route add local 10.0.0.2 dev tun1 table 13 proto kernel scope host src 10.0.0.2",
+                "ip rule add iif tun0 lookup 13",
+                "ip rule add iif tun1 lookup 13",
+                "sysctl -w net.ipv4.ip_nonlocal_bind=1",
+            ]
+        );
+    }
+
+    #[test]
+    fn dual_stack_in_a_namespace() {
+        let mut i = input();
+        i.addrs = [
+            addrs(&["fd00::1", "10.1.0.1"]),
+            addrs(&["10.1.0.2", "fd00::2"]),
+        ];
+        i.mtu = Some(9000);
+        let spec = TunnelSpec::new(i).unwrap();
+        assert_eq!(
+            spec.pairs(0),
+            vec![
+                ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap()),
+                ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap()),
+            ]
+        );
+        let cmds: Vec<String> = spec
+            .plan([false, true])
+            .iter()
+            .flat_map(|s| s.commands(Some("lab")))
+            .collect();
+        assert_eq!(cmds[0], "ip -n lab link set dev tun0 mtu 9000");
+        assert!(
+            cmds.contains(&"ip -6 -n lab route del local fd00::2 dev tun1 table local".to_string())
+        );
+        assert!(cmds.contains(&"ip -6 -n lab rule add iif tun1 lookup 13".to_string()));
+        assert_eq!(
+            cmds.last().unwrap(),
+            "ip netns exec lab sysctl -w net.ipv6.ip_nonlocal_bind=1"
+        );
+        assert!(!cmds.iter().any(|c| c.contains("tuntap add dev tun0")));
+    }
+
+    #[test]
+    fn one_sided_rules_and_no_routing() {
+        let mut i = input();
+        i.rules = RuleSides::FirstOnly;
+        let spec = TunnelSpec::new(i.clone()).unwrap();
+        let rules: Vec<Step> = spec
+            .plan([true, true])
+            .into_iter()
+            .filter(|s| matches!(s, Step::AddRule { .. }))
+            .collect();
+        assert_eq!(rules.len(), 1);
+        i.no_routing = true;
+        let spec = TunnelSpec::new(i).unwrap();
+        assert!(
+            !spec
+                .plan([true, true])
+                .iter()
+                .any(|s| matches!(s, Step::AddRule { .. } | Step::MoveLocalRoute { .. }))
+        );
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_value() {
+        let check = |f: &dyn Fn(&mut SpecInput), needle: &str| {
+            let mut i = input();
+            f(&mut i);
+            let err = TunnelSpec::new(i).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        };
+        check(
+            &|i| i.devs[0] = "averyveryverylongname".into(),
+            "averyveryverylongname",
+        );
+        check(&|i| i.devs[1] = "tun0".into(), "\"tun0\"");
+        check(&|i| i.table = 255, "table 255 is reserved");
+        check(&|i| i.table = 0, "table 0 is reserved");
+        check(&|i| i.table = 254, "254");
+        check(
+            &|i| i.addrs = [addrs(&["10.0.0.1"]), addrs(&["10.0.0.1"])],
+            "duplicate address 10.0.0.1",
+        );
+        check(
+            &|i| i.addrs = [addrs(&["10.0.0.1"]), addrs(&["fd00::2"])],
+            "10.0.0.1",
+        );
+        check(
+            &|i| i.addrs = [addrs(&["10.0.0.1", "10.0.0.3"]), addrs(&["10.0.0.2"])],
+            "two IPv4 addresses",
+        );
+        check(
+            &|i| i.addrs = [addrs(&["10.0.0.1"]), vec![]],
+            "--addr0 and --addr1",
+        );
+        check(
+            &|i| i.addrs = [addrs(&["127.0.0.1"]), addrs(&["10.0.0.2"])],
+            "loopback",
+        );
+        check(
+            &|i| i.addrs = [addrs(&["224.0.0.1"]), addrs(&["10.0.0.2"])],
+            "multicast",
+        );
+        check(
+            &|i| i.addrs = [addrs(&["0.0.0.0"]), addrs(&["10.0.0.2"])],
+            "unspecified",
+        );
+        check(&|i| i.mtu = Some(20), "MTU 20");
+        check(
+            &|i| {
+                i.addrs = [addrs(&["fd00::1"]), addrs(&["fd00::2"])];
+                i.mtu = Some(1000);
+            },
+            "IPv6 needs at least 1280",
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! The run-state file of a tunnel: what `up` changed (its undo journal), who runs the relay, and
+//! the relay's counters. `tun down` and `tun status` read it; a lock held by the running `up`
+//! tells whether the relay is alive.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::TunnelSpec;
+use crate::undo::Undo;
+
+/// The default run directory.
+pub const DEFAULT_RUN_DIR: &str = "/run/hostkit";
+
+/// Counters of one relay direction, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirStats {
+    /// Source device.
+    pub from: String,
+    /// Destination device.
+    pub to: String,
+    /// Packets relayed.
+    pub packets: u64,
+    /// Bytes relayed.
+    pub bytes: u64,
+    /// Packets dropped on a failed write.
+    pub write_errors: u64,
+    /// Failed reads.
+    pub read_errors: u64,
+}
+
+/// The stored state of one tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelState {
+    /// File format version.
+    pub version: u32,
+    /// Process running the relay.
+    pub pid: u32,
+    /// The named namespace given with `--netns`, if any.
+    pub netns: Option<String>,
+    /// Inode of the network namespace.
+    pub netns_inode: u64,
+    /// The tunnel's settings.
+    pub spec: TunnelSpec,
+    /// The relay engine.
+    pub engine: String,
+    /// Unix time `up` started.
+    pub started_unix: u64,
+    /// What was changed, oldest first.
+    pub undo: Vec<Undo>,
+    /// Relay counters (updated while it runs).
+    pub stats: Vec<DirStats>,
+}
+
+/// A state file and its lock.
+pub struct StateFile {
+    path: PathBuf,
+    _lock: Flock<File>,
+    lock_path: PathBuf,
+}
+
+/// Why the state file could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another `up` holds it.
+    #[error(
+        "a relay for {devs} is already running in this network namespace{pid}; stop it first (hostkit tun down)"
+    )]
+    Running {
+        /// The device pair.
+        devs: String,
+        /// ` (pid N)` if known.
+        pid: String,
+    },
+    /// A dead `up` left state behind.
+    #[error(
+        "a previous `hostkit tun up` for {devs} (pid {pid}) ended without cleaning up; run `hostkit tun down` first"
+    )]
+    Stale {
+        /// The device pair.
+        devs: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// I/O on the run directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path, source: io::Error) -> StateError {
+    StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The state-file path of a device pair in a namespace.
+pub fn state_path(run_dir: &Path, netns_inode: u64, devs: [&str; 2]) -> PathBuf {
+    run_dir.join(format!("tun-{netns_inode}-{}-{}.json", devs[0], devs[1]))
+}
+
+fn lock_path(state: &Path) -> PathBuf {
+    state.with_extension("lock")
+}
+
+/// Reads a state file.
+pub fn read(path: &Path) -> Result<TunnelState, StateError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| io_err(path, io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+/// Every state file of a namespace, with whether its relay is running.
+pub fn list(
+    run_dir: &Path,
+    netns_inode: u64,
+) -> Result<Vec<(PathBuf, TunnelState, bool)>, StateError> {
+    let prefix = format!("tun-{netns_inode}-");
+    let entries = match std::fs::read_dir(run_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(run_dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".json") {
+            let path = entry.path();
+            let state = read(&path)?;
+            let running = is_locked(&path);
+            out.push((path, state, running));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Whether a running `up` holds the state file's lock.
+pub fn is_locked(state: &Path) -> bool {
+    let Ok(file) = File::open(lock_path(state)) else {
+        return false;
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+impl StateFile {
+    /// Takes the state file of a device pair: refuses while another `up` runs, or while a dead
+    /// one's state is still there.
+    pub fn acquire(
+        run_dir: &Path,
+        netns_inode: u64,
+        devs: [&str; 2],
+    ) -> Result<StateFile, StateError> {
+        std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
+        let path = state_path(run_dir, netns_inode, devs);
+        let lock_path = lock_path(&path);
+        let pair = format!("{} and {}", devs[0], devs[1]);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let pid = read(&path)
+                    .map(|s| format!(" (pid {})", s.pid))
+                    .unwrap_or_default();
+                return Err(StateError::Running { devs: pair, pid });
+            }
+            Err((_, e)) => return Err(io_err(&lock_path, e.into())),
+        };
+        if path.exists()
+            && let Ok(old) = read(&path)
+            && !old.undo.is_empty()
+        {
+            return Err(StateError::Stale {
+                devs: pair,
+                pid: old.pid,
+            });
+        }
+        Ok(StateFile {
+            path,
+            _lock: lock,
+            lock_path,
+        })
+    }
+
+    /// Takes the lock of an existing state file (for `down`), or `None` if a relay holds it.
+    pub fn take_existing(path: &Path) -> Result<Option<StateFile>, StateError> {
+        let lock_path = lock_path(path);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(StateFile {
+                path: path.to_path_buf(),
+                _lock: lock,
+                lock_path,
+            })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(io_err(&lock_path, e.into())),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the file atomically (temp file in the same directory, fsync, rename).
+    pub fn write(&self, state: &TunnelState) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            self.path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(())
+    }
+
+    /// Removes the state and lock files (the tunnel is gone).
+    pub fn remove(self) -> io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let _ = std::fs::remove_file(&self.lock_path);
+        Ok(())
+    }
+}

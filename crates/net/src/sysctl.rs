@@ -1,0 +1,23 @@
+//! Reading and writing sysctls through `/proc/sys` (in the calling thread's network namespace
+//! for `net.*` keys).
+
+use std::io;
+use std::path::PathBuf;
+
+/// The `/proc/sys` path of a dotted key.
+pub fn path(key: &str) -> PathBuf {
+    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+}
+
+/// Reads a sysctl's value (trimmed).
+pub fn read(key: &str) -> io::Result<String> {
+    std::fs::read_to_string(path(key))
+        .map(|s| s.trim().to_string())
+        .map_err(|e| io::Error::new(e.kind(), format!("read sysctl {key}: {e}")))
+}
+
+/// Writes a sysctl's value.
+pub fn write(key: &str, value: &str) -> io::Result<()> {
+    std::fs::write(path(key), value)
+        .map_err(|e| io::Error::new(e.kind(), format!("write sysctl {key}={value}: {e}")))
+}

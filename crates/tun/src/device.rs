@@ -1,0 +1,306 @@
+//! Opening TUN devices with `TUNSETIFF`.
+//!
+//! The `tun-tap` crate only sets `IFF_TUN|IFF_NO_PI`; hostkit needs to choose the flags itself
+//! (`IFF_VNET_HDR`, `IFF_MULTI_QUEUE`) and to reset a persistent device's sticky offload state,
+//! so the ioctls live here, behind safe functions.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_NAME_LEN: usize = 15;
+
+/// The raw ioctls (generated `unsafe fn`s); only the safe methods below call them.
+mod sys {
+    #![allow(missing_docs)]
+    nix::ioctl_write_ptr_bad!(ioctl_tunsetiff, libc::TUNSETIFF, libc::ifreq);
+    nix::ioctl_read_bad!(ioctl_tungetiff, libc::TUNGETIFF, libc::ifreq);
+    nix::ioctl_write_int_bad!(ioctl_tunsetoffload, libc::TUNSETOFFLOAD);
+}
+use sys::{ioctl_tungetiff, ioctl_tunsetiff, ioctl_tunsetoffload};
+
+/// Why a device could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The name is empty, too long or has characters the kernel refuses.
+    #[error("invalid interface name {name:?}: {reason}")]
+    InvalidName {
+        /// The offending name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `/dev/net/tun` does not exist.
+    #[error(
+        "{path} does not exist: load the tun module (modprobe tun) or create the node (mknod {path} c 10 200)"
+    )]
+    NoTunNode {
+        /// The clone device's path.
+        path: String,
+    },
+    /// Permission denied (CAP_NET_ADMIN missing).
+    #[error("permission denied opening TUN device {name:?}: CAP_NET_ADMIN is needed (run as root)")]
+    Permission {
+        /// The device name.
+        name: String,
+    },
+    /// A device of that name exists but is not a TUN device (or has other flags).
+    #[error("{name:?} exists but is not a TUN device of the requested type")]
+    NotTun {
+        /// The device name.
+        name: String,
+    },
+    /// The (single-queue) device is already held by another process.
+    #[error("TUN device {name:?} is busy: another process (a running relay?) holds it")]
+    Busy {
+        /// The device name.
+        name: String,
+    },
+    /// Any other I/O error.
+    #[error("cannot open TUN device {name:?}: {source}")]
+    Io {
+        /// The device name.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How to open a TUN device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunOptions {
+    /// Interface name (≤ 15 bytes).
+    pub name: String,
+    /// Prepend a `virtio_net_hdr` to every packet (`IFF_VNET_HDR`).
+    pub vnet_hdr: bool,
+    /// Open one queue of a multi-queue device (`IFF_MULTI_QUEUE`).
+    pub multi_queue: bool,
+    /// Offload flags to accept on read (`TUNSETOFFLOAD`); set explicitly on every attach,
+    /// since the state is per device and survives on persistent devices.
+    pub offload: u32,
+}
+
+impl TunOptions {
+    /// A plain single-queue TUN device without packet info or offloads.
+    pub fn plain(name: impl Into<String>) -> TunOptions {
+        TunOptions {
+            name: name.into(),
+            vnet_hdr: false,
+            multi_queue: false,
+            offload: 0,
+        }
+    }
+}
+
+/// Checks an interface name the way the kernel's `dev_valid_name` does.
+pub fn validate_name(name: &str) -> Result<(), DeviceError> {
+    let bad = |reason| {
+        Err(DeviceError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return bad("reserved name");
+    }
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+    {
+        return bad("contains '/', ':', a NUL or white space");
+    }
+    Ok(())
+}
+
+/// An open TUN device queue. Closing it (drop) detaches; a non-persistent device disappears
+/// with its last queue.
+#[derive(Debug)]
+pub struct TunDevice {
+    fd: OwnedFd,
+    name: String,
+    vnet_hdr: bool,
+}
+
+/// The TUN clone device.
+pub const TUN_CLONE_PATH: &str = "/dev/net/tun";
+
+impl TunDevice {
+    /// Opens (creating if needed) the device described by `opts`.
+    pub fn open(opts: &TunOptions) -> Result<TunDevice, DeviceError> {
+        Self::open_at(Path::new(TUN_CLONE_PATH), opts)
+    }
+
+    /// Like [`TunDevice::open`] with another clone-device path (for tests of the error path).
+    pub fn open_at(clone: &Path, opts: &TunOptions) -> Result<TunDevice, DeviceError> {
+        validate_name(&opts.name)?;
+        let name = opts.name.clone();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(clone)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => DeviceError::NoTunNode {
+                    path: clone.display().to_string(),
+                },
+                io::ErrorKind::PermissionDenied => DeviceError::Permission { name: name.clone() },
+                _ => DeviceError::Io {
+                    name: name.clone(),
+                    source: e,
+                },
+            })?;
+        let fd: OwnedFd = file.into();
+
+        let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;
+        if opts.vnet_hdr {
+            flags |= libc::IFF_VNET_HDR;
+        }
+        if opts.multi_queue {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        let req = ifreq_with(&opts.name, flags as libc::c_short);
+        // SAFETY: `fd` is an open /dev/net/tun descriptor and `req` a fully initialised ifreq
+        // that lives across the call; TUNSETIFF only reads it.
+        let res = unsafe { ioctl_tunsetiff(fd.as_raw_fd(), &req) };
+        if let Err(errno) = res {
+            return Err(match errno {
+                nix::errno::Errno::EPERM | nix::errno::Errno::EACCES => {
+                    DeviceError::Permission { name }
+                }
+                nix::errno::Errno::EINVAL => DeviceError::NotTun { name },
+                nix::errno::Errno::EBUSY => DeviceError::Busy { name },
+                other => DeviceError::Io {
+                    name,
+                    source: io::Error::from(other),
+                },
+            });
+        }
+        let dev = TunDevice {
+            fd,
+            name: read_back_name(&opts.name, &req),
+            vnet_hdr: opts.vnet_hdr,
+        };
+        dev.set_offload(opts.offload).map_err(|e| DeviceError::Io {
+            name: dev.name.clone(),
+            source: e,
+        })?;
+        Ok(dev)
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether packets carry a `virtio_net_hdr`.
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    /// The flags the kernel reports for this queue (`TUNGETIFF`).
+    pub fn flags(&self) -> io::Result<i32> {
+        let mut req = ifreq_with("", 0);
+        // SAFETY: the fd is an attached TUN queue; TUNGETIFF writes into `req`, which is a
+        // valid, exclusively borrowed ifreq.
+        unsafe { ioctl_tungetiff(self.fd.as_raw_fd(), &mut req) }.map_err(io::Error::from)?;
+        // SAFETY: TUNGETIFF fills `ifru_flags`; every bit pattern is a valid c_short.
+        Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }) & 0xffff)
+    }
+
+    /// Sets the offloads userspace accepts on read (`TUNSETOFFLOAD`). Per device, sticky.
+    pub fn set_offload(&self, flags: u32) -> io::Result<()> {
+        // SAFETY: the fd is an attached TUN queue; TUNSETOFFLOAD takes its argument by value.
+        unsafe { ioctl_tunsetoffload(self.fd.as_raw_fd(), flags as libc::c_int) }
+            .map(|_| ())
+            .map_err(io::Error::from)
+    }
+
+    /// Reads one packet (non-blocking: `WouldBlock` when none is queued).
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        nix::unistd::read(&self.fd, buf).map_err(io::Error::from)
+    }
+
+    /// Writes one packet.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        nix::unistd::write(&self.fd, buf).map_err(io::Error::from)
+    }
+}
+
+impl AsFd for TunDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for TunDevice {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn ifreq_with(name: &str, flags: libc::c_short) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data (arrays and a union of integers/pointers); all-zero is a
+    // valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes().take(MAX_NAME_LEN)) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = flags;
+    req
+}
+
+fn read_back_name(requested: &str, req: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    match String::from_utf8(bytes) {
+        Ok(s) if !s.is_empty() => s,
+        _ => requested.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated_like_the_kernel() {
+        assert!(validate_name("tun0").is_ok());
+        assert!(validate_name("abcdefghijklmno").is_ok());
+        for bad in ["", "abcdefghijklmnop", ".", "..", "a/b", "a b", "a:b"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn missing_clone_device_is_reported() {
+        let err = TunDevice::open_at(
+            Path::new("/nonexistent/dev/net/tun"),
+            &TunOptions::plain("tun0"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DeviceError::NoTunNode { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/dev/net/tun"));
+    }
+
+    #[test]
+    fn ifreq_carries_name_and_flags() {
+        let req = ifreq_with("tun7", 0x1001);
+        assert_eq!(read_back_name("x", &req), "tun7");
+        // SAFETY: we just wrote ifru_flags.
+        assert_eq!(unsafe { req.ifr_ifru.ifru_flags }, 0x1001);
+    }
+}

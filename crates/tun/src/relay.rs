@@ -1,0 +1,559 @@
+//! The relay: copies every packet read from one endpoint to the other, both ways.
+//!
+//! The packet logic ([`Forwarder`]: log, write, count) and the drain loop ([`drain`]) work on
+//! any [`PacketIo`], so they are unit-tested with an in-memory fake; [`Relay`] adds the device
+//! I/O: one thread per direction, waiting with `poll(2)` on the source device and a stop pipe.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::device::TunDevice;
+use crate::packet;
+
+/// Largest packet a TUN device hands out (max MTU), plus room for a virtio-net header.
+pub const MAX_PACKET: usize = 65_535 + 12;
+
+/// Packets handled per wake-up before the loop polls again (keeps the stop check responsive).
+const BATCH: usize = 256;
+
+/// One end of the relay: something packets are read from and written to.
+pub trait PacketIo: Send + Sync {
+    /// Reads one packet; `WouldBlock` when none is queued.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one packet.
+    fn send(&self, pkt: &[u8]) -> io::Result<usize>;
+    /// A short name for logs (the interface name).
+    fn label(&self) -> &str;
+    /// The descriptor to wait on and to name in the packet log.
+    fn fd(&self) -> BorrowedFd<'_>;
+}
+
+impl PacketIo for TunDevice {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+    fn send(&self, pkt: &[u8]) -> io::Result<usize> {
+        self.write(pkt)
+    }
+    fn label(&self) -> &str {
+        self.name()
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+}
+
+/// How much of each packet to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PacketLog {
+    /// Nothing.
+    #[default]
+    Off,
+    /// `read 84 from fd 3`, the classic form.
+    Brief,
+    /// The classic line plus direction, protocol, addresses, ports or ICMP type, length.
+    Decoded,
+}
+
+/// Where packet-log lines go (stderr in the CLI, a buffer in the demo and tests).
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Counters of one direction, updated by the relay thread and read by anyone.
+#[derive(Debug, Default)]
+pub struct DirCounters {
+    /// Packets written to the other side.
+    pub packets: AtomicU64,
+    /// Bytes written to the other side.
+    pub bytes: AtomicU64,
+    /// Packets read but dropped because the write failed.
+    pub write_errors: AtomicU64,
+    /// Failed reads (other than "nothing queued").
+    pub read_errors: AtomicU64,
+}
+
+/// A copy of one direction's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirSnapshot {
+    /// Source device.
+    pub from: String,
+    /// Destination device.
+    pub to: String,
+    /// Packets relayed.
+    pub packets: u64,
+    /// Bytes relayed.
+    pub bytes: u64,
+    /// Packets dropped on a failed write.
+    pub write_errors: u64,
+    /// Failed reads.
+    pub read_errors: u64,
+}
+
+/// Counters for both directions: `dirs[0]` is A→B, `dirs[1]` is B→A.
+#[derive(Debug)]
+pub struct RelayStats {
+    names: [String; 2],
+    /// The two directions' counters.
+    pub dirs: [DirCounters; 2],
+}
+
+impl RelayStats {
+    /// Counters for a relay between devices named `a` and `b`.
+    pub fn new(a: &str, b: &str) -> RelayStats {
+        RelayStats {
+            names: [a.to_string(), b.to_string()],
+            dirs: Default::default(),
+        }
+    }
+
+    /// A consistent-enough copy of the counters.
+    pub fn snapshot(&self) -> [DirSnapshot; 2] {
+        let snap = |i: usize| {
+            let c = &self.dirs[i];
+            DirSnapshot {
+                from: self.names[i].clone(),
+                to: self.names[1 - i].clone(),
+                packets: c.packets.load(Ordering::Relaxed),
+                bytes: c.bytes.load(Ordering::Relaxed),
+                write_errors: c.write_errors.load(Ordering::Relaxed),
+                read_errors: c.read_errors.load(Ordering::Relaxed),
+            }
+        };
+        [snap(0), snap(1)]
+    }
+}
+
+/// The per-packet logic of one direction: log, write, count. Keeps going on a failed write.
+pub struct Forwarder<'a> {
+    /// Where packets come from.
+    pub from: &'a dyn PacketIo,
+    /// Where packets go.
+    pub to: &'a dyn PacketIo,
+    /// This direction's counters.
+    pub counters: &'a DirCounters,
+    /// Packet-log level.
+    pub log: PacketLog,
+    /// Packet-log destination.
+    pub sink: &'a LogSink,
+}
+
+impl Forwarder<'_> {
+    /// Handles one packet read from `from`; returns whether it was written.
+    pub fn forward(&self, pkt: &[u8]) -> bool {
+        match self.log {
+            PacketLog::Off => {}
+            PacketLog::Brief => {
+                (self.sink)(&format!("read {} from fd {}", pkt.len(), self.source_fd()));
+            }
+            PacketLog::Decoded => {
+                let what = match packet::decode(pkt) {
+                    Ok(summary) => summary.to_string(),
+                    Err(e) => format!("{e}, length {}", pkt.len()),
+                };
+                (self.sink)(&format!(
+                    "read {} from fd {}: {} -> {} {what}",
+                    pkt.len(),
+                    self.source_fd(),
+                    self.from.label(),
+                    self.to.label()
+                ));
+            }
+        }
+        match self.to.send(pkt) {
+            Ok(_) => {
+                self.counters.packets.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(pkt.len() as u64, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                let n = self.counters.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n <= 10 || n.is_multiple_of(1000) {
+                    log::warn!(
+                        "write of {} bytes to {} (fd {}) failed: {e}; packet dropped ({n} so far)",
+                        pkt.len(),
+                        self.to.label(),
+                        self.to.fd().as_raw_fd()
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    fn source_fd(&self) -> RawFd {
+        self.from.fd().as_raw_fd()
+    }
+}
+
+/// Why a direction stopped on its own.
+#[derive(Debug, thiserror::Error)]
+#[error("reading from {device} failed: {source}")]
+pub struct RelayError {
+    /// The device that failed.
+    pub device: String,
+    /// The error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Reads and forwards queued packets until none is left (or a batch is done).
+/// Returns the number of packets read; a read error other than "nothing queued" is fatal.
+pub fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<usize, RelayError> {
+    let mut n = 0;
+    while n < BATCH {
+        match fwd.from.recv(buf) {
+            Ok(len) => {
+                n += 1;
+                fwd.forward(&buf[..len]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                fwd.counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(RelayError {
+                    device: fwd.from.label().to_string(),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Relay settings.
+#[derive(Clone)]
+pub struct RelayOptions {
+    /// Packet-log level.
+    pub log: PacketLog,
+    /// Packet-log destination.
+    pub sink: LogSink,
+}
+
+impl std::fmt::Debug for RelayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayOptions")
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// A running relay: one thread per direction. Stop it with [`Relay::stop`].
+pub struct Relay {
+    stop_tx: Option<OwnedFd>,
+    threads: Vec<JoinHandle<Result<(), RelayError>>>,
+    stats: Arc<RelayStats>,
+    finished: Arc<AtomicBool>,
+}
+
+impl Relay {
+    /// Starts relaying between `a` and `b`.
+    pub fn start(
+        a: Arc<dyn PacketIo>,
+        b: Arc<dyn PacketIo>,
+        opts: RelayOptions,
+    ) -> io::Result<Relay> {
+        let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(io::Error::from)?;
+        let stop_rx = Arc::new(stop_rx);
+        let stats = Arc::new(RelayStats::new(a.label(), b.label()));
+        let finished = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (i, (from, to)) in [(a.clone(), b.clone()), (b, a)].into_iter().enumerate() {
+            let stop_rx = stop_rx.clone();
+            let stats = stats.clone();
+            let opts = opts.clone();
+            let finished = finished.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("relay-{}", from.label()))
+                .spawn(move || {
+                    let fwd = Forwarder {
+                        from: from.as_ref(),
+                        to: to.as_ref(),
+                        counters: &stats.dirs[i],
+                        log: opts.log,
+                        sink: &opts.sink,
+                    };
+                    let res = pump(&fwd, &stop_rx);
+                    finished.store(true, Ordering::SeqCst);
+                    res
+                })?;
+            threads.push(handle);
+        }
+        Ok(Relay {
+            stop_tx: Some(stop_tx),
+            threads,
+            stats,
+            finished,
+        })
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<RelayStats> {
+        self.stats.clone()
+    }
+
+    /// Whether a direction has stopped on its own (a device failed or vanished).
+    pub fn has_failed(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    /// Stops both directions and waits for them; returns each direction's error, if any.
+    pub fn stop(mut self) -> Vec<RelayError> {
+        self.stop_tx.take(); // closing the write end wakes every poll with POLLHUP
+        let mut errors = Vec::new();
+        for t in self.threads.drain(..) {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(RelayError {
+                    device: "relay".into(),
+                    source: io::Error::other("relay thread panicked"),
+                }),
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop_tx.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayError> {
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        let (dev_events, stop_events) = {
+            let mut fds = [
+                PollFd::new(fwd.from.fd(), PollFlags::POLLIN),
+                PollFd::new(stop_rx.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(RelayError {
+                        device: fwd.from.label().to_string(),
+                        source: e.into(),
+                    });
+                }
+            }
+            (
+                fds[0].revents().unwrap_or(PollFlags::empty()),
+                fds[1].revents().unwrap_or(PollFlags::empty()),
+            )
+        };
+        if !stop_events.is_empty() {
+            return Ok(());
+        }
+        if dev_events.intersects(PollFlags::POLLIN) {
+            drain(fwd, &mut buf)?;
+        } else if dev_events
+            .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+        {
+            return Err(RelayError {
+                device: fwd.from.label().to_string(),
+                source: io::Error::other(format!("device reported {dev_events:?}")),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// An in-memory endpoint: `inbox` is what recv returns, `sent` what send received.
+    struct MemIo {
+        name: String,
+        inbox: Mutex<VecDeque<io::Result<Vec<u8>>>>,
+        sent: Mutex<Vec<Vec<u8>>>,
+        fail_sends: Mutex<Vec<bool>>,
+        fd: OwnedFd,
+        _keep_open: OwnedFd,
+    }
+
+    impl MemIo {
+        fn new(name: &str) -> MemIo {
+            let (r, w) = nix::unistd::pipe().unwrap();
+            MemIo {
+                name: name.into(),
+                inbox: Mutex::new(VecDeque::new()),
+                sent: Mutex::new(Vec::new()),
+                fail_sends: Mutex::new(Vec::new()),
+                fd: r,
+                _keep_open: w,
+            }
+        }
+    }
+
+    impl PacketIo for MemIo {
+        fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.inbox.lock().unwrap().pop_front() {
+                None => Err(io::ErrorKind::WouldBlock.into()),
+                Some(Err(e)) => Err(e),
+                Some(Ok(p)) => {
+                    buf[..p.len()].copy_from_slice(&p);
+                    Ok(p.len())
+                }
+            }
+        }
+        fn send(&self, pkt: &[u8]) -> io::Result<usize> {
+            let mut fails = self.fail_sends.lock().unwrap();
+            if !fails.is_empty() && fails.remove(0) {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            self.sent.lock().unwrap().push(pkt.to_vec());
+            Ok(pkt.len())
+        }
+        fn label(&self) -> &str {
+            &self.name
+        }
+        fn fd(&self) -> BorrowedFd<'_> {
+            self.fd.as_fd()
+        }
+    }
+
+    fn echo_request() -> Vec<u8> {
+        let mut p = vec![0u8; 84];
+        p[0] = 0x45;
+        p[9] = 1;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        p[20] = 8;
+        p
+    }
+
+    fn collecting_sink() -> (LogSink, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        (
+            Arc::new(move |s: &str| l.lock().unwrap().push(s.to_string())),
+            lines,
+        )
+    }
+
+    #[test]
+    fn forwards_payload_unchanged_and_counts() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        let pkts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![0x45, i, 1, 2, 3]).collect();
+        for p in &pkts {
+            a.inbox.lock().unwrap().push_back(Ok(p.clone()));
+        }
+        let counters = DirCounters::default();
+        let (sink, lines) = collecting_sink();
+        let fwd = Forwarder {
+            from: &a,
+            to: &b,
+            counters: &counters,
+            log: PacketLog::Off,
+            sink: &sink,
+        };
+        let mut buf = vec![0u8; MAX_PACKET];
+        assert_eq!(drain(&fwd, &mut buf).unwrap(), 5);
+        assert_eq!(*b.sent.lock().unwrap(), pkts);
+        assert_eq!(counters.packets.load(Ordering::Relaxed), 5);
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 25);
+        assert!(lines.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn logs_in_the_classic_and_decoded_forms() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        let fd = a.fd.as_raw_fd();
+        let counters = DirCounters::default();
+        let (sink, lines) = collecting_sink();
+        for log in [PacketLog::Brief, PacketLog::Decoded] {
+            let fwd = Forwarder {
+                from: &a,
+                to: &b,
+                counters: &counters,
+                log,
+                sink: &sink,
+            };
+            assert!(fwd.forward(&echo_request()));
+        }
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines[0], format!("read 84 from fd {fd}"));
+        assert_eq!(
+            lines[1],
+            format!(
+                "read 84 from fd {fd}: tun0 -> tun1 ICMP 10.0.0.1 > 10.0.0.2 echo-request, length 84"
+            )
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_counted_and_the_relay_keeps_going() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        *b.fail_sends.lock().unwrap() = vec![false, true, false];
+        for i in 0..3u8 {
+            a.inbox.lock().unwrap().push_back(Ok(vec![0x45, i]));
+        }
+        let counters = DirCounters::default();
+        let (sink, _) = collecting_sink();
+        let fwd = Forwarder {
+            from: &a,
+            to: &b,
+            counters: &counters,
+            log: PacketLog::Off,
+            sink: &sink,
+        };
+        let mut buf = vec![0u8; 64];
+        assert_eq!(drain(&fwd, &mut buf).unwrap(), 3);
+        assert_eq!(*b.sent.lock().unwrap(), vec![vec![0x45, 0], vec![0x45, 2]]);
+        assert_eq!(counters.packets.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.write_errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_read_error_stops_the_direction_with_the_device_named() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        a.inbox
+            .lock()
+            .unwrap()
+            .push_back(Err(io::Error::from_raw_os_error(libc::EBADFD)));
+        let counters = DirCounters::default();
+        let (sink, _) = collecting_sink();
+        let fwd = Forwarder {
+            from: &a,
+            to: &b,
+            counters: &counters,
+            log: PacketLog::Off,
+            sink: &sink,
+        };
+        let err = drain(&fwd, &mut [0u8; 64]).unwrap_err();
+        assert_eq!(err.device, "tun0");
+        assert_eq!(counters.read_errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn relay_threads_stop_promptly() {
+        let a: Arc<dyn PacketIo> = Arc::new(MemIo::new("a"));
+        let b: Arc<dyn PacketIo> = Arc::new(MemIo::new("b"));
+        let (sink, _) = collecting_sink();
+        let relay = Relay::start(
+            a,
+            b,
+            RelayOptions {
+                log: PacketLog::Off,
+                sink,
+            },
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        assert!(relay.stop().is_empty());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+}

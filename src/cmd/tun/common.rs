@@ -1,0 +1,92 @@
+//! Pieces shared by the `tun` subcommands.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use hostkit_net::undo::{Outcome as UndoOutcome, TeardownItem};
+use hostkit_tun::{PacketLog, RelayOptions};
+
+use crate::printer::Printer;
+
+/// Linux capability numbers we check for.
+pub const CAP_NET_ADMIN: u32 = 12;
+/// CAP_SYS_ADMIN, needed to enter or create network namespaces.
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Where a tunnel lives and what it is called (shared by `down` and `status`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WhereArgs {
+    /// Work inside this existing named network namespace (`ip netns add NAME`).
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Directory for the run-state files (what `up` changed, the relay's counters).
+    #[arg(long, value_name = "DIR", env = "HOSTKIT_RUN_DIR", default_value = hostkit_net::state::DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+}
+
+/// Fails unless the process has the capability `cap` (with `what` explaining why).
+pub fn require_capability(cap: u32, name: &str, what: &str) -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    if eff & (1 << cap) == 0 {
+        bail!("{what} needs {name}: run it as root (or grant the capability)");
+    }
+    Ok(())
+}
+
+/// Checks privileges and enters `--netns` (before any thread or runtime starts).
+pub fn enter_namespace(netns: Option<&str>, what: &str) -> anyhow::Result<u64> {
+    require_capability(CAP_NET_ADMIN, "CAP_NET_ADMIN", what)?;
+    if let Some(ns) = netns {
+        require_capability(CAP_SYS_ADMIN, "CAP_SYS_ADMIN", &format!("{what} --netns"))?;
+        hostkit_net::netns::enter(ns)?;
+    }
+    Ok(hostkit_net::netns::current_inode()?)
+}
+
+/// The packet log level for the verbosity: `-v` classic lines, `-vv` decoded.
+pub fn relay_options(printer: &Printer) -> RelayOptions {
+    let log = match printer.verbosity() {
+        i8::MIN..=0 => PacketLog::Off,
+        1 => PacketLog::Brief,
+        _ => PacketLog::Decoded,
+    };
+    RelayOptions {
+        log,
+        sink: Arc::new(|line: &str| eprintln!("{line}")),
+    }
+}
+
+/// Prints a teardown report (one line per item); returns the failures.
+pub fn report_teardown(printer: &Printer, items: &[TeardownItem], to_stdout: bool) -> Vec<String> {
+    let mut failures = Vec::new();
+    for item in items {
+        let line = match &item.outcome {
+            UndoOutcome::Done => format!("done: {}", item.undo),
+            UndoOutcome::AlreadyGone => format!("already gone: {}", item.undo),
+            UndoOutcome::Failed(e) => {
+                failures.push(format!("{}: {e}", item.undo));
+                format!("FAILED: {}: {e}", item.undo)
+            }
+        };
+        if to_stdout {
+            printer.out(line);
+        } else {
+            printer.note(line);
+        }
+    }
+    failures
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,350 @@
+//! `hostkit tun status`.
+
+use std::net::IpAddr;
+
+use anyhow::Context;
+use hostkit_net::netlink::{TABLE_LOCAL, full_prefix};
+use hostkit_net::spec::{self, nonlocal_bind_key};
+use hostkit_net::state::{self, DirStats};
+use hostkit_net::{Family, Netlink, sysctl};
+use serde::Serialize;
+
+use super::common::{WhereArgs, enter_namespace};
+use crate::Outcome;
+use crate::printer::Printer;
+
+/// Options of `hostkit tun status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// First device (default: from the running or recorded tunnel, else tun0).
+    #[arg(long, value_name = "NAME")]
+    pub dev0: Option<String>,
+    /// Second device (default: from the running or recorded tunnel, else tun1).
+    #[arg(long, value_name = "NAME")]
+    pub dev1: Option<String>,
+    /// Table of the moved local routes (default: recorded, else 13).
+    #[arg(long, value_name = "ID")]
+    pub table: Option<u32>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub place: WhereArgs,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// For scripts (stable field names).
+    Json,
+}
+
+/// The status report (also the JSON shape).
+#[derive(Debug, Serialize)]
+pub struct Status {
+    netns: Option<String>,
+    table: u32,
+    devices: Vec<DeviceStatus>,
+    rules: Vec<RuleStatus>,
+    table_routes: Vec<String>,
+    addresses: Vec<MovedStatus>,
+    local_routes_moved: bool,
+    relay: Option<RelayStatus>,
+    sysctls: Vec<SysctlStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct DeviceStatus {
+    name: String,
+    exists: bool,
+    kind: Option<String>,
+    up: bool,
+    mtu: Option<u32>,
+    addresses: Vec<String>,
+    tx_dropped: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct RuleStatus {
+    family: Family,
+    priority: u32,
+    iif: String,
+    table: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct MovedStatus {
+    address: IpAddr,
+    device: String,
+    in_local_table: bool,
+    in_tunnel_table: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct RelayStatus {
+    running: bool,
+    pid: u32,
+    engine: String,
+    started_unix: u64,
+    directions: Vec<DirStats>,
+}
+
+#[derive(Debug, Serialize)]
+struct SysctlStatus {
+    key: String,
+    value: String,
+    before_up: Option<String>,
+}
+
+/// Runs `hostkit tun status`.
+pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun status")?;
+    let nl = Netlink::connect().context("open a netlink socket")?;
+    let recorded = state::list(&args.place.run_dir, netns_inode)?
+        .into_iter()
+        .find(|(_, s, _)| {
+            args.dev0.as_deref().is_none_or(|d| d == s.spec.ends[0].dev)
+                && args.dev1.as_deref().is_none_or(|d| d == s.spec.ends[1].dev)
+        });
+    let spec = recorded.as_ref().map(|(_, s, _)| s.spec.clone());
+    let devs = [
+        args.dev0
+            .clone()
+            .or_else(|| spec.as_ref().map(|s| s.ends[0].dev.clone()))
+            .unwrap_or_else(|| spec::DEFAULT_DEVICES[0].into()),
+        args.dev1
+            .clone()
+            .or_else(|| spec.as_ref().map(|s| s.ends[1].dev.clone()))
+            .unwrap_or_else(|| spec::DEFAULT_DEVICES[1].into()),
+    ];
+    let table = args
+        .table
+        .or(spec.as_ref().map(|s| s.table))
+        .unwrap_or(spec::DEFAULT_TABLE);
+
+    let mut devices = Vec::new();
+    let mut addrs: Vec<(IpAddr, String)> = Vec::new();
+    for dev in &devs {
+        let link = nl.link_by_name(dev)?;
+        let mut d = DeviceStatus {
+            name: dev.clone(),
+            exists: link.is_some(),
+            kind: None,
+            up: false,
+            mtu: None,
+            addresses: Vec::new(),
+            tx_dropped: None,
+        };
+        if let Some(l) = link {
+            d.kind = l.kind.clone();
+            d.up = l.up;
+            d.mtu = l.mtu;
+            d.tx_dropped = l.stats.map(|s| s.tx_dropped);
+            for a in nl.addresses(Some(l.index))? {
+                if let IpAddr::V6(v6) = a.local {
+                    if v6.is_unicast_link_local() {
+                        continue;
+                    }
+                }
+                d.addresses.push(match a.peer {
+                    Some(p) => format!("{} peer {p}/{}", a.local, a.prefix_len),
+                    None => format!("{}/{}", a.local, a.prefix_len),
+                });
+                addrs.push((a.local, dev.clone()));
+            }
+        }
+        devices.push(d);
+    }
+    let mut rules = Vec::new();
+    let mut table_routes = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        for r in nl.rules(family)? {
+            if let Some(iif) = &r.iif {
+                if devs.contains(iif) {
+                    rules.push(RuleStatus {
+                        family,
+                        priority: r.priority,
+                        iif: iif.clone(),
+                        table: r.table,
+                    });
+                }
+            }
+        }
+        for r in nl.routes(family)? {
+            if r.table == table {
+                let dev = r
+                    .oif
+                    .and_then(|i| nl.links().ok()?.into_iter().find(|l| l.index == i))
+                    .map(|l| l.name)
+                    .unwrap_or_else(|| "?".into());
+                table_routes.push(
+                    format!(
+                        "{:?} {}{} dev {dev}",
+                        r.kind,
+                        r.dst
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "default".into()),
+                        match r.dst {
+                            Some(d) if r.dst_len != full_prefix(&d) => format!("/{}", r.dst_len),
+                            _ => String::new(),
+                        }
+                    )
+                    .to_lowercase(),
+                );
+            }
+        }
+    }
+    let mut moved = Vec::new();
+    for (addr, dev) in &addrs {
+        moved.push(MovedStatus {
+            address: *addr,
+            device: dev.clone(),
+            in_local_table: nl.find_local_route(*addr, TABLE_LOCAL)?.is_some(),
+            in_tunnel_table: nl.find_local_route(*addr, table)?.is_some(),
+        });
+    }
+    let local_routes_moved =
+        !moved.is_empty() && moved.iter().all(|m| !m.in_local_table && m.in_tunnel_table);
+    let relay = recorded.as_ref().map(|(_, s, running)| RelayStatus {
+        running: *running,
+        pid: s.pid,
+        engine: s.engine.clone(),
+        started_unix: s.started_unix,
+        directions: s.stats.clone(),
+    });
+    let mut sysctls = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let key = nonlocal_bind_key(family);
+        let before_up = recorded.as_ref().and_then(|(_, s, _)| {
+            s.undo.iter().find_map(|u| match u {
+                hostkit_net::Undo::RestoreSysctl { key: k, value } if k == key => {
+                    Some(value.clone())
+                }
+                _ => None,
+            })
+        });
+        if let Ok(value) = sysctl::read(key) {
+            sysctls.push(SysctlStatus {
+                key: key.into(),
+                value,
+                before_up,
+            });
+        }
+    }
+    let status = Status {
+        netns: args.place.netns.clone(),
+        table,
+        devices,
+        rules,
+        table_routes,
+        addresses: moved,
+        local_routes_moved,
+        relay,
+        sysctls,
+    };
+    match args.format {
+        Format::Json => printer.out(serde_json::to_string_pretty(&status)?),
+        Format::Text => print_text(&status, printer),
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_text(s: &Status, printer: &Printer) {
+    let ns = s
+        .netns
+        .as_deref()
+        .map(|n| format!(" (network namespace {n})"))
+        .unwrap_or_default();
+    printer.out(format!(
+        "tunnel {} <-> {}{ns}",
+        s.devices[0].name, s.devices[1].name
+    ));
+    match &s.relay {
+        Some(r) if r.running => {
+            printer.out(format!(
+                "relay: running, pid {}, engine {}",
+                r.pid, r.engine
+            ));
+            for line in super::up::stats_of(&r.directions) {
+                printer.out(format!("  {line}"));
+            }
+        }
+        Some(r) => printer.out(format!(
+            "relay: NOT running; pid {} died without tearing down — run `hostkit tun down`",
+            r.pid
+        )),
+        None => printer.out("relay: not running (no tunnel recorded in this namespace)"),
+    }
+    printer.out("devices:");
+    for d in &s.devices {
+        if !d.exists {
+            printer.out(format!("  {}: absent", d.name));
+            continue;
+        }
+        printer.out(format!(
+            "  {}: {} {}, mtu {}, tx dropped {}{}",
+            d.name,
+            d.kind.as_deref().unwrap_or("?"),
+            if d.up { "up" } else { "down" },
+            d.mtu.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+            d.tx_dropped
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "?".into()),
+            if d.addresses.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", d.addresses.join(", "))
+            }
+        ));
+    }
+    printer.out(format!(
+        "rules (iif {} / {}):",
+        s.devices[0].name, s.devices[1].name
+    ));
+    if s.rules.is_empty() {
+        printer.out("  none");
+    }
+    for r in &s.rules {
+        printer.out(format!(
+            "  {} {}: iif {} lookup {}",
+            r.family.label(),
+            r.priority,
+            r.iif,
+            r.table
+        ));
+    }
+    printer.out(format!("routes in table {}:", s.table));
+    if s.table_routes.is_empty() {
+        printer.out("  none");
+    }
+    for r in &s.table_routes {
+        printer.out(format!("  {r}"));
+    }
+    printer.out(format!(
+        "local routes moved: {}",
+        if s.local_routes_moved { "yes" } else { "no" }
+    ));
+    for m in &s.addresses {
+        printer.out(format!(
+            "  {} ({}): table local {}, table {} {}",
+            m.address,
+            m.device,
+            if m.in_local_table { "yes" } else { "no" },
+            s.table,
+            if m.in_tunnel_table { "yes" } else { "no" }
+        ));
+    }
+    for c in &s.sysctls {
+        printer.out(format!(
+            "{} = {}{}",
+            c.key,
+            c.value,
+            c.before_up
+                .as_ref()
+                .map(|b| format!(" (was {b} before up)"))
+                .unwrap_or_default()
+        ));
+    }
+}

@@ -1,0 +1,285 @@
+//! `hostkit tun up`.
+
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use hostkit_net::spec::RuleSides;
+use hostkit_net::state::{DirStats, StateFile, TunnelState};
+use hostkit_net::{Netlink, SpecInput, Tunnel, TunnelSpec};
+use hostkit_tun::relay::{DirSnapshot, PacketIo};
+use hostkit_tun::{Relay, TunOptions};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::common::{WhereArgs, enter_namespace, relay_options, report_teardown, unix_now};
+use crate::Outcome;
+use crate::printer::Printer;
+
+/// The relay engine's name as recorded in the state file.
+const ENGINE: &str = "simple";
+
+/// Options of `hostkit tun up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Name of the first TUN device.
+    #[arg(long, value_name = "NAME", default_value = "tun0")]
+    pub dev0: String,
+    /// Name of the second TUN device.
+    #[arg(long, value_name = "NAME", default_value = "tun1")]
+    pub dev1: String,
+    /// Address of the first device; its peer is the second device's address of the same
+    /// family. Give one IPv4 and/or one IPv6 address (repeat for dual stack). Default 10.0.0.1.
+    #[arg(long, value_name = "ADDR")]
+    pub addr0: Vec<IpAddr>,
+    /// Address of the second device (default 10.0.0.2).
+    #[arg(long, value_name = "ADDR")]
+    pub addr1: Vec<IpAddr>,
+    /// Routing table that receives the two addresses' local routes (not 0, 253, 254, 255).
+    #[arg(long, value_name = "ID", default_value_t = hostkit_net::spec::DEFAULT_TABLE)]
+    pub table: u32,
+    /// MTU of both devices (default: the kernel's, 1500).
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<u32>,
+    #[command(flatten)]
+    pub place: WhereArgs,
+    /// Print the equivalent `ip` commands, in order, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip the routing rewrite: traffic then goes through `lo`, not the relay (shows the
+    /// problem hostkit solves).
+    #[arg(long)]
+    pub no_routing: bool,
+    /// Which devices get an `iif DEV lookup TABLE` rule; anything but `both` reproduces the
+    /// classic one-sided mistake (requests cross, replies are lost).
+    #[arg(long, value_enum, default_value_t = RulesArg::Both)]
+    pub rules: RulesArg,
+    /// Leave net.ipv4/ipv6.ip_nonlocal_bind alone (servers then cannot bind the moved addresses).
+    #[arg(long)]
+    pub no_nonlocal_bind: bool,
+}
+
+/// Which devices get a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RulesArg {
+    /// Both devices (correct).
+    Both,
+    /// Only the first device.
+    FirstOnly,
+    /// Only the second device.
+    SecondOnly,
+}
+
+impl UpArgs {
+    fn spec(&self) -> anyhow::Result<TunnelSpec> {
+        let input = SpecInput {
+            devs: [self.dev0.clone(), self.dev1.clone()],
+            addrs: [self.addr0.clone(), self.addr1.clone()],
+            table: self.table,
+            mtu: self.mtu,
+            no_routing: self.no_routing,
+            rules: match self.rules {
+                RulesArg::Both => RuleSides::Both,
+                RulesArg::FirstOnly => RuleSides::FirstOnly,
+                RulesArg::SecondOnly => RuleSides::SecondOnly,
+            },
+            no_nonlocal_bind: self.no_nonlocal_bind,
+        };
+        Ok(TunnelSpec::new(input)?)
+    }
+}
+
+/// Runs `hostkit tun up`.
+pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    let spec = args.spec()?;
+    if args.dry_run {
+        return dry_run(&spec, args.place.netns.as_deref(), printer);
+    }
+    // Signals are taken through a signalfd; block them before any thread exists so that a
+    // SIGTERM during setup is handled (by a full teardown) once setup is done.
+    let mut mask = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(sig);
+    }
+    mask.thread_block().context("block signals")?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("create signalfd")?;
+
+    let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun up")?;
+    let state_file = StateFile::acquire(&args.place.run_dir, netns_inode, spec.devs())?;
+    let nl = Netlink::connect().context("open a netlink socket")?;
+    let mut state = TunnelState {
+        version: 1,
+        pid: std::process::id(),
+        netns: args.place.netns.clone(),
+        netns_inode,
+        spec: spec.clone(),
+        engine: ENGINE.into(),
+        started_unix: unix_now(),
+        undo: Vec::new(),
+        stats: Vec::new(),
+    };
+    let established = Tunnel::establish(&nl, &spec, &|dev| TunOptions::plain(dev), &mut |undo| {
+        state.undo = undo.to_vec();
+        state_file.write(&state)
+    });
+    let tunnel = match established {
+        Ok(t) => t,
+        Err(failed) => {
+            let failures = report_teardown(printer, &failed.teardown, false);
+            if failures.is_empty() {
+                let _ = state_file.remove();
+            }
+            return Err(anyhow!(failed.error)).context(format!(
+                "cannot set up the tunnel {} <-> {}; everything done so far was undone{}",
+                spec.ends[0].dev,
+                spec.ends[1].dev,
+                if failures.is_empty() {
+                    ""
+                } else {
+                    " except what is listed above"
+                }
+            ));
+        }
+    };
+    state.undo = tunnel.undo.clone();
+
+    let [a, b] = tunnel.devices.clone();
+    let relay = Relay::start(
+        a.clone() as Arc<dyn PacketIo>,
+        b.clone() as Arc<dyn PacketIo>,
+        relay_options(printer),
+    );
+    let relay = match relay {
+        Ok(r) => r,
+        Err(e) => {
+            report_teardown(printer, &tunnel.teardown(&nl), false);
+            let _ = state_file.remove();
+            return Err(anyhow!(e).context("start the relay"));
+        }
+    };
+    printer.note(format!(
+        "relay running: {} (fd {}) <-> {} (fd {}), {}; table {}; pid {} — stop with Ctrl-C, SIGTERM or `hostkit tun down`",
+        a.name(),
+        std::os::fd::AsRawFd::as_raw_fd(&*a),
+        b.name(),
+        std::os::fd::AsRawFd::as_raw_fd(&*b),
+        describe_pairs(&spec),
+        spec.table,
+        std::process::id()
+    ));
+
+    let stop_reason = wait_for_stop(&sigfd, &relay, &mut state, &state_file);
+    let counters = relay.stats();
+    let relay_errors = relay.stop();
+    state.stats = counters.snapshot().iter().map(to_stored).collect();
+    let final_stats = stats_of(&state.stats);
+    printer.note(format!("stopping ({stop_reason}); tearing down"));
+    let report = tunnel.teardown(&nl);
+    let failures = report_teardown(printer, &report, false);
+    if failures.is_empty() {
+        state_file.remove().context("remove the state file")?;
+    } else {
+        state.undo.clear();
+        let _ = state_file.write(&state);
+    }
+    for line in final_stats {
+        printer.out(line);
+    }
+    if !failures.is_empty() {
+        bail!(
+            "teardown left {} item(s) behind: {}; run `hostkit tun down`",
+            failures.len(),
+            failures.join("; ")
+        );
+    }
+    if let Some(err) = relay_errors.into_iter().next() {
+        return Err(anyhow!(err).context("the relay stopped on an error; the tunnel was torn down"));
+    }
+    Ok(Outcome::Success)
+}
+
+fn describe_pairs(spec: &TunnelSpec) -> String {
+    spec.pairs(0)
+        .iter()
+        .map(|(l, p)| format!("{l} <-> {p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow::Result<Outcome> {
+    // Look (read-only) for existing devices, so that the commands are exact; if we cannot
+    // look (no privileges for the namespace), assume they will be created.
+    let exists = |dev: &str| -> bool {
+        if netns.is_some() {
+            return false;
+        }
+        Netlink::connect()
+            .ok()
+            .and_then(|nl| nl.link_by_name(dev).ok().flatten())
+            .is_some()
+    };
+    let created = [!exists(spec.devs()[0]), !exists(spec.devs()[1])];
+    for step in spec.plan(created) {
+        for cmd in step.commands(netns) {
+            printer.out(cmd);
+        }
+    }
+    printer.note("dry run: nothing was changed");
+    Ok(Outcome::Success)
+}
+
+fn to_stored(s: &DirSnapshot) -> DirStats {
+    DirStats {
+        from: s.from.clone(),
+        to: s.to.clone(),
+        packets: s.packets,
+        bytes: s.bytes,
+        write_errors: s.write_errors,
+        read_errors: s.read_errors,
+    }
+}
+
+pub(super) fn stats_of(stats: &[DirStats]) -> Vec<String> {
+    stats
+        .iter()
+        .map(|d| {
+            format!(
+                "{} -> {}: {} packets, {} bytes, {} write errors, {} read errors",
+                d.from, d.to, d.packets, d.bytes, d.write_errors, d.read_errors
+            )
+        })
+        .collect()
+}
+
+/// Waits for a signal or a relay failure; keeps the state file's counters fresh meanwhile.
+fn wait_for_stop(
+    sigfd: &SignalFd,
+    relay: &Relay,
+    state: &mut TunnelState,
+    state_file: &StateFile,
+) -> String {
+    let stats = relay.stats();
+    loop {
+        let now: Vec<DirStats> = stats.snapshot().iter().map(to_stored).collect();
+        if now != state.stats {
+            state.stats = now;
+            if let Err(e) = state_file.write(state) {
+                log::warn!("cannot update {}: {e}", state_file.path().display());
+            }
+        }
+        if relay.has_failed() {
+            return "the relay failed".into();
+        }
+        let mut fds = [PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(200u16));
+        if let Ok(Some(info)) = sigfd.read_signal() {
+            let name = Signal::try_from(info.ssi_signo as i32)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {}", info.ssi_signo));
+            return format!("got {name}");
+        }
+    }
+}

@@ -1,1 +1,815 @@
-//! `hostkit tun`: end-to-end tests in private network namespaces.
+//! `hostkit tun`: end-to-end tests against the real kernel. Every test that configures or sends
+//! anything does it inside its own network namespace (`ip netns add`, deleted on drop), and
+//! observes with the real `ip`, `ping`, `curl`, `tcpdump`, `socat` and FTP/HTTP servers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::util::{NetNs, TestDir, hostkit, run, run_ok, texts};
+
+/// How long `up` may take to report that its relay runs.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A `hostkit tun up` running in the background, its output going to files.
+struct Up {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+    ns: String,
+    run_dir: PathBuf,
+}
+
+impl Up {
+    /// Starts `hostkit [flags] tun up --netns NS ARGS…` and waits until the relay runs.
+    fn start(ns: &NetNs, dir: &TestDir, flags: &[&str], args: &[&str]) -> Up {
+        let run_dir = dir.join("run");
+        let out = dir.join("up.stdout");
+        let err = dir.join("up.stderr");
+        let child = hostkit()
+            .args(flags)
+            .args(["tun", "up", "--netns", ns.name()])
+            .args(args)
+            .env("HOSTKIT_RUN_DIR", &run_dir)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("spawn hostkit tun up");
+        let mut up = Up {
+            child: Some(child),
+            out,
+            err,
+            ns: ns.name().to_string(),
+            run_dir,
+        };
+        let start = Instant::now();
+        loop {
+            if up.stderr().contains("relay running") {
+                return up;
+            }
+            if let Ok(Some(status)) = up.child.as_mut().unwrap().try_wait() {
+                panic!("hostkit tun up exited early ({status}):\n{}", up.stderr());
+            }
+            assert!(
+                start.elapsed() < READY_TIMEOUT,
+                "relay not running after {READY_TIMEOUT:?}:\n{}",
+                up.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    /// Sends `sig` and waits (bounded) for the process to exit.
+    fn stop(mut self, sig: nix::sys::signal::Signal) -> (ExitStatus, String, String) {
+        nix::sys::signal::kill(self.pid(), sig).unwrap();
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!(
+                    "hostkit tun up did not exit after {sig}:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status, self.stdout(), self.stderr())
+    }
+
+    /// `hostkit tun <sub> --netns NS ARGS…` with the same run directory.
+    fn hostkit(&self, sub: &str, args: &[&str]) -> Command {
+        let mut cmd = hostkit();
+        cmd.args(["tun", sub, "--netns", &self.ns])
+            .args(args)
+            .env("HOSTKIT_RUN_DIR", &self.run_dir);
+        cmd
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Everything `up` may touch in a namespace: rules, every routing table, the links, the
+/// non-local-bind sysctls.
+fn snapshot(ns: &NetNs) -> String {
+    let mut s = String::new();
+    for args in [
+        &["rule"][..],
+        &["-6", "rule"],
+        &["route", "show", "table", "all"],
+        &["-6", "route", "show", "table", "all"],
+        &["-br", "link"],
+        &["-br", "address"],
+    ] {
+        s.push_str(&format!("$ ip {}\n{}", args.join(" "), ns.ip(args)));
+    }
+    for key in ["net.ipv4.ip_nonlocal_bind", "net.ipv6.ip_nonlocal_bind"] {
+        s.push_str(&run_ok(&mut ns.exec(["sysctl", key])));
+    }
+    s
+}
+
+/// Packets received by `lo` in the namespace.
+fn lo_rx_packets(ns: &NetNs) -> u64 {
+    let json = ns.ip(&["-s", "-j", "link", "show", "lo"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+}
+
+/// A counter from /proc/net/snmp (e.g. `Icmp`, `InEchos`) inside the namespace.
+fn snmp(ns: &NetNs, group: &str, field: &str) -> u64 {
+    let text = run_ok(&mut ns.exec(["cat", "/proc/net/snmp"]));
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{group}:")))
+        .collect();
+    let names: Vec<&str> = lines[0].split_whitespace().collect();
+    let values: Vec<&str> = lines[1].split_whitespace().collect();
+    let i = names.iter().position(|n| *n == field).unwrap();
+    values[i].parse().unwrap()
+}
+
+/// The relay's final counter line for a direction, e.g. `tun0 -> tun1: 3 packets, …`.
+fn relayed_packets(stdout: &str, from: &str, to: &str) -> u64 {
+    let prefix = format!("{from} -> {to}: ");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no counters for {from} -> {to} in:\n{stdout}"));
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn relayed_bytes(stdout: &str, from: &str, to: &str) -> u64 {
+    let prefix = format!("{from} -> {to}: ");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap();
+    line.split(", ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so transfers are not trivially compressible.
+fn blob(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha256_file(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    format!("{:x}", Sha256::digest(&data))
+}
+
+/// A server process in the namespace, killed on drop.
+struct Server(Child);
+
+impl Server {
+    /// Starts `argv` in the namespace and waits until something listens on TCP `port`.
+    fn start(ns: &NetNs, argv: &[&str], port: u16, log: &Path) -> Server {
+        let child = ns
+            .exec(argv)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {argv:?}: {e}"));
+        let server = Server(child);
+        let start = Instant::now();
+        loop {
+            let listening = run_ok(&mut ns.exec(["ss", "-Hltn", &format!("sport = :{port}")]));
+            if !listening.trim().is_empty() {
+                return server;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{argv:?} is not listening on {port}: {}",
+                std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const PYTHON: &str = "/usr/bin/python3";
+
+#[test]
+fn ping_crosses_the_relay_and_not_lo() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, &["-v"], &[]);
+    // Capture on tun0 with the real tcpdump while pinging.
+    let pcap_log = dir.join("tcpdump.txt");
+    let mut tcpdump = ns
+        .exec([
+            "timeout", "20", "tcpdump", "-l", "-n", "-i", "tun0", "-c", "2", "icmp",
+        ])
+        .stdout(std::fs::File::create(&pcap_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let lo_before = lo_rx_packets(&ns);
+    run_ok(&mut ns.exec(["ping", "-c", "3", "-W", "2", "10.0.0.2"]));
+    let lo_after = lo_rx_packets(&ns);
+    assert!(
+        tcpdump.wait().unwrap().success(),
+        "tcpdump saw nothing on tun0"
+    );
+    let captured = std::fs::read_to_string(&pcap_log).unwrap();
+    assert!(
+        captured.contains("10.0.0.1 > 10.0.0.2: ICMP echo request")
+            && captured.contains("10.0.0.2 > 10.0.0.1: ICMP echo reply"),
+        "tcpdump on tun0:\n{captured}"
+    );
+    assert_eq!(lo_after, lo_before, "ping traffic went through lo");
+
+    let (status, stdout, stderr) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(relayed_packets(&stdout, "tun0", "tun1") >= 3, "{stdout}");
+    assert!(relayed_packets(&stdout, "tun1", "tun0") >= 3, "{stdout}");
+    let classic = stderr
+        .lines()
+        .filter(|l| l.starts_with("read 84 from fd "))
+        .count();
+    assert!(
+        classic >= 6,
+        "expected >= 6 `read 84 from fd N` lines:\n{stderr}"
+    );
+}
+
+#[test]
+fn decoded_packet_log_with_vv() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, &["-vv"], &[]);
+    run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+    let (_, _, stderr) = up.stop(nix::sys::signal::Signal::SIGINT);
+    assert!(
+        stderr.lines().any(|l| l.starts_with("read 84 from fd ")
+            && l.ends_with("tun0 -> tun1 ICMP 10.0.0.1 > 10.0.0.2 echo-request, length 84")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.ends_with("tun1 -> tun0 ICMP 10.0.0.2 > 10.0.0.1 echo-reply, length 84")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_the_routing_rewrite_traffic_bypasses_the_relay() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, &["-v"], &["--no-routing"]);
+    let lo_before = lo_rx_packets(&ns);
+    run_ok(&mut ns.exec(["ping", "-c", "3", "-W", "2", "10.0.0.2"]));
+    let lo_after = lo_rx_packets(&ns);
+    let (status, stdout, stderr) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success());
+    assert!(
+        lo_after >= lo_before + 6,
+        "ping should use lo: {lo_before} -> {lo_after}"
+    );
+    assert!(
+        !stderr.contains("read 84 from fd"),
+        "relay saw the ping:\n{stderr}"
+    );
+    assert!(relayed_bytes(&stdout, "tun0", "tun1") < 84 * 3, "{stdout}");
+}
+
+#[test]
+fn with_one_sided_rules_the_request_crosses_and_the_reply_is_lost() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, &["-v"], &["--rules", "second-only"]);
+    let echos_before = snmp(&ns, "Icmp", "InEchos");
+    let out = run(&mut ns.exec(["ping", "-c", "2", "-W", "1", "10.0.0.2"]));
+    assert!(
+        !out.status.success(),
+        "ping should fail with one-sided rules"
+    );
+    let echos = snmp(&ns, "Icmp", "InEchos") - echos_before;
+    let replies = snmp(&ns, "Icmp", "InEchoReps");
+    let (_, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(echos, 2, "both requests should arrive at 10.0.0.2");
+    assert_eq!(replies, 0, "no reply should arrive at 10.0.0.1");
+    assert!(relayed_packets(&stdout, "tun0", "tun1") >= 2, "{stdout}");
+    assert!(
+        relayed_packets(&stdout, "tun1", "tun0") >= 2,
+        "replies cross the relay too:\n{stdout}"
+    );
+}
+
+fn http_transfer(ns: &NetNs, dir: &TestDir, bind: &str, url_host: &str) {
+    let data = blob(8 << 20, 0x5eed);
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("blob"), &data).unwrap();
+    let _server = Server::start(
+        ns,
+        &[
+            PYTHON,
+            "-m",
+            "http.server",
+            "--bind",
+            bind,
+            "--directory",
+            www.to_str().unwrap(),
+            "8000",
+        ],
+        8000,
+        &dir.join("http.log"),
+    );
+    let got = dir.join("got");
+    run_ok(&mut ns.exec([
+        "curl",
+        "-sS",
+        "-g",
+        "--max-time",
+        "60",
+        "-o",
+        got.to_str().unwrap(),
+        &format!("http://{url_host}:8000/blob"),
+    ]));
+    assert_eq!(sha256_file(&got), format!("{:x}", Sha256::digest(&data)));
+}
+
+#[test]
+fn http_transfer_of_8_mib_crosses_the_relay_intact() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, &[], &[]);
+    let lo_before = lo_rx_packets(&ns);
+    http_transfer(&ns, &dir, "10.0.0.2", "10.0.0.2");
+    assert_eq!(
+        lo_rx_packets(&ns),
+        lo_before,
+        "HTTP traffic went through lo"
+    );
+    let (status, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success());
+    assert!(relayed_bytes(&stdout, "tun1", "tun0") > 8 << 20, "{stdout}");
+}
+
+#[test]
+fn ipv6_http_transfer_crosses_the_relay_intact() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(
+        &ns,
+        &dir,
+        &[],
+        &[
+            "--addr0", "fd00::1", "--addr1", "fd00::2", "--addr0", "10.0.0.1", "--addr1",
+            "10.0.0.2",
+        ],
+    );
+    let lo_before = lo_rx_packets(&ns);
+    run_ok(&mut ns.exec(["ping", "-6", "-c", "2", "-W", "2", "fd00::2"]));
+    http_transfer(&ns, &dir, "fd00::2", "[fd00::2]");
+    assert_eq!(
+        lo_rx_packets(&ns),
+        lo_before,
+        "IPv6 traffic went through lo"
+    );
+    let (status, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success());
+    assert!(relayed_bytes(&stdout, "tun1", "tun0") > 8 << 20, "{stdout}");
+}
+
+#[test]
+fn plain_tcp_stream_crosses_the_relay_intact() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, &[], &[]);
+    let data = blob(6 << 20, 42);
+    let src = dir.write("src.bin", &data);
+    let dst = dir.join("dst.bin");
+    let _server = Server::start(
+        &ns,
+        &[
+            "socat",
+            "-u",
+            "TCP-LISTEN:9000,bind=10.0.0.2,reuseaddr",
+            &format!("CREATE:{}", dst.display()),
+        ],
+        9000,
+        &dir.join("socat.log"),
+    );
+    run_ok(&mut ns.exec([
+        "timeout",
+        "60",
+        "socat",
+        "-u",
+        &format!("OPEN:{}", src.display()),
+        "TCP:10.0.0.2:9000,bind=10.0.0.1",
+    ]));
+    // The server writes and exits once the stream ends.
+    let start = Instant::now();
+    while sha256_file_opt(&dst).as_deref() != Some(&format!("{:x}", Sha256::digest(&data))) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "stream arrived damaged or incomplete"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(relayed_bytes(&stdout, "tun0", "tun1") > 6 << 20, "{stdout}");
+}
+
+fn sha256_file_opt(path: &Path) -> Option<String> {
+    std::fs::read(path)
+        .ok()
+        .map(|d| format!("{:x}", Sha256::digest(&d)))
+}
+
+#[test]
+fn passive_ftp_download_crosses_the_relay() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, &[], &[]);
+    let data = blob(3 << 20, 7);
+    let ftproot = dir.join("ftp");
+    std::fs::create_dir_all(&ftproot).unwrap();
+    std::fs::write(ftproot.join("file.bin"), &data).unwrap();
+    // pyftpdlib binds the passive data socket to the control connection's address (10.0.0.2),
+    // which needs the non-local bind `up` turned on.
+    let _server = Server::start(
+        &ns,
+        &[
+            PYTHON,
+            "-m",
+            "pyftpdlib",
+            "-i",
+            "10.0.0.2",
+            "-p",
+            "2121",
+            "-d",
+            ftproot.to_str().unwrap(),
+        ],
+        2121,
+        &dir.join("ftp.log"),
+    );
+    let got = dir.join("got.bin");
+    let out = run_ok(&mut ns.exec([
+        "curl",
+        "-sS",
+        "-v",
+        "--ftp-pasv",
+        "--disable-epsv",
+        "--max-time",
+        "60",
+        "-o",
+        got.to_str().unwrap(),
+        "ftp://10.0.0.2:2121/file.bin",
+    ]));
+    let _ = out;
+    assert_eq!(sha256_file(&got), format!("{:x}", Sha256::digest(&data)));
+    let log = std::fs::read_to_string(dir.join("ftp.err")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.join("ftp.log")).unwrap_or_default();
+    assert!(
+        log.contains("PASV") || log.contains("RETR"),
+        "server log:\n{log}"
+    );
+    let (_, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(relayed_bytes(&stdout, "tun1", "tun0") > 3 << 20, "{stdout}");
+}
+
+#[test]
+fn sigterm_restores_rules_routes_and_sysctls_exactly() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    let up = Up::start(
+        &ns,
+        &dir,
+        &[],
+        &[
+            "--addr0", "10.9.0.1", "--addr1", "10.9.0.2", "--addr0", "fd09::1", "--addr1",
+            "fd09::2", "--table", "77", "--mtu", "1400",
+        ],
+    );
+    let during = snapshot(&ns);
+    assert!(during.contains("iif tun0 lookup 77"), "{during}");
+    assert!(
+        during.contains("local 10.9.0.1 dev tun0 table 77"),
+        "{during}"
+    );
+    assert!(during.contains("net.ipv6.ip_nonlocal_bind = 1"), "{during}");
+    run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.9.0.2"]));
+    let (status, _, stderr) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(snapshot(&ns), before, "teardown log:\n{stderr}");
+    assert_eq!(
+        std::fs::read_dir(dir.join("run")).unwrap().count(),
+        0,
+        "state left behind"
+    );
+}
+
+#[test]
+fn after_sigkill_tun_down_restores_everything_and_is_idempotent() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    let up = Up::start(
+        &ns,
+        &dir,
+        &[],
+        &[
+            "--addr0", "fd00::1", "--addr1", "fd00::2", "--addr0", "10.0.0.1", "--addr1",
+            "10.0.0.2",
+        ],
+    );
+    let status_json = run_ok(&mut up.hostkit("status", &["--format", "json"]));
+    let status: serde_json::Value = serde_json::from_str(&status_json).unwrap();
+    assert_eq!(status["relay"]["running"], true, "{status_json}");
+    assert_eq!(status["local_routes_moved"], true, "{status_json}");
+    assert_eq!(
+        status["rules"].as_array().unwrap().len(),
+        4,
+        "{status_json}"
+    );
+
+    let mut down = up.hostkit("down", &[]);
+    let (_, _, _) = up.stop(nix::sys::signal::Signal::SIGKILL);
+    let after_kill = snapshot(&ns);
+    assert_ne!(after_kill, before, "SIGKILL should leave rules behind");
+    assert!(after_kill.contains("iif tun0"), "{after_kill}");
+    let text = run_ok(&mut hostkit_status(&ns, &dir));
+    assert!(text.contains("NOT running"), "{text}");
+
+    let out = run_ok(&mut down);
+    assert!(
+        out.contains("done: remove IPv4 rule iif tun0 lookup 13"),
+        "{out}"
+    );
+    assert!(
+        out.contains("done: remove IPv6 rule iif tun1 lookup 13"),
+        "{out}"
+    );
+    assert!(
+        out.contains("done: restore net.ipv4.ip_nonlocal_bind=0"),
+        "{out}"
+    );
+    assert_eq!(snapshot(&ns), before);
+
+    let again = run_ok(
+        hostkit()
+            .args(["tun", "down", "--netns", ns.name()])
+            .env("HOSTKIT_RUN_DIR", dir.join("run")),
+    );
+    assert!(again.contains("nothing to remove"), "{again}");
+    assert_eq!(snapshot(&ns), before);
+}
+
+fn hostkit_status(ns: &NetNs, dir: &TestDir) -> Command {
+    let mut cmd = hostkit();
+    cmd.args(["tun", "status", "--netns", ns.name()])
+        .env("HOSTKIT_RUN_DIR", dir.join("run"));
+    cmd
+}
+
+#[test]
+fn tun_down_stops_a_running_relay() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    let up = Up::start(&ns, &dir, &[], &[]);
+    let out = run_ok(&mut up.hostkit("down", &[]));
+    assert!(out.contains("stopped the relay"), "{out}");
+    assert_eq!(snapshot(&ns), before);
+}
+
+#[test]
+fn a_second_up_with_the_same_names_is_refused() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, &[], &[]);
+    let during = snapshot(&ns);
+    let out = run(&mut up.hostkit("up", &[]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("already running"), "{stderr}");
+    assert_eq!(snapshot(&ns), during, "the refused up changed something");
+    run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+    let (status, _, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success());
+}
+
+#[test]
+fn attaches_to_existing_persistent_tun_devices_and_leaves_them() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
+    ns.ip(&["tuntap", "add", "dev", "tun1", "mode", "tun"]);
+    let before = snapshot(&ns);
+    let up = Up::start(&ns, &dir, &[], &[]);
+    run_ok(&mut ns.exec(["ping", "-c", "2", "-W", "2", "10.0.0.2"]));
+    let (status, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success());
+    assert!(relayed_packets(&stdout, "tun0", "tun1") >= 2);
+    assert_eq!(
+        snapshot(&ns),
+        before,
+        "the persistent devices should be back as they were"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_ip_commands_and_changes_nothing() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    let out = run_ok(
+        hostkit()
+            .args(["tun", "up", "--dry-run", "--netns", ns.name()])
+            .env("HOSTKIT_RUN_DIR", dir.join("run")),
+    );
+    let n = ns.name();
+    let expected: Vec<String> = [
+        "ip -n NS tuntap add dev tun0 mode tun",
+        "ip -n NS address add 10.0.0.1 peer 10.0.0.2 dev tun0",
+        "ip -n NS link set dev tun0 up",
+        "ip -n NS tuntap add dev tun1 mode tun",
+        "ip -n NS address add 10.0.0.2 peer 10.0.0.1 dev tun1",
+        "ip -n NS link set dev tun1 up",
+        "ip -n NS route del local 10.0.0.1 dev tun0 table local",
+        "ip -n NS route add local 10.0.0.1 dev tun0 table 13 proto kernel scope host src 10.0.0.1",
+        "ip -n NS route del local 10.0.0.2 dev tun1 table local",
+        "ip -n NS route add local 10.0.0.2 dev tun1 table 13 proto kernel scope host src 10.0.0.2",
+        "ip -n NS rule add iif tun0 lookup 13",
+        "ip -n NS rule add iif tun1 lookup 13",
+        "ip netns exec NS sysctl -w net.ipv4.ip_nonlocal_bind=1",
+    ]
+    .iter()
+    .map(|l| l.replace("NS", n))
+    .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    assert_eq!(snapshot(&ns), before);
+    assert!(
+        !dir.join("run").exists(),
+        "dry run created the run directory"
+    );
+}
+
+/// Runs `hostkit tun up ARGS` expecting a usage/runtime error; returns stderr.
+fn up_fails(args: &[&str]) -> String {
+    let out = run(hostkit().args(["tun", "up"]).args(args));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_offending_value() {
+    // Validation happens before anything is touched, so this needs no privileges.
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--addr0", "10.0.0.300", "--addr1", "10.0.0.2"],
+            "10.0.0.300",
+        ),
+        (
+            &["--addr0", "10.0.0.2", "--addr1", "10.0.0.2"],
+            "duplicate address 10.0.0.2",
+        ),
+        (&["--addr0", "10.0.0.1", "--addr1", "fd00::2"], "10.0.0.1"),
+        (&["--dev0", "a-name-far-too-long"], "a-name-far-too-long"),
+        (&["--dev0", "tun1"], "\"tun1\""),
+        (&["--table", "0"], "table 0 is reserved"),
+        (&["--table", "253"], "table 253 is reserved"),
+        (&["--table", "254"], "table 254 is reserved"),
+        (&["--table", "255"], "table 255 is reserved"),
+        (&["--table", "-3"], "-3"),
+        (&["--mtu", "40"], "MTU 40"),
+        (&["--addr0", "10.0.0.1"], "--addr0 and --addr1"),
+    ];
+    for (args, needle) in cases {
+        let stderr = up_fails(args);
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} lacks {needle:?}"
+        );
+        assert!(stderr.starts_with("error:"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_device_that_is_not_tun_is_refused_and_nothing_is_left() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    ns.ip(&[
+        "link", "add", "tun1", "type", "veth", "peer", "name", "tun1p",
+    ]);
+    let before = snapshot(&ns);
+    let stderr = up_fails(&[
+        "--netns",
+        ns.name(),
+        "--run-dir",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("\"tun1\" exists but is not a TUN device"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&ns), before);
+}
+
+#[test]
+fn without_cap_net_admin_up_says_so() {
+    require_root!();
+    let out = run(Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(crate::util::hostkit_bin())
+        .args(["tun", "up"]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");
+}
+
+#[test]
+fn a_missing_dev_net_tun_is_reported_and_nothing_is_left() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    // Hide /dev/net/tun in a private mount namespace.
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs none /dev/net && exec {} tun up --netns {} --run-dir {}",
+        crate::util::hostkit_bin().display(),
+        ns.name(),
+        dir.join("run").display()
+    );
+    let out = run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/dev/net/tun does not exist"), "{stderr}");
+    assert_eq!(snapshot(&ns), before);
+}
+
+#[test]
+fn demo_runs_in_a_private_namespace_and_leaves_the_host_untouched() {
+    require_root!();
+    let host_rules = run_ok(Command::new("ip").arg("rule"));
+    let host_links = run_ok(Command::new("ip").args(["-br", "link"]));
+    let out = run(hostkit().args(["tun", "demo"]));
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("crossed the relay, not lo"), "{stdout}");
+    assert!(stdout.contains("sha256 match"), "{stdout}");
+    assert!(stdout.contains("read 84 from fd"), "{stdout}");
+    assert_eq!(run_ok(Command::new("ip").arg("rule")), host_rules);
+    assert_eq!(run_ok(Command::new("ip").args(["-br", "link"])), host_links);
+}

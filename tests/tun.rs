@@ -381,47 +381,33 @@ fn http_transfer(ns: &NetNs, dir: &TestDir, bind: &str, url_host: &str) {
     assert_eq!(sha256_file(&got), format!("{:x}", Sha256::digest(&data)));
 }
 
-#[test]
-fn http_transfer_of_8_mib_crosses_the_relay_intact() {
-    require_root!();
+/// Sets up a tunnel with `up_args`, pings `ping_args`, transfers 8 MiB over HTTP from a server
+/// bound to `bind`, and checks that lo saw none of it and the relay all of it.
+fn http_through_the_relay(up_args: &[&str], ping_args: &[&str], bind: &str, url_host: &str) {
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &[], &[]);
+    let up = Up::start(&ns, &dir, &[], up_args);
     let lo_before = lo_rx_packets(&ns);
-    http_transfer(&ns, &dir, "10.0.0.2", "10.0.0.2");
-    assert_eq!(
-        lo_rx_packets(&ns),
-        lo_before,
-        "HTTP traffic went through lo"
-    );
+    run_ok(&mut ns.exec(["ping", "-c", "2", "-W", "2"].iter().chain(ping_args)));
+    http_transfer(&ns, &dir, bind, url_host);
+    assert_eq!(lo_rx_packets(&ns), lo_before, "traffic went through lo");
     let (status, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success());
     assert!(relayed_bytes(&stdout, "tun1", "tun0") > 8 << 20, "{stdout}");
 }
 
 #[test]
+fn http_transfer_of_8_mib_crosses_the_relay_intact() {
+    require_root!();
+    http_through_the_relay(&[], &["10.0.0.2"], "10.0.0.2", "10.0.0.2");
+}
+
+#[test]
 fn ipv6_http_transfer_crosses_the_relay_intact() {
     require_root!();
-    let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(
-        &ns,
-        &dir,
-        &[],
-        &[
-            "--addr0", "fd00::1", "--addr1", "fd00::2", "--addr0", "10.0.0.1", "--addr1",
-            "10.0.0.2",
-        ],
-    );
-    let lo_before = lo_rx_packets(&ns);
-    run_ok(&mut ns.exec(["ping", "-6", "-c", "2", "-W", "2", "fd00::2"]));
-    http_transfer(&ns, &dir, "fd00::2", "[fd00::2]");
-    assert_eq!(
-        lo_rx_packets(&ns),
-        lo_before,
-        "IPv6 traffic went through lo"
-    );
-    let (status, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
-    assert!(status.success());
-    assert!(relayed_bytes(&stdout, "tun1", "tun0") > 8 << 20, "{stdout}");
+    let dual = [
+        "--addr0", "fd00::1", "--addr1", "fd00::2", "--addr0", "10.0.0.1", "--addr1", "10.0.0.2",
+    ];
+    http_through_the_relay(&dual, &["-6", "fd00::2"], "fd00::2", "[fd00::2]");
 }
 
 #[test]

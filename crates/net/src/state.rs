@@ -17,21 +17,7 @@ use crate::undo::Undo;
 pub const DEFAULT_RUN_DIR: &str = "/run/hostkit";
 
 /// Counters of one relay direction, as stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirStats {
-    /// Source device.
-    pub from: String,
-    /// Destination device.
-    pub to: String,
-    /// Packets relayed.
-    pub packets: u64,
-    /// Bytes relayed.
-    pub bytes: u64,
-    /// Packets dropped on a failed write.
-    pub write_errors: u64,
-    /// Failed reads.
-    pub read_errors: u64,
-}
+pub use hostkit_tun::relay::DirSnapshot as DirStats;
 
 /// The stored state of one tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +99,16 @@ fn lock_path(state: &Path) -> PathBuf {
     state.with_extension("lock")
 }
 
+fn open_lock_file(lock_path: &Path) -> Result<File, StateError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(lock_path)
+        .map_err(|e| io_err(lock_path, e))
+}
+
 /// Reads a state file.
 pub fn read(path: &Path) -> Result<TunnelState, StateError> {
     let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
@@ -168,13 +164,7 @@ impl StateFile {
         let path = state_path(run_dir, netns_inode, devs);
         let lock_path = lock_path(&path);
         let pair = format!("{} and {}", devs[0], devs[1]);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| io_err(&lock_path, e))?;
+        let file = open_lock_file(&lock_path)?;
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -204,13 +194,7 @@ impl StateFile {
     /// Takes the lock of an existing state file (for `down`), or `None` if a relay holds it.
     pub fn take_existing(path: &Path) -> Result<Option<StateFile>, StateError> {
         let lock_path = lock_path(path);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| io_err(&lock_path, e))?;
+        let file = open_lock_file(&lock_path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(Some(StateFile {
                 path: path.to_path_buf(),

@@ -77,7 +77,7 @@ pub struct DirCounters {
 }
 
 /// A copy of one direction's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirSnapshot {
     /// Source device.
     pub from: String,
@@ -141,7 +141,24 @@ pub struct Forwarder<'a> {
     pub sink: &'a LogSink,
 }
 
-impl Forwarder<'_> {
+impl<'a> Forwarder<'a> {
+    /// A forwarder from `from` to `to`.
+    pub fn new(
+        from: &'a dyn PacketIo,
+        to: &'a dyn PacketIo,
+        counters: &'a DirCounters,
+        log: PacketLog,
+        sink: &'a LogSink,
+    ) -> Forwarder<'a> {
+        Forwarder {
+            from,
+            to,
+            counters,
+            log,
+            sink,
+        }
+    }
+
     /// Handles one packet read from `from`; returns whether it was written.
     pub fn forward(&self, pkt: &[u8]) -> bool {
         match self.log {
@@ -271,13 +288,13 @@ impl Relay {
             let handle = std::thread::Builder::new()
                 .name(format!("relay-{}", from.label()))
                 .spawn(move || {
-                    let fwd = Forwarder {
-                        from: from.as_ref(),
-                        to: to.as_ref(),
-                        counters: &stats.dirs[i],
-                        log: opts.log,
-                        sink: &opts.sink,
-                    };
+                    let fwd = Forwarder::new(
+                        from.as_ref(),
+                        to.as_ref(),
+                        &stats.dirs[i],
+                        opts.log,
+                        &opts.sink,
+                    );
                     let res = pump(&fwd, &stop_rx);
                     finished.store(true, Ordering::SeqCst);
                     res
@@ -453,13 +470,7 @@ mod tests {
         }
         let counters = DirCounters::default();
         let (sink, lines) = collecting_sink();
-        let fwd = Forwarder {
-            from: &a,
-            to: &b,
-            counters: &counters,
-            log: PacketLog::Off,
-            sink: &sink,
-        };
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
         let mut buf = vec![0u8; MAX_PACKET];
         assert_eq!(drain(&fwd, &mut buf).unwrap(), 5);
         assert_eq!(*b.sent.lock().unwrap(), pkts);
@@ -475,13 +486,7 @@ mod tests {
         let counters = DirCounters::default();
         let (sink, lines) = collecting_sink();
         for log in [PacketLog::Brief, PacketLog::Decoded] {
-            let fwd = Forwarder {
-                from: &a,
-                to: &b,
-                counters: &counters,
-                log,
-                sink: &sink,
-            };
+            let fwd = Forwarder::new(&a, &b, &counters, log, &sink);
             assert!(fwd.forward(&echo_request()));
         }
         let lines = lines.lock().unwrap();
@@ -503,13 +508,7 @@ mod tests {
         }
         let counters = DirCounters::default();
         let (sink, _) = collecting_sink();
-        let fwd = Forwarder {
-            from: &a,
-            to: &b,
-            counters: &counters,
-            log: PacketLog::Off,
-            sink: &sink,
-        };
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
         let mut buf = vec![0u8; 64];
         assert_eq!(drain(&fwd, &mut buf).unwrap(), 3);
         assert_eq!(*b.sent.lock().unwrap(), vec![vec![0x45, 0], vec![0x45, 2]]);
@@ -526,13 +525,7 @@ mod tests {
             .push_back(Err(io::Error::from_raw_os_error(libc::EBADFD)));
         let counters = DirCounters::default();
         let (sink, _) = collecting_sink();
-        let fwd = Forwarder {
-            from: &a,
-            to: &b,
-            counters: &counters,
-            log: PacketLog::Off,
-            sink: &sink,
-        };
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
         let err = drain(&fwd, &mut [0u8; 64]).unwrap_err();
         assert_eq!(err.device, "tun0");
         assert_eq!(counters.read_errors.load(Ordering::Relaxed), 1);

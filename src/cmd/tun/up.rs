@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow, bail};
 use hostkit_net::spec::RuleSides;
 use hostkit_net::state::{DirStats, StateFile, TunnelState};
 use hostkit_net::{Netlink, SpecInput, Tunnel, TunnelSpec};
-use hostkit_tun::relay::{DirSnapshot, PacketIo};
+use hostkit_tun::relay::PacketIo;
 use hostkit_tun::{Relay, TunOptions};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -174,7 +174,7 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let stop_reason = wait_for_stop(&sigfd, &relay, &mut state, &state_file);
     let counters = relay.stats();
     let relay_errors = relay.stop();
-    state.stats = counters.snapshot().iter().map(to_stored).collect();
+    state.stats = counters.snapshot().to_vec();
     let final_stats = stats_of(&state.stats);
     printer.note(format!("stopping ({stop_reason}); tearing down"));
     let report = tunnel.teardown(&nl);
@@ -231,17 +231,6 @@ fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow:
     Ok(Outcome::Success)
 }
 
-fn to_stored(s: &DirSnapshot) -> DirStats {
-    DirStats {
-        from: s.from.clone(),
-        to: s.to.clone(),
-        packets: s.packets,
-        bytes: s.bytes,
-        write_errors: s.write_errors,
-        read_errors: s.read_errors,
-    }
-}
-
 pub(super) fn stats_of(stats: &[DirStats]) -> Vec<String> {
     stats
         .iter()
@@ -263,7 +252,7 @@ fn wait_for_stop(
 ) -> String {
     let stats = relay.stats();
     loop {
-        let now: Vec<DirStats> = stats.snapshot().iter().map(to_stored).collect();
+        let now: Vec<DirStats> = stats.snapshot().to_vec();
         if now != state.stats {
             state.stats = now;
             if let Err(e) = state_file.write(state) {

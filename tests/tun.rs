@@ -10,6 +10,40 @@ use sha2::{Digest, Sha256};
 
 use crate::util::{NetNs, TestDir, hostkit, run, run_ok, texts};
 
+/// Runs each named test once per relay engine: `NAME::simple` and `NAME::fast`.
+macro_rules! with_both_engines {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn simple() {
+                    super::$name("simple")
+                }
+                #[test]
+                fn fast() {
+                    super::$name("fast")
+                }
+            }
+        )*
+    };
+}
+
+with_both_engines!(
+    ping_crosses_the_relay_and_not_lo,
+    decoded_packet_log_with_vv,
+    without_the_routing_rewrite_traffic_bypasses_the_relay,
+    with_one_sided_rules_the_request_crosses_and_the_reply_is_lost,
+    http_transfer_of_8_mib_crosses_the_relay_intact,
+    ipv6_http_transfer_crosses_the_relay_intact,
+    plain_tcp_stream_crosses_the_relay_intact,
+    passive_ftp_download_crosses_the_relay,
+    sigterm_restores_rules_routes_and_sysctls_exactly,
+    after_sigkill_tun_down_restores_everything_and_is_idempotent,
+    tun_down_stops_a_running_relay,
+    a_second_up_with_the_same_names_is_refused,
+    attaches_to_existing_persistent_tun_devices_and_leaves_them
+);
+
 /// How long `up` may take to report that its relay runs.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -23,14 +57,15 @@ struct Up {
 }
 
 impl Up {
-    /// Starts `hostkit [flags] tun up --netns NS ARGS…` and waits until the relay runs.
-    fn start(ns: &NetNs, dir: &TestDir, flags: &[&str], args: &[&str]) -> Up {
+    /// Starts `hostkit [flags] tun up --netns NS --engine ENGINE ARGS…` and waits until the
+    /// relay runs.
+    fn start(ns: &NetNs, dir: &TestDir, engine: &str, flags: &[&str], args: &[&str]) -> Up {
         let run_dir = dir.join("run");
         let out = dir.join("up.stdout");
         let err = dir.join("up.stderr");
         let child = hostkit()
             .args(flags)
-            .args(["tun", "up", "--netns", ns.name()])
+            .args(["tun", "up", "--netns", ns.name(), "--engine", engine])
             .args(args)
             .env("HOSTKIT_RUN_DIR", &run_dir)
             .stdin(Stdio::null())
@@ -238,11 +273,10 @@ impl Drop for Server {
 
 const PYTHON: &str = "/usr/bin/python3";
 
-#[test]
-fn ping_crosses_the_relay_and_not_lo() {
+fn ping_crosses_the_relay_and_not_lo(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &["-v"], &[]);
+    let up = Up::start(&ns, &dir, engine, &["-v"], &[]);
     // Capture on tun0 with the real tcpdump while pinging.
     let pcap_log = dir.join("tcpdump.txt");
     let mut tcpdump = ns
@@ -283,11 +317,10 @@ fn ping_crosses_the_relay_and_not_lo() {
     );
 }
 
-#[test]
-fn decoded_packet_log_with_vv() {
+fn decoded_packet_log_with_vv(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &["-vv"], &[]);
+    let up = Up::start(&ns, &dir, engine, &["-vv"], &[]);
     run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
     let (_, _, stderr) = up.stop(nix::sys::signal::Signal::SIGINT);
     assert!(
@@ -303,11 +336,10 @@ fn decoded_packet_log_with_vv() {
     );
 }
 
-#[test]
-fn without_the_routing_rewrite_traffic_bypasses_the_relay() {
+fn without_the_routing_rewrite_traffic_bypasses_the_relay(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &["-v"], &["--no-routing"]);
+    let up = Up::start(&ns, &dir, engine, &["-v"], &["--no-routing"]);
     let lo_before = lo_rx_packets(&ns);
     run_ok(&mut ns.exec(["ping", "-c", "3", "-W", "2", "10.0.0.2"]));
     let lo_after = lo_rx_packets(&ns);
@@ -324,11 +356,10 @@ fn without_the_routing_rewrite_traffic_bypasses_the_relay() {
     assert!(relayed_bytes(&stdout, "tun0", "tun1") < 84 * 3, "{stdout}");
 }
 
-#[test]
-fn with_one_sided_rules_the_request_crosses_and_the_reply_is_lost() {
+fn with_one_sided_rules_the_request_crosses_and_the_reply_is_lost(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &["-v"], &["--rules", "second-only"]);
+    let up = Up::start(&ns, &dir, engine, &["-v"], &["--rules", "second-only"]);
     let echos_before = snmp(&ns, "Icmp", "InEchos");
     let out = run(&mut ns.exec(["ping", "-c", "2", "-W", "1", "10.0.0.2"]));
     assert!(
@@ -383,9 +414,15 @@ fn http_transfer(ns: &NetNs, dir: &TestDir, bind: &str, url_host: &str) {
 
 /// Sets up a tunnel with `up_args`, pings `ping_args`, transfers 8 MiB over HTTP from a server
 /// bound to `bind`, and checks that lo saw none of it and the relay all of it.
-fn http_through_the_relay(up_args: &[&str], ping_args: &[&str], bind: &str, url_host: &str) {
+fn http_through_the_relay(
+    engine: &str,
+    up_args: &[&str],
+    ping_args: &[&str],
+    bind: &str,
+    url_host: &str,
+) {
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &[], up_args);
+    let up = Up::start(&ns, &dir, engine, &[], up_args);
     let lo_before = lo_rx_packets(&ns);
     run_ok(&mut ns.exec(["ping", "-c", "2", "-W", "2"].iter().chain(ping_args)));
     http_transfer(&ns, &dir, bind, url_host);
@@ -395,26 +432,23 @@ fn http_through_the_relay(up_args: &[&str], ping_args: &[&str], bind: &str, url_
     assert!(relayed_bytes(&stdout, "tun1", "tun0") > 8 << 20, "{stdout}");
 }
 
-#[test]
-fn http_transfer_of_8_mib_crosses_the_relay_intact() {
+fn http_transfer_of_8_mib_crosses_the_relay_intact(engine: &str) {
     require_root!();
-    http_through_the_relay(&[], &["10.0.0.2"], "10.0.0.2", "10.0.0.2");
+    http_through_the_relay(engine, &[], &["10.0.0.2"], "10.0.0.2", "10.0.0.2");
 }
 
-#[test]
-fn ipv6_http_transfer_crosses_the_relay_intact() {
+fn ipv6_http_transfer_crosses_the_relay_intact(engine: &str) {
     require_root!();
     let dual = [
         "--addr0", "fd00::1", "--addr1", "fd00::2", "--addr0", "10.0.0.1", "--addr1", "10.0.0.2",
     ];
-    http_through_the_relay(&dual, &["-6", "fd00::2"], "fd00::2", "[fd00::2]");
+    http_through_the_relay(engine, &dual, &["-6", "fd00::2"], "fd00::2", "[fd00::2]");
 }
 
-#[test]
-fn plain_tcp_stream_crosses_the_relay_intact() {
+fn plain_tcp_stream_crosses_the_relay_intact(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &[], &[]);
+    let up = Up::start(&ns, &dir, engine, &[], &[]);
     let data = blob(6 << 20, 42);
     let src = dir.write("src.bin", &data);
     let dst = dir.join("dst.bin");
@@ -456,11 +490,10 @@ fn sha256_file_opt(path: &Path) -> Option<String> {
         .map(|d| format!("{:x}", Sha256::digest(&d)))
 }
 
-#[test]
-fn passive_ftp_download_crosses_the_relay() {
+fn passive_ftp_download_crosses_the_relay(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &[], &[]);
+    let up = Up::start(&ns, &dir, engine, &[], &[]);
     let data = blob(3 << 20, 7);
     let ftproot = dir.join("ftp");
     std::fs::create_dir_all(&ftproot).unwrap();
@@ -508,14 +541,14 @@ fn passive_ftp_download_crosses_the_relay() {
     assert!(relayed_bytes(&stdout, "tun1", "tun0") > 3 << 20, "{stdout}");
 }
 
-#[test]
-fn sigterm_restores_rules_routes_and_sysctls_exactly() {
+fn sigterm_restores_rules_routes_and_sysctls_exactly(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
     let before = snapshot(&ns);
     let up = Up::start(
         &ns,
         &dir,
+        engine,
         &[],
         &[
             "--addr0", "10.9.0.1", "--addr1", "10.9.0.2", "--addr0", "fd09::1", "--addr1",
@@ -540,14 +573,14 @@ fn sigterm_restores_rules_routes_and_sysctls_exactly() {
     );
 }
 
-#[test]
-fn after_sigkill_tun_down_restores_everything_and_is_idempotent() {
+fn after_sigkill_tun_down_restores_everything_and_is_idempotent(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
     let before = snapshot(&ns);
     let up = Up::start(
         &ns,
         &dir,
+        engine,
         &[],
         &[
             "--addr0", "fd00::1", "--addr1", "fd00::2", "--addr0", "10.0.0.1", "--addr1",
@@ -603,22 +636,20 @@ fn hostkit_status(ns: &NetNs, dir: &TestDir) -> Command {
     cmd
 }
 
-#[test]
-fn tun_down_stops_a_running_relay() {
+fn tun_down_stops_a_running_relay(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
     let before = snapshot(&ns);
-    let up = Up::start(&ns, &dir, &[], &[]);
+    let up = Up::start(&ns, &dir, engine, &[], &[]);
     let out = run_ok(&mut up.hostkit("down", &[]));
     assert!(out.contains("stopped the relay"), "{out}");
     assert_eq!(snapshot(&ns), before);
 }
 
-#[test]
-fn a_second_up_with_the_same_names_is_refused() {
+fn a_second_up_with_the_same_names_is_refused(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
-    let up = Up::start(&ns, &dir, &[], &[]);
+    let up = Up::start(&ns, &dir, engine, &[], &[]);
     let during = snapshot(&ns);
     let out = run(&mut up.hostkit("up", &[]));
     let (_, stderr) = texts(&out);
@@ -630,14 +661,13 @@ fn a_second_up_with_the_same_names_is_refused() {
     assert!(status.success());
 }
 
-#[test]
-fn attaches_to_existing_persistent_tun_devices_and_leaves_them() {
+fn attaches_to_existing_persistent_tun_devices_and_leaves_them(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
     ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
     ns.ip(&["tuntap", "add", "dev", "tun1", "mode", "tun"]);
     let before = snapshot(&ns);
-    let up = Up::start(&ns, &dir, &[], &[]);
+    let up = Up::start(&ns, &dir, engine, &[], &[]);
     run_ok(&mut ns.exec(["ping", "-c", "2", "-W", "2", "10.0.0.2"]));
     let (status, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success());
@@ -662,9 +692,11 @@ fn dry_run_prints_the_ip_commands_and_changes_nothing() {
     let n = ns.name();
     let expected: Vec<String> = [
         "ip -n NS tuntap add dev tun0 mode tun",
+        "ip -n NS link set dev tun0 txqueuelen 5000",
         "ip -n NS address add 10.0.0.1 peer 10.0.0.2 dev tun0",
         "ip -n NS link set dev tun0 up",
         "ip -n NS tuntap add dev tun1 mode tun",
+        "ip -n NS link set dev tun1 txqueuelen 5000",
         "ip -n NS address add 10.0.0.2 peer 10.0.0.1 dev tun1",
         "ip -n NS link set dev tun1 up",
         "ip -n NS route del local 10.0.0.1 dev tun0 table local",
@@ -798,4 +830,74 @@ fn demo_runs_in_a_private_namespace_and_leaves_the_host_untouched() {
     assert!(stdout.contains("read 84 from fd"), "{stdout}");
     assert_eq!(run_ok(Command::new("ip").arg("rule")), host_rules);
     assert_eq!(run_ok(Command::new("ip").args(["-br", "link"])), host_links);
+}
+
+#[test]
+fn fast_engine_passes_super_packets_through_unchanged() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, "fast", &[], &[]);
+    assert!(
+        up.stderr().contains("offloads csum,tso4,tso6"),
+        "{}",
+        up.stderr()
+    );
+    http_transfer(&ns, &dir, "10.0.0.2", "10.0.0.2");
+    let (status, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success());
+    // 8 MiB in 1448-byte segments would be ~5800 packets; GSO super-packets are far fewer.
+    let packets = relayed_packets(&stdout, "tun1", "tun0");
+    assert!(relayed_bytes(&stdout, "tun1", "tun0") > 8 << 20, "{stdout}");
+    assert!(
+        packets < 3000,
+        "expected super-packets, got {packets} packets:\n{stdout}"
+    );
+}
+
+#[test]
+fn with_the_packet_log_the_fast_engine_shows_wire_sized_packets() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, "fast", &["-v"], &[]);
+    assert!(up.stderr().contains("offloads none"), "{}", up.stderr());
+    http_transfer(&ns, &dir, "10.0.0.2", "10.0.0.2");
+    let (_, _, stderr) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    let sizes: Vec<usize> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("read "))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        sizes.len() > 5000,
+        "expected one line per wire packet, got {}",
+        sizes.len()
+    );
+    assert!(
+        sizes.iter().all(|&n| n <= 1500),
+        "a packet above the MTU was logged"
+    );
+}
+
+#[test]
+fn a_simple_relay_after_a_fast_one_on_persistent_devices_still_works() {
+    // Offload state is per device and sticky; the simple engine must reset it to zero or TCP
+    // stalls.
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun", "multi_queue"]);
+    ns.ip(&["tuntap", "add", "dev", "tun1", "mode", "tun", "multi_queue"]);
+    let fast = Up::start(&ns, &dir, "fast", &[], &["--queues", "2"]);
+    http_transfer(&ns, &dir, "10.0.0.2", "10.0.0.2");
+    assert!(fast.stop(nix::sys::signal::Signal::SIGTERM).0.success());
+    let dir2 = TestDir::new();
+    let simple = Up::start(&ns, &dir2, "simple", &[], &[]);
+    assert!(
+        simple.stderr().contains("offloads none"),
+        "{}",
+        simple.stderr()
+    );
+    http_transfer(&ns, &dir2, "10.0.0.2", "10.0.0.2");
+    let (status, stdout, _) = simple.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success());
+    assert!(relayed_bytes(&stdout, "tun1", "tun0") > 8 << 20, "{stdout}");
 }

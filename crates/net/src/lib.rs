@@ -12,6 +12,6 @@ pub mod sysctl;
 pub mod undo;
 
 pub use netlink::{Family, Netlink, NetlinkError};
-pub use setup::{FailedSetup, SetupError, Tunnel};
+pub use setup::{DeviceSetup, FailedSetup, SetupError, Tunnel};
 pub use spec::{SpecError, SpecInput, Step, TunnelSpec};
 pub use undo::{Outcome, TeardownItem, Undo};

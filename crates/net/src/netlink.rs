@@ -79,6 +79,8 @@ pub struct LinkInfoSummary {
     pub up: bool,
     /// MTU.
     pub mtu: Option<u32>,
+    /// Transmit queue length.
+    pub txqueuelen: Option<u32>,
     /// The `IFLA_INFO_KIND` (`tun`, `veth`, …), if any.
     pub kind: Option<String>,
     /// Counters (rx_packets, tx_packets, rx_bytes, tx_bytes, rx_dropped, tx_dropped).
@@ -257,6 +259,14 @@ impl Netlink {
         self.rt
             .block_on(self.handle.link().set(msg).execute())
             .map_err(|e| NetlinkError::new(format!("set link {name} mtu {mtu}"), e))
+    }
+
+    /// `ip link set dev DEV txqueuelen LEN`.
+    pub fn set_link_txqueuelen(&self, index: u32, name: &str, len: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).txqueuelen(len).build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .map_err(|e| NetlinkError::new(format!("set link {name} txqueuelen {len}"), e))
     }
 
     /// `ip link del dev DEV`.
@@ -514,6 +524,7 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
         name: String::new(),
         up: msg.header.flags.contains(LinkFlags::Up),
         mtu: None,
+        txqueuelen: None,
         kind: None,
         stats: None,
     };
@@ -521,6 +532,7 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
         match attr {
             LinkAttribute::IfName(n) => s.name = n.clone(),
             LinkAttribute::Mtu(m) => s.mtu = Some(*m),
+            LinkAttribute::TxQueueLen(q) => s.txqueuelen = Some(*q),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {

@@ -65,11 +65,37 @@ pub struct FailedSetup {
 /// Receives the full list of changes after each new one (to persist it).
 pub type Journal<'a> = &'a mut dyn FnMut(&[Undo]) -> std::io::Result<()>;
 
+/// How to open the devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSetup {
+    /// Prepend a `virtio_net_hdr` to every packet (`IFF_VNET_HDR`).
+    pub vnet_hdr: bool,
+    /// Queues per device (multi-queue when more than one; an existing single-queue device
+    /// gets one).
+    pub queues: usize,
+    /// Offload sets to try, best first (empty: offloads off, set explicitly to 0 — offload
+    /// state is sticky on persistent devices).
+    pub offloads: Vec<u32>,
+}
+
+impl DeviceSetup {
+    /// One plain queue, no header, no offloads: the classic relay.
+    pub fn plain() -> DeviceSetup {
+        DeviceSetup {
+            vnet_hdr: false,
+            queues: 1,
+            offloads: Vec::new(),
+        }
+    }
+}
+
 /// An established tunnel: the two open devices and the record of what was changed.
 #[derive(Debug)]
 pub struct Tunnel {
-    /// The two devices, side 0 and side 1.
-    pub devices: [Arc<TunDevice>; 2],
+    /// The queues of the two devices, side 0 and side 1.
+    pub devices: [Vec<Arc<TunDevice>>; 2],
+    /// The offloads in force on each device.
+    pub offloads: [u32; 2],
     /// What was changed, oldest first.
     pub undo: Vec<Undo>,
     /// Whether each device was created (`false`: attached to an existing one).
@@ -94,28 +120,32 @@ impl Tunnel {
     pub fn establish(
         nl: &Netlink,
         spec: &TunnelSpec,
-        opts: &dyn Fn(&str) -> TunOptions,
+        setup: &DeviceSetup,
         mut journal: Journal<'_>,
     ) -> Result<Tunnel, FailedSetup> {
         let mut rec = Recorder {
             undo: Vec::new(),
             journal: &mut journal,
         };
-        let mut opened: Vec<Arc<TunDevice>> = Vec::new();
+        let mut opened: [Vec<Arc<TunDevice>>; 2] = [Vec::new(), Vec::new()];
         let mut created = [false, false];
-        let res = establish_steps(nl, spec, opts, &mut rec, &mut opened, &mut created);
+        let mut offloads = [0, 0];
+        let res = establish_steps(
+            nl,
+            spec,
+            setup,
+            &mut rec,
+            &mut opened,
+            &mut created,
+            &mut offloads,
+        );
         match res {
-            Ok(()) => {
-                let [a, b]: [Arc<TunDevice>; 2] = match opened.try_into() {
-                    Ok(pair) => pair,
-                    Err(_) => unreachable!("establish_steps opens both devices on success"),
-                };
-                Ok(Tunnel {
-                    devices: [a, b],
-                    undo: rec.undo,
-                    created,
-                })
-            }
+            Ok(()) => Ok(Tunnel {
+                devices: opened,
+                offloads,
+                undo: rec.undo,
+                created,
+            }),
             Err(error) => {
                 let teardown = undo::teardown(nl, &rec.undo);
                 drop(opened);
@@ -136,10 +166,11 @@ impl Tunnel {
 fn establish_steps(
     nl: &Netlink,
     spec: &TunnelSpec,
-    opts: &dyn Fn(&str) -> TunOptions,
+    setup: &DeviceSetup,
     rec: &mut Recorder<'_, '_>,
-    opened: &mut Vec<Arc<TunDevice>>,
+    opened: &mut [Vec<Arc<TunDevice>>; 2],
     created: &mut [bool; 2],
+    offloads: &mut [u32; 2],
 ) -> Result<(), SetupError> {
     // 1. Devices: create, or attach to an existing TUN device.
     let mut before = Vec::new();
@@ -161,8 +192,21 @@ fn establish_steps(
         before.push(existing);
     }
     for (side, dev) in spec.devs().into_iter().enumerate() {
-        let device = TunDevice::open(&opts(dev))?;
-        opened.push(Arc::new(device));
+        let opts = TunOptions {
+            name: dev.to_string(),
+            vnet_hdr: setup.vnet_hdr,
+            multi_queue: false,
+            offload: 0,
+        };
+        let queues = TunDevice::open_queues(&opts, setup.queues)?;
+        let negotiated = queues[0]
+            .negotiate_offload(&setup.offloads)
+            .map_err(|source| DeviceError::Io {
+                name: dev.to_string(),
+                source,
+            })?;
+        offloads[side] = negotiated;
+        opened[side] = queues.into_iter().map(Arc::new).collect();
         if created[side] {
             rec.push(Undo::DeleteLink {
                 dev: dev.to_string(),
@@ -207,6 +251,19 @@ fn run_step(
                 })?;
             }
             nl.set_link_mtu(idx, dev, *mtu)?;
+            Ok(())
+        }
+        Step::SetTxQueueLen { dev, len } => {
+            let idx = index_of(nl, dev)?;
+            if let Some(prev) = before[side_of(dev)].as_ref().and_then(|l| l.txqueuelen)
+                && prev != *len
+            {
+                rec.push(Undo::RestoreTxQueueLen {
+                    dev: dev.clone(),
+                    len: prev,
+                })?;
+            }
+            nl.set_link_txqueuelen(idx, dev, *len)?;
             Ok(())
         }
         Step::AddAddress { dev, local, peer } => {

@@ -47,6 +47,8 @@ pub struct SpecInput {
     pub table: u32,
     /// MTU to set, if any.
     pub mtu: Option<u32>,
+    /// Transmit queue length to set, if any (the kernel→relay ring of each device).
+    pub txqueuelen: Option<u32>,
     /// Skip the routing rewrite (to show the problem it solves).
     pub no_routing: bool,
     /// Which sides get a rule.
@@ -64,6 +66,9 @@ pub struct TunnelSpec {
     pub table: u32,
     /// MTU to set, if any.
     pub mtu: Option<u32>,
+    /// Transmit queue length to set, if any.
+    #[serde(default)]
+    pub txqueuelen: Option<u32>,
     /// Whether to move local routes and add rules.
     pub routing: bool,
     /// Which sides get a rule.
@@ -243,6 +248,7 @@ impl TunnelSpec {
             ends,
             table: input.table,
             mtu: input.mtu,
+            txqueuelen: input.txqueuelen,
             routing: !input.no_routing,
             rules: input.rules,
             nonlocal_bind: !input.no_nonlocal_bind,
@@ -291,6 +297,12 @@ impl TunnelSpec {
                 steps.push(Step::SetMtu {
                     dev: dev.clone(),
                     mtu,
+                });
+            }
+            if let Some(len) = self.txqueuelen {
+                steps.push(Step::SetTxQueueLen {
+                    dev: dev.clone(),
+                    len,
                 });
             }
             for (local, peer) in self.pairs(side) {
@@ -376,6 +388,13 @@ pub enum Step {
         /// MTU.
         mtu: u32,
     },
+    /// Set the transmit queue length.
+    SetTxQueueLen {
+        /// Device.
+        dev: String,
+        /// Packets.
+        len: u32,
+    },
     /// Add a point-to-point address.
     AddAddress {
         /// Device.
@@ -433,6 +452,9 @@ impl Step {
         match self {
             Step::CreateTun { dev } => vec![format!("{} tuntap add dev {dev} mode tun", ip(None))],
             Step::SetMtu { dev, mtu } => vec![format!("{} link set dev {dev} mtu {mtu}", ip(None))],
+            Step::SetTxQueueLen { dev, len } => {
+                vec![format!("{} link set dev {dev} txqueuelen {len}", ip(None))]
+            }
             Step::AddAddress { dev, local, peer } => vec![format!(
                 "{} address add {local} peer {peer} dev {dev}",
                 ip(None)
@@ -522,6 +544,7 @@ mod tests {
             addrs(&["10.1.0.2", "fd00::2"]),
         ];
         i.mtu = Some(9000);
+        i.txqueuelen = Some(5000);
         let spec = TunnelSpec::new(i).unwrap();
         assert_eq!(
             spec.pairs(0),
@@ -536,6 +559,7 @@ mod tests {
             .flat_map(|s| s.commands(Some("lab")))
             .collect();
         assert_eq!(cmds[0], "ip -n lab link set dev tun0 mtu 9000");
+        assert_eq!(cmds[1], "ip -n lab link set dev tun0 txqueuelen 5000");
         assert!(
             cmds.contains(&"ip -6 -n lab route del local fd00::2 dev tun1 table local".to_string())
         );

@@ -33,7 +33,10 @@ pub struct TunnelState {
     /// The tunnel's settings.
     pub spec: TunnelSpec,
     /// The relay engine.
-    pub engine: String,
+    pub engine: hostkit_tun::relay::Engine,
+    /// The offloads in force (`csum,tso4,…` or `none`).
+    #[serde(default)]
+    pub offloads: String,
     /// Unix time `up` started.
     pub started_unix: u64,
     /// What was changed, oldest first.

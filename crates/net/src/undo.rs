@@ -30,6 +30,13 @@ pub enum Undo {
         /// Previous MTU.
         mtu: u32,
     },
+    /// Put back an existing device's transmit queue length.
+    RestoreTxQueueLen {
+        /// Device.
+        dev: String,
+        /// Previous length.
+        len: u32,
+    },
     /// Remove an address we added.
     DelAddress {
         /// Device.
@@ -79,6 +86,9 @@ impl fmt::Display for Undo {
             Undo::DeleteLink { dev } => write!(f, "delete device {dev}"),
             Undo::LinkDown { dev } => write!(f, "set device {dev} down"),
             Undo::RestoreMtu { dev, mtu } => write!(f, "restore mtu {mtu} on {dev}"),
+            Undo::RestoreTxQueueLen { dev, len } => {
+                write!(f, "restore txqueuelen {len} on {dev}")
+            }
             Undo::DelAddress { dev, local, peer } => {
                 write!(f, "remove address {local} peer {peer} from {dev}")
             }
@@ -161,6 +171,12 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<bool, NetlinkError> {
         },
         Undo::RestoreMtu { dev, mtu } => match link(dev)? {
             Some(l) if l.mtu != Some(*mtu) => nl.set_link_mtu(l.index, dev, *mtu).map(|_| true),
+            _ => Ok(false),
+        },
+        Undo::RestoreTxQueueLen { dev, len } => match link(dev)? {
+            Some(l) if l.txqueuelen != Some(*len) => {
+                nl.set_link_txqueuelen(l.index, dev, *len).map(|_| true)
+            }
             _ => Ok(false),
         },
         Undo::DelAddress { dev, local, peer } => match link(dev)? {

@@ -131,6 +131,44 @@ pub struct TunDevice {
     vnet_hdr: bool,
 }
 
+/// Size of the `virtio_net_hdr` that precedes each packet on an `IFF_VNET_HDR` device.
+pub const VNET_HDR_LEN: usize = 10;
+
+/// Offload sets to try, best first: TUNSETOFFLOAD refuses unknown bits as a whole, and the
+/// kernel accepts USO4 and USO6 only together (Linux ≥ 6.2).
+pub const OFFLOAD_PREFERENCE: [u32; 3] = [
+    libc::TUN_F_CSUM
+        | libc::TUN_F_TSO4
+        | libc::TUN_F_TSO6
+        | libc::TUN_F_TSO_ECN
+        | libc::TUN_F_USO4
+        | libc::TUN_F_USO6,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+];
+
+/// Names the bits of an offload set (`csum,tso4,…`).
+pub fn offload_names(flags: u32) -> String {
+    let names: Vec<&str> = [
+        (libc::TUN_F_CSUM, "csum"),
+        (libc::TUN_F_TSO4, "tso4"),
+        (libc::TUN_F_TSO6, "tso6"),
+        (libc::TUN_F_TSO_ECN, "tso-ecn"),
+        (libc::TUN_F_UFO, "ufo"),
+        (libc::TUN_F_USO4, "uso4"),
+        (libc::TUN_F_USO6, "uso6"),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|&(_, n)| n)
+    .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
 /// The TUN clone device.
 pub const TUN_CLONE_PATH: &str = "/dev/net/tun";
 
@@ -195,6 +233,46 @@ impl TunDevice {
             source: e,
         })?;
         Ok(dev)
+    }
+
+    /// Opens `queues` queues of one device (multi-queue when more than one). An existing
+    /// device keeps its kind: a single-queue one gets one queue, a multi-queue one is opened
+    /// with the multi-queue flag even for one queue.
+    pub fn open_queues(opts: &TunOptions, queues: usize) -> Result<Vec<TunDevice>, DeviceError> {
+        let queues = queues.max(1);
+        let mut first_opts = opts.clone();
+        first_opts.multi_queue = queues > 1;
+        let first = match Self::open(&first_opts) {
+            Err(DeviceError::NotTun { .. }) => {
+                // Retry with the other queue mode: the device exists with that one.
+                first_opts.multi_queue = !first_opts.multi_queue;
+                let dev = Self::open(&first_opts)?;
+                if !first_opts.multi_queue {
+                    return Ok(vec![dev]);
+                }
+                dev
+            }
+            other => other?,
+        };
+        let mut all = vec![first];
+        for _ in 1..queues {
+            all.push(Self::open(&first_opts)?);
+        }
+        Ok(all)
+    }
+
+    /// Sets the first offload set in `candidates` that the kernel accepts; returns it (0 if
+    /// none was accepted, which leaves offloads off).
+    pub fn negotiate_offload(&self, candidates: &[u32]) -> io::Result<u32> {
+        for &flags in candidates {
+            match self.set_offload(flags) {
+                Ok(()) => return Ok(flags),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.set_offload(0)?;
+        Ok(0)
     }
 
     /// The interface name.

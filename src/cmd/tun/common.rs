@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use hostkit_net::undo::{Outcome as UndoOutcome, TeardownItem};
+use hostkit_tun::relay::Engine;
 use hostkit_tun::{PacketLog, RelayOptions};
 
 use crate::printer::Printer;
@@ -50,13 +51,14 @@ pub fn enter_namespace(netns: Option<&str>, what: &str) -> anyhow::Result<u64> {
 }
 
 /// The packet log level for the verbosity: `-v` classic lines, `-vv` decoded.
-pub fn relay_options(printer: &Printer) -> RelayOptions {
+pub fn relay_options(printer: &Printer, engine: Engine) -> RelayOptions {
     let log = match printer.verbosity() {
         i8::MIN..=0 => PacketLog::Off,
         1 => PacketLog::Brief,
         _ => PacketLog::Decoded,
     };
     RelayOptions {
+        engine,
         log,
         sink: Arc::new(|line: &str| eprintln!("{line}")),
     }

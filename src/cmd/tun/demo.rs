@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use hostkit_net::{Netlink, SpecInput, Tunnel, TunnelSpec};
-use hostkit_tun::relay::PacketIo;
-use hostkit_tun::{PacketLog, Relay, RelayOptions, TunOptions};
+use hostkit_tun::relay::Engine;
+use hostkit_tun::{PacketLog, Relay, RelayOptions};
 use sha2::{Digest, Sha256};
 
 use super::common::{CAP_NET_ADMIN, CAP_SYS_ADMIN, require_capability};
@@ -54,7 +54,9 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         table: hostkit_net::spec::DEFAULT_TABLE,
         ..Default::default()
     })?;
-    let tunnel = Tunnel::establish(&nl, &spec, &|dev| TunOptions::plain(dev), &mut |_| Ok(()))
+    // The demo logs every packet, so the devices are opened without offloads.
+    let setup = super::up::device_setup(Engine::Fast, None, true);
+    let tunnel = Tunnel::establish(&nl, &spec, &setup, &mut |_| Ok(()))
         .map_err(|f| anyhow!(f.error).context("set up the tunnel"))?;
     printer.out("2. set up the tunnel, exactly as `hostkit tun up` does:");
     for step in spec.plan(tunnel.created) {
@@ -65,11 +67,10 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
 
     let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let sink_log = log.clone();
-    let [a, b] = tunnel.devices.clone();
-    let relay = Relay::start(
-        a as Arc<dyn PacketIo>,
-        b as Arc<dyn PacketIo>,
+    let relay = Relay::start_queues(
+        super::up::queue_pairs(&tunnel),
         RelayOptions {
+            engine: Engine::Fast,
             log: PacketLog::Decoded,
             sink: Arc::new(move |line: &str| {
                 let mut l = sink_log.lock().unwrap_or_else(|p| p.into_inner());

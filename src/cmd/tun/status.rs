@@ -87,6 +87,7 @@ struct RelayStatus {
     running: bool,
     pid: u32,
     engine: String,
+    offloads: String,
     started_unix: u64,
     directions: Vec<DirStats>,
 }
@@ -210,7 +211,8 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let relay = recorded.as_ref().map(|(_, s, running)| RelayStatus {
         running: *running,
         pid: s.pid,
-        engine: s.engine.clone(),
+        engine: s.engine.name().to_string(),
+        offloads: s.offloads.clone(),
         started_unix: s.started_unix,
         directions: s.stats.clone(),
     });

@@ -29,7 +29,11 @@ pub struct Mismatch {
 
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: expected {} (edit `{}`)", self.file, self.expected, self.edit)
+        write!(
+            f,
+            "{}: expected {} (edit `{}`)",
+            self.file, self.expected, self.edit
+        )
     }
 }
 

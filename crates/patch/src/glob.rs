@@ -20,7 +20,10 @@ impl FilePattern {
                 "file pattern `{text}` must be relative to the source directory"
             ));
         }
-        if text.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        if text
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
             return Err(format!(
                 "file pattern `{text}` must not contain empty, `.` or `..` parts"
             ));
@@ -94,7 +97,10 @@ mod tests {
         assert!(!m("include/linux/limits.h", "usr/include/linux/limits.h"));
         assert!(m("**/linux/limits.h", "usr/include/linux/limits.h"));
         assert!(m("**/linux/limits.h", "linux/limits.h"));
-        assert!(m("gtk/gtkfilechooser?idget.c", "gtk/gtkfilechooserwidget.c"));
+        assert!(m(
+            "gtk/gtkfilechooser?idget.c",
+            "gtk/gtkfilechooserwidget.c"
+        ));
     }
 
     #[test]

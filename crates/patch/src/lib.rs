@@ -46,12 +46,30 @@ pub use rule::{Rule, parse_rule};
 
 /// The rule files built into hostkit: (file name, contents).
 pub const BUILTIN_RULES: &[(&str, &str)] = &[
-    ("patches/ngroups.toml", include_str!("../../../patches/ngroups.toml")),
-    ("patches/procps.toml", include_str!("../../../patches/procps.toml")),
-    ("patches/shadow-groups.toml", include_str!("../../../patches/shadow-groups.toml")),
-    ("patches/udisks-media.toml", include_str!("../../../patches/udisks-media.toml")),
-    ("patches/gtk-typeahead.toml", include_str!("../../../patches/gtk-typeahead.toml")),
-    ("patches/gtk-single-click.toml", include_str!("../../../patches/gtk-single-click.toml")),
+    (
+        "patches/ngroups.toml",
+        include_str!("../../../patches/ngroups.toml"),
+    ),
+    (
+        "patches/procps.toml",
+        include_str!("../../../patches/procps.toml"),
+    ),
+    (
+        "patches/shadow-groups.toml",
+        include_str!("../../../patches/shadow-groups.toml"),
+    ),
+    (
+        "patches/udisks-media.toml",
+        include_str!("../../../patches/udisks-media.toml"),
+    ),
+    (
+        "patches/gtk-typeahead.toml",
+        include_str!("../../../patches/gtk-typeahead.toml"),
+    ),
+    (
+        "patches/gtk-single-click.toml",
+        include_str!("../../../patches/gtk-single-click.toml"),
+    ),
 ];
 
 /// A set of rules with unique names, in name order.
@@ -131,7 +149,9 @@ impl RuleSet {
 
     /// The rules a recipe's `--source DIR` form runs (their `recipe` key names it).
     pub fn for_recipe<'a>(&'a self, recipe: &'a str) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules.iter().filter(move |r| r.recipe.as_deref() == Some(recipe))
+        self.rules
+            .iter()
+            .filter(move |r| r.recipe.as_deref() == Some(recipe))
     }
 }
 
@@ -143,7 +163,14 @@ mod tests {
         let names: Vec<&str> = set.iter().map(|r| r.name()).collect();
         assert_eq!(
             names,
-            ["gtk-single-click", "gtk-typeahead", "ngroups", "procps", "shadow-groups", "udisks-media"]
+            [
+                "gtk-single-click",
+                "gtk-typeahead",
+                "ngroups",
+                "procps",
+                "shadow-groups",
+                "udisks-media"
+            ]
         );
         let ngroups: Vec<&str> = set.for_recipe("ngroups").map(|r| r.name()).collect();
         assert_eq!(ngroups, ["ngroups", "shadow-groups"]);

@@ -82,13 +82,18 @@ impl ParamSpec {
                     .parse()
                     .map_err(|_| format!("expected an {}", self.kind.describe()))?;
                 if min.is_some_and(|lo| v < lo) || max.is_some_and(|hi| v > hi) {
-                    return Err(format!("out of range: expected an {}", self.kind.describe()));
+                    return Err(format!(
+                        "out of range: expected an {}",
+                        self.kind.describe()
+                    ));
                 }
                 Ok(ParamValue::Integer(v))
             }
             ParamKind::String { pattern } => {
                 if let Some(p) = pattern {
-                    let whole = p.find(text).is_some_and(|m| m.start() == 0 && m.end() == text.len());
+                    let whole = p
+                        .find(text)
+                        .is_some_and(|m| m.start() == 0 && m.end() == text.len());
                     if !whole {
                         return Err(format!("expected a {}", self.kind.describe()));
                     }
@@ -156,12 +161,14 @@ impl Rule {
                     known: self.params.iter().map(|p| p.name.clone()).collect(),
                 });
             };
-            let v = spec.check(value).map_err(|reason| PatchError::BadParamValue {
-                rule: self.name.clone(),
-                key: key.clone(),
-                value: value.clone(),
-                reason,
-            })?;
+            let v = spec
+                .check(value)
+                .map_err(|reason| PatchError::BadParamValue {
+                    rule: self.name.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    reason,
+                })?;
             params.values.insert(key.clone(), v);
         }
         Ok(params)
@@ -270,7 +277,9 @@ pub(crate) struct Condition {
 
 impl Condition {
     pub(crate) fn parse(text: &str, params: &[ParamSpec]) -> Result<Condition, String> {
-        let bad = || format!("`when = \"{text}\"`: expected `PARAM OP INTEGER`, OP one of > >= < <= == !=");
+        let bad = || {
+            format!("`when = \"{text}\"`: expected `PARAM OP INTEGER`, OP one of > >= < <= == !=")
+        };
         let words: Vec<&str> = text.split_whitespace().collect();
         let [param, op, value] = words.as_slice() else {
             return Err(bad());
@@ -295,7 +304,9 @@ impl Condition {
                 value,
             }),
             Some(_) => Err(format!("`when`: parameter `{param}` is not an integer")),
-            None => Err(format!("`when`: no parameter `{param}` (declare it under [params])")),
+            None => Err(format!(
+                "`when`: no parameter `{param}` (declare it under [params])"
+            )),
         }
     }
 
@@ -326,7 +337,10 @@ mod tests {
         let params = Params {
             values: [("size".to_string(), ParamValue::Integer(4096))].into(),
         };
-        assert_eq!(t.render(&params, false), "#define X 4096\nif (a) {\n  b({size});\n}");
+        assert_eq!(
+            t.render(&params, false),
+            "#define X 4096\nif (a) {\n  b({size});\n}"
+        );
     }
 
     #[test]

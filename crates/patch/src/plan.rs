@@ -183,7 +183,9 @@ impl PatchPlan {
         for c in &self.changes {
             let now = std::fs::read(&c.abs).map_err(|e| PatchError::io(&c.abs, e))?;
             if now != encode(&c.before, c.encoding) {
-                return Err(PatchError::ChangedSincePlan { path: c.abs.clone() });
+                return Err(PatchError::ChangedSincePlan {
+                    path: c.abs.clone(),
+                });
             }
         }
         // 2. Stage every file.
@@ -255,7 +257,11 @@ fn run_edit(edit: &Edit, text: &str, params: &Params) -> EditRun {
         (None, Matcher::Literal(_)) => literal_ranges(text, &edit.replace.render(params, false)),
         (None, Matcher::Regex(_)) => Vec::new(),
     };
-    let overlaps = |r: &Range<usize>| applied_ranges.iter().any(|a| r.start < a.end && a.start < r.end);
+    let overlaps = |r: &Range<usize>| {
+        applied_ranges
+            .iter()
+            .any(|a| r.start < a.end && a.start < r.end)
+    };
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     let (mut pending, mut equal) = (0, 0);
@@ -337,7 +343,9 @@ fn walk(
         .filter_entry(|e| {
             !(e.depth() > 0
                 && e.file_type().is_dir()
-                && e.file_name().to_str().is_some_and(|n| SKIP_DIRS.contains(&n)))
+                && e.file_name()
+                    .to_str()
+                    .is_some_and(|n| SKIP_DIRS.contains(&n)))
         });
     for entry in walker {
         let entry = entry.map_err(|e| {
@@ -357,7 +365,9 @@ fn walk(
                 done: false,
             });
         }
-        let Ok(rel) = entry.path().strip_prefix(source) else { continue };
+        let Ok(rel) = entry.path().strip_prefix(source) else {
+            continue;
+        };
         let Some(rel) = rel.to_str() else {
             log::debug!("skipping non-UTF-8 path {}", entry.path().display());
             continue;
@@ -438,15 +448,19 @@ impl Rule {
                 originals.insert(rel, decode(bytes));
             }
         }
-        let mut working: BTreeMap<&String, String> =
-            originals.iter().map(|(k, (t, _))| (*k, t.clone())).collect();
+        let mut working: BTreeMap<&String, String> = originals
+            .iter()
+            .map(|(k, (t, _))| (*k, t.clone()))
+            .collect();
 
         // Run the edits in order; record per file how much each found.
         let mut found: Vec<BTreeMap<&String, (usize, usize)>> = Vec::new();
         for (edit, files) in self.edits.iter().zip(&edit_files) {
             let mut per_file = BTreeMap::new();
             for rel in files {
-                let Some(text) = working.get_mut(*rel) else { continue };
+                let Some(text) = working.get_mut(*rel) else {
+                    continue;
+                };
                 let run = run_edit(edit, text, params);
                 *text = run.text;
                 per_file.insert(*rel, (run.pending, run.applied));
@@ -457,7 +471,14 @@ impl Rule {
         let mismatches = self.mismatches(&edit_files, &found);
         if !mismatches.is_empty() {
             if let Some(status) = self.not_applicable_status(&walked) {
-                return Ok(self.finish(source, params, status, Vec::new(), walked.seen, &edit_files));
+                return Ok(self.finish(
+                    source,
+                    params,
+                    status,
+                    Vec::new(),
+                    walked.seen,
+                    &edit_files,
+                ));
             }
             return Err(PatchError::Unrecognised {
                 rule: self.name.clone(),
@@ -589,7 +610,8 @@ impl Rule {
             }
         }
         // Nothing at all found anywhere (possible when every edit is optional).
-        let any_hit = (0..self.edits.len()).any(|i| edit_files[i].iter().any(|rel| hits(i, rel) > 0));
+        let any_hit =
+            (0..self.edits.len()).any(|i| edit_files[i].iter().any(|rel| hits(i, rel) > 0));
         if !any_hit && out.is_empty() {
             for (i, edit) in self.edits.iter().enumerate() {
                 out.extend(edit_files[i].iter().map(|rel| Mismatch {
@@ -608,7 +630,9 @@ impl Rule {
                 if !marker.files.iter().any(|p| p.matches(rel)) {
                     continue;
                 }
-                let Ok(bytes) = std::fs::read(abs) else { continue };
+                let Ok(bytes) = std::fs::read(abs) else {
+                    continue;
+                };
                 let (text, _) = decode(bytes);
                 if let Some(line) = first_match_line(&text, &marker.find) {
                     return Some(PlanStatus::NotApplicable {

@@ -138,7 +138,9 @@ impl Rule {
         let mut out = format!("{} — {}\n", self.name, self.summary);
         out.push_str(&format!("rule file: {}\n", self.file));
         if let Some(recipe) = &self.recipe {
-            out.push_str(&format!("recipe: {recipe} (hostkit apply {recipe} --source DIR)\n"));
+            out.push_str(&format!(
+                "recipe: {recipe} (hostkit apply {recipe} --source DIR)\n"
+            ));
         }
         if !self.applies_to.is_empty() {
             out.push_str("\napplies to:\n");
@@ -302,7 +304,10 @@ pub fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleError> {
         edits.push(edit);
     }
     if edits.is_empty() {
-        return Err(cx.err(Some(0..0), "a rule needs at least one [[edits]] table".into()));
+        return Err(cx.err(
+            Some(0..0),
+            "a rule needs at least one [[edits]] table".into(),
+        ));
     }
 
     let mut not_applicable = Vec::new();
@@ -358,7 +363,10 @@ impl Cx<'_> {
     }
 
     fn key_span(&self, table: &Table, key: &str) -> Option<Range<usize>> {
-        table.key(key).and_then(|k| k.span()).or_else(|| table.span())
+        table
+            .key(key)
+            .and_then(|k| k.span())
+            .or_else(|| table.span())
     }
 
     fn value_span(&self, table: &Table, key: &str) -> Option<Range<usize>> {
@@ -434,10 +442,9 @@ impl Cx<'_> {
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s.value().clone()),
-                    other => Err(self.err(
-                        other.span(),
-                        format!("`{key}` must be an array of strings"),
-                    )),
+                    other => {
+                        Err(self.err(other.span(), format!("`{key}` must be an array of strings")))
+                    }
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
@@ -536,8 +543,12 @@ impl Cx<'_> {
             kind,
             default: default.clone(),
         };
-        spec.check(&default.to_string())
-            .map_err(|reason| self.err(self.value_span(t, "default"), format!("bad `default`: {reason}")))?;
+        spec.check(&default.to_string()).map_err(|reason| {
+            self.err(
+                self.value_span(t, "default"),
+                format!("bad `default`: {reason}"),
+            )
+        })?;
         Ok(spec)
     }
 
@@ -546,7 +557,10 @@ impl Cx<'_> {
             return Err(self.err(t.span(), format!("{what} needs a `files` key")));
         };
         if list.is_empty() {
-            return Err(self.err(self.value_span(t, "files"), "`files` must not be empty".into()));
+            return Err(self.err(
+                self.value_span(t, "files"),
+                "`files` must not be empty".into(),
+            ));
         }
         list.iter()
             .map(|p| FilePattern::new(p).map_err(|m| self.err(self.value_span(t, "files"), m)))
@@ -569,7 +583,10 @@ impl Cx<'_> {
             )),
             (Some(lit), None) => Ok(Matcher::Literal(lit)),
             (None, Some(re)) => Regex::new(&re).map(Matcher::Regex).map_err(|e| {
-                self.err(self.value_span(t, "find_regex"), format!("bad `find_regex`: {e}"))
+                self.err(
+                    self.value_span(t, "find_regex"),
+                    format!("bad `find_regex`: {e}"),
+                )
             }),
         }
     }
@@ -607,7 +624,9 @@ impl Cx<'_> {
             Some(other) => {
                 return Err(self.err(
                     self.value_span(t, "require"),
-                    format!("unknown `require = \"{other}\"`; allowed: each-file, any-file, optional"),
+                    format!(
+                        "unknown `require = \"{other}\"`; allowed: each-file, any-file, optional"
+                    ),
                 ));
             }
         };
@@ -615,7 +634,10 @@ impl Cx<'_> {
             None => None,
             Some(n) if n >= 1 => Some(n as usize),
             Some(_) => {
-                return Err(self.err(self.value_span(t, "count"), "`count` must be at least 1".into()));
+                return Err(self.err(
+                    self.value_span(t, "count"),
+                    "`count` must be at least 1".into(),
+                ));
             }
         };
         Ok(Edit {

@@ -143,7 +143,8 @@ impl PatchPlan {
         &self.changes
     }
 
-    /// The rule's warnings that hold for the parameters used.
+    /// The rule's warnings that hold for the parameters used and the edits that change
+    /// something (none unless changes are pending).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
@@ -454,6 +455,7 @@ impl Rule {
             .collect();
 
         // Run the edits in order; record per file how much each found.
+        let mut changing: Vec<&str> = Vec::new();
         let mut found: Vec<BTreeMap<&String, (usize, usize)>> = Vec::new();
         for (edit, files) in self.edits.iter().zip(&edit_files) {
             let mut per_file = BTreeMap::new();
@@ -463,6 +465,9 @@ impl Rule {
                 };
                 let run = run_edit(edit, text, params);
                 *text = run.text;
+                if run.pending > 0 && !changing.contains(&edit.id.as_str()) {
+                    changing.push(&edit.id);
+                }
                 per_file.insert(*rel, (run.pending, run.applied));
             }
             found.push(per_file);
@@ -473,11 +478,11 @@ impl Rule {
             if let Some(status) = self.not_applicable_status(&walked) {
                 return Ok(self.finish(
                     source,
-                    params,
                     status,
                     Vec::new(),
                     walked.seen,
                     &edit_files,
+                    Vec::new(),
                 ));
             }
             return Err(PatchError::Unrecognised {
@@ -515,24 +520,29 @@ impl Rule {
         } else {
             PlanStatus::Pending
         };
-        Ok(self.finish(source, params, status, changes, walked.seen, &edit_files))
+        let warnings = if changes.is_empty() {
+            Vec::new()
+        } else {
+            self.warnings_for(params, &changing)
+        };
+        Ok(self.finish(source, status, changes, walked.seen, &edit_files, warnings))
     }
 
     fn finish(
         &self,
         source: &Path,
-        params: &Params,
         status: PlanStatus,
         changes: Vec<FileChange>,
         files_seen: usize,
         edit_files: &[Vec<&String>],
+        warnings: Vec<String>,
     ) -> PatchPlan {
         PatchPlan {
             rule: self.name.clone(),
             source_dir: source.to_path_buf(),
             status,
             changes,
-            warnings: self.warnings_for(params),
+            warnings,
             files_seen,
             skipped_edits: self
                 .edits

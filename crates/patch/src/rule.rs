@@ -31,6 +31,7 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct Warning {
     pub(crate) when: Option<Condition>,
+    pub(crate) edits: Vec<String>,
     pub(crate) text: String,
 }
 
@@ -124,11 +125,15 @@ impl Rule {
             .collect()
     }
 
-    /// The warnings that apply with these parameters (all unconditional ones included).
-    pub fn warnings_for(&self, params: &crate::Params) -> Vec<String> {
+    /// The warnings that hold for these parameters when the edits with ids in `changing`
+    /// change something (a warning tied to edits needs one of them among `changing`).
+    pub fn warnings_for(&self, params: &crate::Params, changing: &[&str]) -> Vec<String> {
         self.warnings
             .iter()
             .filter(|w| w.when.as_ref().is_none_or(|c| c.holds(params)))
+            .filter(|w| {
+                w.edits.is_empty() || w.edits.iter().any(|e| changing.contains(&e.as_str()))
+            })
             .map(|w| w.text.clone())
             .collect()
     }
@@ -181,9 +186,17 @@ impl Rule {
         if !self.warnings.is_empty() {
             out.push_str("\nwarnings:\n");
             for w in &self.warnings {
-                match &w.when {
-                    Some(c) => out.push_str(&format!("  - when {c}: {}\n", w.text)),
-                    None => out.push_str(&format!("  - {}\n", w.text)),
+                let mut conds = Vec::new();
+                if let Some(c) = &w.when {
+                    conds.push(c.to_string());
+                }
+                if !w.edits.is_empty() {
+                    conds.push(format!("edit {} changes something", w.edits.join(" or ")));
+                }
+                if conds.is_empty() {
+                    out.push_str(&format!("  - {}\n", w.text));
+                } else {
+                    out.push_str(&format!("  - when {}: {}\n", conds.join(" and "), w.text));
                 }
             }
         }
@@ -216,7 +229,7 @@ const TOP_KEYS: &[&str] = &[
     "not_applicable",
 ];
 const PARAM_KEYS: &[&str] = &["description", "type", "default", "min", "max", "pattern"];
-const WARNING_KEYS: &[&str] = &["when", "text"];
+const WARNING_KEYS: &[&str] = &["when", "edits", "text"];
 const EDIT_KEYS: &[&str] = &[
     "id",
     "description",
@@ -280,6 +293,7 @@ pub fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleError> {
     let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
 
     let mut warnings = Vec::new();
+    let mut warning_spans = Vec::new();
     for wt in cx.tables(top, "warnings")? {
         cx.check_keys(wt, WARNING_KEYS, "[[warnings]]")?;
         let text = cx.req_str(wt, "text", "[[warnings]]")?;
@@ -289,7 +303,13 @@ pub fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleError> {
                 Condition::parse(&w, &params).map_err(|m| cx.err(cx.value_span(wt, "when"), m))?,
             ),
         };
-        warnings.push(Warning { when, text });
+        let edit_ids = cx.str_array(wt, "edits")?.unwrap_or_default();
+        warnings.push(Warning {
+            when,
+            edits: edit_ids,
+            text,
+        });
+        warning_spans.push(cx.value_span(wt, "edits"));
     }
 
     let mut edits: Vec<Edit> = Vec::new();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Mismatch, PatchError};
 use crate::params::Params;
-use crate::rule::{Edit, Matcher, Require, Rule};
+use crate::rule::{Applied, Edit, Matcher, Require, Rule};
 
 /// Directories never descended into.
 const SKIP_DIRS: &[&str] = &[".git", ".hg", ".svn"];
@@ -254,7 +254,8 @@ struct EditRun {
 
 fn run_edit(edit: &Edit, text: &str, params: &Params) -> EditRun {
     let applied_ranges: Vec<Range<usize>> = match (&edit.applied, &edit.find) {
-        (Some(t), _) => literal_ranges(text, &t.render(params, false)),
+        (Some(Applied::Literal(t)), _) => literal_ranges(text, &t.render(params, false)),
+        (Some(Applied::Regex(r)), _) => r.find_iter(text).map(|m| m.range()).collect(),
         (None, Matcher::Literal(_)) => literal_ranges(text, &edit.replace.render(params, false)),
         (None, Matcher::Regex(_)) => Vec::new(),
     };

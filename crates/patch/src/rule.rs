@@ -58,11 +58,18 @@ pub(crate) struct Edit {
     pub(crate) files: Vec<FilePattern>,
     pub(crate) find: Matcher,
     pub(crate) replace: Template,
-    pub(crate) applied: Option<Template>,
+    pub(crate) applied: Option<Applied>,
     pub(crate) expect: String,
     pub(crate) require: Require,
     pub(crate) one_of: Option<String>,
     pub(crate) count: Option<usize>,
+}
+
+/// Text whose presence means an edit is already done.
+#[derive(Debug, Clone)]
+pub(crate) enum Applied {
+    Literal(Template),
+    Regex(Regex),
 }
 
 /// Code whose presence explains why the rule has nothing to do (e.g. fixed upstream).
@@ -238,6 +245,7 @@ const EDIT_KEYS: &[&str] = &[
     "find_regex",
     "replace",
     "applied",
+    "applied_regex",
     "expect",
     "require",
     "one_of",
@@ -250,7 +258,7 @@ pub fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleError> {
     let cx = Cx { file, src: text };
     let doc = ImDocument::parse(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        let message = e.message().trim_end().to_string();
+        let message = e.message().trim_end().replace('\n', "; ");
         cx.err(Some(span), format!("TOML syntax error: {message}"))
     })?;
     let top = doc.as_table();
@@ -623,12 +631,27 @@ impl Cx<'_> {
         };
         let replace = Template::parse(&replace, params)
             .map_err(|m| self.err(self.value_span(t, "replace"), m))?;
-        let applied = match self.opt_str(t, "applied")? {
-            Some(a) => Some(
+        let applied = match (
+            self.opt_str(t, "applied")?,
+            self.opt_str(t, "applied_regex")?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    self.key_span(t, "applied_regex"),
+                    format!("{what} has both `applied` and `applied_regex`; give one"),
+                ));
+            }
+            (Some(a), None) => Some(Applied::Literal(
                 Template::parse(&a, params)
                     .map_err(|m| self.err(self.value_span(t, "applied"), m))?,
-            ),
-            None => None,
+            )),
+            (None, Some(r)) => Some(Applied::Regex(Regex::new(&r).map_err(|e| {
+                self.err(
+                    self.value_span(t, "applied_regex"),
+                    format!("bad `applied_regex`: {e}"),
+                )
+            })?)),
+            (None, None) => None,
         };
         let expect = match self.opt_str(t, "expect")? {
             Some(e) => e,

@@ -750,3 +750,16 @@ fn no_progress_line_when_stderr_is_not_a_terminal() {
     assert!(!stderr.contains("scanning"), "{stderr}");
     assert!(!stderr.contains('\r'), "{stderr:?}");
 }
+
+#[test]
+fn file_owner_is_kept() {
+    require_root!();
+    use std::os::unix::fs::MetadataExt;
+    let a = fixture("udisks-media", "udisks2-2.9");
+    let path = a.join("src/udiskslinuxfilesystem.c");
+    std::os::unix::fs::chown(&path, Some(1234), Some(4321)).expect("chown");
+    expect_exit(&apply("udisks-media", &a, &[]), 0);
+    let meta = std::fs::metadata(&path).expect("metadata");
+    assert_eq!((meta.uid(), meta.gid()), (1234, 4321));
+    assert!(a.read("src/udiskslinuxfilesystem.c").contains("#define MOUNT_BASE_PERSISTENT TRUE\n#endif"));
+}

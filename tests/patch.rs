@@ -761,5 +761,8 @@ fn file_owner_is_kept() {
     expect_exit(&apply("udisks-media", &a, &[]), 0);
     let meta = std::fs::metadata(&path).expect("metadata");
     assert_eq!((meta.uid(), meta.gid()), (1234, 4321));
-    assert!(a.read("src/udiskslinuxfilesystem.c").contains("#define MOUNT_BASE_PERSISTENT TRUE\n#endif"));
+    assert!(
+        a.read("src/udiskslinuxfilesystem.c")
+            .contains("#define MOUNT_BASE_PERSISTENT TRUE\n#endif")
+    );
 }

@@ -253,38 +253,13 @@ struct EditRun {
 }
 
 fn run_edit(edit: &Edit, text: &str, params: &Params) -> EditRun {
-    let applied_ranges: Vec<Range<usize>> = match (&edit.applied, &edit.find) {
-        (Some(Applied::Literal(t)), _) => literal_ranges(text, &t.render(params, false)),
-        (Some(Applied::Regex(r)), _) => r.find_iter(text).map(|m| m.range()).collect(),
-        (None, Matcher::Literal(_)) => literal_ranges(text, &edit.replace.render(params, false)),
-        (None, Matcher::Regex(_)) => Vec::new(),
-    };
-    let overlaps = |r: &Range<usize>| {
-        applied_ranges
-            .iter()
-            .any(|a| r.start < a.end && a.start < r.end)
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    let (mut pending, mut equal) = (0, 0);
-    let mut take = |range: Range<usize>, replacement: String, out: &mut String| {
-        if overlaps(&range) {
-            return;
-        }
-        if replacement == text[range.clone()] {
-            equal += 1;
-            return;
-        }
-        pending += 1;
-        out.push_str(&text[last..range.start]);
-        out.push_str(&replacement);
-        last = range.end;
-    };
+    // Every occurrence of the find, with what it would become.
+    let mut finds: Vec<(Range<usize>, String)> = Vec::new();
     match &edit.find {
         Matcher::Literal(lit) => {
             let replacement = edit.replace.render(params, false);
             for r in literal_ranges(text, lit) {
-                take(r, replacement.clone(), &mut out);
+                finds.push((r, replacement.clone()));
             }
         }
         Matcher::Regex(re) => {
@@ -296,15 +271,49 @@ fn run_edit(edit: &Edit, text: &str, params: &Params) -> EditRun {
                 }
                 let mut replacement = String::new();
                 caps.expand(&tpl, &mut replacement);
-                take(m.range(), replacement, &mut out);
+                finds.push((m.range(), replacement));
             }
         }
+    }
+    // Where the edit's result already stands. A result that only lies inside a find occurrence
+    // (a replacement shorter than what it replaces) proves nothing and is dropped; a find
+    // occurrence inside a result (a replacement that keeps the found text) is already done.
+    let candidates: Vec<Range<usize>> = match (&edit.applied, &edit.find) {
+        (Some(Applied::Literal(t)), _) => literal_ranges(text, &t.render(params, false)),
+        (Some(Applied::Regex(r)), _) => r.find_iter(text).map(|m| m.range()).collect(),
+        (None, Matcher::Literal(_)) => literal_ranges(text, &edit.replace.render(params, false)),
+        (None, Matcher::Regex(_)) => Vec::new(),
+    };
+    let contains = |outer: &Range<usize>, inner: &Range<usize>| {
+        outer.start <= inner.start && inner.end <= outer.end
+    };
+    let overlap = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
+    let applied: Vec<Range<usize>> = candidates
+        .into_iter()
+        .filter(|a| finds.iter().all(|(f, _)| !overlap(a, f) || contains(a, f)))
+        .collect();
+
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    let (mut pending, mut equal) = (0, 0);
+    for (range, replacement) in finds {
+        if applied.iter().any(|a| contains(a, &range)) {
+            continue;
+        }
+        if replacement == text[range.clone()] {
+            equal += 1;
+            continue;
+        }
+        pending += 1;
+        out.push_str(&text[last..range.start]);
+        out.push_str(&replacement);
+        last = range.end;
     }
     out.push_str(&text[last..]);
     EditRun {
         text: out,
         pending,
-        applied: applied_ranges.len() + equal,
+        applied: applied.len() + equal,
     }
 }
 
@@ -655,5 +664,105 @@ impl Rule {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PlanStatus;
+    use crate::{PatchError, parse_rule};
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        dir
+    }
+
+    fn rule(edits: &str) -> crate::Rule {
+        parse_rule("t.toml", &format!("name = \"t\"\nsummary = \"s\"\n{edits}")).expect("rule")
+    }
+
+    #[test]
+    fn a_replacement_containing_the_find_text_applies_once() {
+        let r = rule(
+            "[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"a.c\"]\nfind = \"if (x)\"\nreplace = \"if (FALSE && if (x)\"\n",
+        );
+        let dir = tree(&[("a.c", "a\nif (x)\nb\n")]);
+        let plan = r.plan(dir.path(), &r.default_params()).expect("plan");
+        assert_eq!(plan.changes()[0].after(), "a\nif (FALSE && if (x)\nb\n");
+        plan.apply().expect("apply");
+        let again = r.plan(dir.path(), &r.default_params()).expect("plan");
+        assert_eq!(again.status(), &PlanStatus::AlreadyApplied);
+    }
+
+    #[test]
+    fn one_of_needs_one_alternative_per_file() {
+        let edits = "[[edits]]\nid = \"new\"\ndescription = \"d\"\nfiles = [\"a.c\"]\nfind = \"NEW\"\nreplace = \"N\"\none_of = \"g\"\n\
+                     [[edits]]\nid = \"old\"\ndescription = \"d\"\nfiles = [\"a.c\"]\nfind = \"OLD\"\nreplace = \"O\"\none_of = \"g\"\n";
+        let r = rule(edits);
+        let dir = tree(&[("a.c", "OLD\n")]);
+        let plan = r.plan(dir.path(), &r.default_params()).expect("plan");
+        assert_eq!(plan.changes()[0].after(), "O\n");
+        let dir = tree(&[("a.c", "neither\n")]);
+        match r.plan(dir.path(), &r.default_params()) {
+            Err(PatchError::Unrecognised { mismatches, .. }) => {
+                assert_eq!(mismatches.len(), 1);
+                assert_eq!(
+                    mismatches[0].to_string(),
+                    "a.c: expected `NEW`, or `OLD` (edit `new` or `old`)"
+                );
+            }
+            other => panic!("expected Unrecognised, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn any_file_tolerates_files_without_the_code() {
+        let r = rule(
+            "[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"*.h\"]\nfind = \"32\"\nreplace = \"64\"\nrequire = \"any-file\"\n",
+        );
+        let dir = tree(&[("a.h", "N 32\n"), ("b.h", "nothing\n")]);
+        let plan = r.plan(dir.path(), &r.default_params()).expect("plan");
+        let paths: Vec<&str> = plan.changes().iter().map(|c| c.path()).collect();
+        assert_eq!(paths, ["a.h"]);
+        assert_eq!(
+            plan.unified_diff(),
+            "--- a/a.h\n+++ b/a.h\n@@ -1 +1 @@\n-N 32\n+N 64\n"
+        );
+    }
+
+    #[test]
+    fn a_file_changed_after_planning_stops_the_apply() {
+        let r = rule(
+            "[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"*.c\"]\nfind = \"x\"\nreplace = \"y\"\n",
+        );
+        let dir = tree(&[("a.c", "x\n"), ("b.c", "x\n")]);
+        let plan = r.plan(dir.path(), &r.default_params()).expect("plan");
+        std::fs::write(dir.path().join("b.c"), "x changed\n").expect("write");
+        assert!(matches!(
+            plan.apply(),
+            Err(PatchError::ChangedSincePlan { .. })
+        ));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.c")).expect("read"),
+            "x\n"
+        );
+    }
+
+    #[test]
+    fn files_without_a_final_newline_give_a_diff_patch_understands() {
+        let r = rule(
+            "[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"a.c\"]\nfind = \"x\"\nreplace = \"y\"\n",
+        );
+        let dir = tree(&[("a.c", "x")]);
+        let plan = r.plan(dir.path(), &r.default_params()).expect("plan");
+        assert_eq!(
+            plan.unified_diff(),
+            "--- a/a.c\n+++ b/a.c\n@@ -1 +1 @@\n-x\n\\ No newline at end of file\n+y\n\\ No newline at end of file\n"
+        );
     }
 }

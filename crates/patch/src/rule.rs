@@ -337,6 +337,18 @@ pub fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleError> {
             "a rule needs at least one [[edits]] table".into(),
         ));
     }
+    for (w, span) in warnings.iter().zip(warning_spans) {
+        if let Some(bad) = w
+            .edits
+            .iter()
+            .find(|id| !edits.iter().any(|e| &e.id == *id))
+        {
+            return Err(cx.err(
+                span,
+                format!("warning names edit `{bad}`, which this rule does not have"),
+            ));
+        }
+    }
 
     let mut not_applicable = Vec::new();
     for mt in cx.tables(top, "not_applicable")? {
@@ -713,5 +725,117 @@ impl std::fmt::Display for Condition {
             CmpOp::Ne => "!=",
         };
         write!(f, "{} {op} {}", self.param, self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rule;
+
+    const EDIT: &str = "[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"a.c\"]\nfind = \"x\"\nreplace = \"y\"\n";
+
+    fn err(text: &str) -> (usize, usize, String) {
+        let e = parse_rule("patches/r.toml", text).expect_err("must fail");
+        assert_eq!(e.file, "patches/r.toml");
+        (e.line, e.column, e.message)
+    }
+
+    #[test]
+    fn a_minimal_rule_parses() {
+        let rule = parse_rule("r.toml", &format!("name = \"r\"\nsummary = \"s\"\n{EDIT}"))
+            .expect("parses");
+        assert_eq!(rule.name(), "r");
+        assert_eq!(rule.file_patterns(), ["a.c"]);
+        assert!(rule.params().is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key_and_list_the_allowed_ones() {
+        let (line, col, msg) = err(&format!(
+            "name = \"r\"\nsummary = \"s\"\n{EDIT}  colour = 1\n"
+        ));
+        assert_eq!((line, col), (9, 3));
+        assert!(
+            msg.starts_with(
+                "unknown key `colour` in [[edits]]; allowed keys: id, description, files,"
+            ),
+            "{msg}"
+        );
+
+        let (line, col, msg) = err(&format!(
+            "name = \"r\"\nsummary = \"s\"\n[params.n]\ndescription = \"n\"\ntype = \"integer\"\ndefault = 1\nmaximum = 3\n{EDIT}"
+        ));
+        assert_eq!((line, col), (7, 1));
+        assert_eq!(
+            msg,
+            "unknown key `maximum` in [params.n]; allowed keys: description, type, default, min, max, pattern"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_located() {
+        let (line, col, msg) = err(&format!("name = \"r\"\nsummary = 3\n{EDIT}"));
+        assert_eq!(
+            (line, col, msg.as_str()),
+            (2, 11, "`summary` must be a string")
+        );
+
+        let (line, col, msg) = err(
+            "name = \"r\"\nsummary = \"s\"\n[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = \"a.c\"\nfind = \"x\"\nreplace = \"y\"\n",
+        );
+        assert_eq!(
+            (line, col, msg.as_str()),
+            (6, 9, "`files` must be an array of strings")
+        );
+
+        let (line, _, msg) = err(&format!(
+            "name = \"r\"\nsummary = \"s\"\n[params.n]\ndescription = \"n\"\ntype = \"integer\"\ndefault = 9\nmin = 1\nmax = 5\n{EDIT}"
+        ));
+        assert_eq!(line, 6);
+        assert_eq!(
+            msg,
+            "bad `default`: out of range: expected an integer 1..=5"
+        );
+
+        let (line, _, msg) = err(&format!(
+            "name = \"r\"\nsummary = \"s\"\n[[warnings]]\nwhen = \"n > 3\"\ntext = \"t\"\n{EDIT}"
+        ));
+        assert_eq!(line, 4);
+        assert_eq!(msg, "`when`: no parameter `n` (declare it under [params])");
+
+        let (line, _, msg) = err(&format!(
+            "name = \"r\"\nsummary = \"s\"\n[[warnings]]\nedits = [\"nope\"]\ntext = \"t\"\n{EDIT}"
+        ));
+        assert_eq!(line, 4);
+        assert_eq!(
+            msg,
+            "warning names edit `nope`, which this rule does not have"
+        );
+    }
+
+    #[test]
+    fn structural_mistakes_are_refused() {
+        let (_, _, msg) = err("name = \"r\"\nsummary = \"s\"\n");
+        assert_eq!(msg, "a rule needs at least one [[edits]] table");
+
+        let (_, _, msg) = err(&format!("name = \"r\"\nsummary = \"s\"\n{EDIT}{EDIT}"));
+        assert_eq!(msg, "two edits have the id `e`");
+
+        let (line, _, msg) = err(
+            "name = \"r\"\nsummary = \"s\"\n[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"/etc/x\"]\nfind = \"x\"\nreplace = \"y\"\n",
+        );
+        assert_eq!(line, 6);
+        assert_eq!(
+            msg,
+            "file pattern `/etc/x` must be relative to the source directory"
+        );
+
+        let (_, _, msg) = err(
+            "name = \"r\"\nsummary = \"s\"\n[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"a.c\"]\nfind = \"x\"\nfind_regex = \"x\"\nreplace = \"y\"\n",
+        );
+        assert_eq!(msg, "edit `e` has both `find` and `find_regex`; give one");
+
+        let (_, _, msg) = err("name = \"r\"\nsummary = \"s\"\nedits = 1\n");
+        assert_eq!(msg, "`edits` must be written as [[edits]] tables");
     }
 }

@@ -168,7 +168,7 @@ fn run_plan(s: &Settings, printer: &Printer) -> anyhow::Result<Outcome> {
     let files: Vec<&str> = plan.changes().iter().map(|c| c.path()).collect();
     match s.action {
         Action::DryRun => {
-            printer.out_raw(plan.unified_diff());
+            printer.out_bytes(&plan.unified_diff_bytes());
             printer.note(format!(
                 "dry run: rule {} would change {} file(s) ({}); nothing was written",
                 rule.name(),
@@ -178,7 +178,7 @@ fn run_plan(s: &Settings, printer: &Printer) -> anyhow::Result<Outcome> {
         }
         Action::Apply => {
             let report = plan.apply()?;
-            printer.out_raw(plan.unified_diff());
+            printer.out_bytes(&plan.unified_diff_bytes());
             printer.note(format!(
                 "applied rule {}: changed {} file(s) ({})",
                 rule.name(),

@@ -91,6 +91,16 @@ fn expect_exit(out: &Output, code: i32) -> (String, String) {
     (stdout, stderr)
 }
 
+/// Asserts that each of `lines` is a whole line of the diff.
+fn assert_diff_has(diff: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            diff.lines().any(|l| l == *line),
+            "missing {line:?} in:\n{diff}"
+        );
+    }
+}
+
 fn gnu_patch(dir: &Path, diff: &Path) {
     run_ok(
         Command::new("patch")
@@ -264,19 +274,17 @@ fn export_without_output_prints_the_diff() {
 fn ngroups_edits_each_architecture_and_limits_h() {
     let a = fixture("ngroups", "linux-2.4");
     let (stdout, stderr) = expect_exit(&apply("ngroups", &a, &[]), 0);
-    for line in [
-        "--- a/include/asm-alpha/param.h",
-        "+++ b/include/asm-i386/param.h",
-        "-#define NGROUPS\t\t32",
-        "+#define NGROUPS\t\t255",
-        "-#define NGROUPS_MAX       32\t/* supplemental group IDs are available */",
-        "+#define NGROUPS_MAX       255\t/* supplemental group IDs are available */",
-    ] {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "missing {line:?} in:\n{stdout}"
-        );
-    }
+    assert_diff_has(
+        &stdout,
+        &[
+            "--- a/include/asm-alpha/param.h",
+            "+++ b/include/asm-i386/param.h",
+            "-#define NGROUPS\t\t32",
+            "+#define NGROUPS\t\t255",
+            "-#define NGROUPS_MAX       32\t/* supplemental group IDs are available */",
+            "+#define NGROUPS_MAX       255\t/* supplemental group IDs are available */",
+        ],
+    );
     assert!(
         !stderr.contains("warning:"),
         "no warning at the default limit: {stderr}"
@@ -339,18 +347,16 @@ fn ngroups_on_c_library_headers_warns_about_make_install() {
 fn procps_buffer_gets_a_named_size_and_literal_sizes_go() {
     let a = fixture("procps", "procps-2.0.7");
     let (stdout, _) = expect_exit(&apply("procps", &a, &["--set", "size=8192"]), 0);
-    for line in [
-        "+#define STATUS_BUF_SIZE 8192  /* /proc/PID/status grows with the Groups: line */",
-        "-    static char path[32], sbuf[512];\t/* bufs for stat,statm */",
-        "+    static char path[32], sbuf[STATUS_BUF_SIZE];\t/* bufs for stat,statm */",
-        "-\tif ((file2str(path, \"status\", sbuf, 512)) != -1 )",
-        "+\tif ((file2str(path, \"status\", sbuf, sizeof sbuf)) != -1 )",
-    ] {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "missing {line:?} in:\n{stdout}"
-        );
-    }
+    assert_diff_has(
+        &stdout,
+        &[
+            "+#define STATUS_BUF_SIZE 8192  /* /proc/PID/status grows with the Groups: line */",
+            "-    static char path[32], sbuf[512];\t/* bufs for stat,statm */",
+            "+    static char path[32], sbuf[STATUS_BUF_SIZE];\t/* bufs for stat,statm */",
+            "-\tif ((file2str(path, \"status\", sbuf, 512)) != -1 )",
+            "+\tif ((file2str(path, \"status\", sbuf, sizeof sbuf)) != -1 )",
+        ],
+    );
     // A new size only rewrites the definition.
     let (stdout, _) = expect_exit(&apply("procps", &a, &["--set", "size=16384"]), 0);
     let changed: Vec<&str> = stdout
@@ -388,20 +394,18 @@ fn procps_both_buffers_of_3_2_are_replaced() {
 fn shadow_arrays_are_sized_at_run_time_and_latin1_bytes_survive() {
     let a = fixture("shadow-groups", "shadow-20000902");
     let (stdout, _) = expect_exit(&apply("shadow-groups", &a, &[]), 0);
-    for line in [
-        "-\tGETGROUPS_T grouplist[NGROUPS_MAX];",
-        "+\tlong ngroups_max = sysconf (_SC_NGROUPS_MAX) > 0 ? sysconf (_SC_NGROUPS_MAX) : NGROUPS_MAX;",
-        "+\tGETGROUPS_T *grouplist = (GETGROUPS_T *) xmalloc (ngroups_max * sizeof (GETGROUPS_T));",
-        "-\tngroups = getgroups(NGROUPS_MAX, grouplist);",
-        "+\tngroups = getgroups(ngroups_max, grouplist);",
-        "+\t\tif (ngroups >= ngroups_max) {",
-        "+\t\tif (ngroups == ngroups_max) {",
-    ] {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "missing {line:?} in:\n{stdout}"
-        );
-    }
+    assert_diff_has(
+        &stdout,
+        &[
+            "-\tGETGROUPS_T grouplist[NGROUPS_MAX];",
+            "+\tlong ngroups_max = sysconf (_SC_NGROUPS_MAX) > 0 ? sysconf (_SC_NGROUPS_MAX) : NGROUPS_MAX;",
+            "+\tGETGROUPS_T *grouplist = (GETGROUPS_T *) xmalloc (ngroups_max * sizeof (GETGROUPS_T));",
+            "-\tngroups = getgroups(NGROUPS_MAX, grouplist);",
+            "+\tngroups = getgroups(ngroups_max, grouplist);",
+            "+\t\tif (ngroups >= ngroups_max) {",
+            "+\t\tif (ngroups == ngroups_max) {",
+        ],
+    );
     let bytes = std::fs::read(a.join("libmisc/addgrps.c")).expect("read");
     assert!(
         bytes.windows(6).any(|w| w == b"Fran\xe7o"),

@@ -153,6 +153,76 @@ impl RuleSet {
             .iter()
             .filter(move |r| r.recipe.as_deref() == Some(recipe))
     }
+
+    /// Plans every rule of `recipe` on `source` (the `hostkit apply RECIPE --source DIR`
+    /// door). Each `KEY=VALUE` in `sets` goes to the rules that declare KEY and must be
+    /// declared by at least one. Rules whose files do not exist in this tree are left out
+    /// (a kernel tree has no shadow sources); if no rule has files there, the result is
+    /// [`PatchError::NothingToChange`] naming the recipe. Any other error of any rule is
+    /// returned, and then nothing should be applied. Apply the plans one by one with
+    /// [`PatchPlan::apply`]; each is all-or-nothing for its own files.
+    pub fn plan_recipe<S: AsRef<str>>(
+        &self,
+        recipe: &str,
+        source: &Path,
+        sets: &[S],
+    ) -> Result<Vec<PatchPlan>, PatchError> {
+        let rules: Vec<&Rule> = self.for_recipe(recipe).collect();
+        let label = format!("(recipe {recipe})");
+        if rules.is_empty() {
+            return Err(PatchError::UnknownRule {
+                name: label,
+                known: self.rules.iter().filter_map(|r| r.recipe.clone()).collect(),
+            });
+        }
+        let mut pairs = Vec::new();
+        for s in sets {
+            let s = s.as_ref();
+            match s.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    pairs.push((k.trim().to_string(), v.to_string()))
+                }
+                _ => return Err(PatchError::BadSetArgument { arg: s.to_string() }),
+            }
+        }
+        let declared = |key: &str, r: &Rule| r.params.iter().any(|p| p.name == key);
+        if let Some((key, _)) = pairs
+            .iter()
+            .find(|(k, _)| !rules.iter().any(|r| declared(k, r)))
+        {
+            return Err(PatchError::UnknownParam {
+                rule: label,
+                key: key.clone(),
+                known: rules
+                    .iter()
+                    .flat_map(|r| r.params.iter().map(|p| p.name.clone()))
+                    .collect(),
+            });
+        }
+        let mut plans = Vec::new();
+        let mut looked_for = Vec::new();
+        for rule in &rules {
+            let mine: Vec<(String, String)> = pairs
+                .iter()
+                .filter(|(k, _)| declared(k, rule))
+                .cloned()
+                .collect();
+            let params = rule.params_from_pairs(&mine)?;
+            match rule.plan(source, &params) {
+                Ok(plan) => plans.push(plan),
+                Err(PatchError::NothingToChange { looked_for: l, .. }) => looked_for.extend(l),
+                Err(e) => return Err(e),
+            }
+        }
+        if plans.is_empty() {
+            return Err(PatchError::NothingToChange {
+                rule: label,
+                source_dir: source.to_path_buf(),
+                looked_for,
+            });
+        }
+        Ok(plans)
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +239,49 @@ mod tests {
         assert_eq!(names, files);
         let ngroups: Vec<&str> = set.for_recipe("ngroups").map(|r| r.name()).collect();
         assert_eq!(ngroups, ["ngroups", "shadow-groups"]);
+    }
+
+    #[test]
+    fn a_recipe_plans_the_rules_whose_files_exist_and_routes_parameters() {
+        let set = super::load_builtin().expect("built-in rules parse");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = dir.path().join("include/linux/limits.h");
+        let param = dir.path().join("include/asm-i386/param.h");
+        std::fs::create_dir_all(limits.parent().expect("parent")).expect("mkdir");
+        std::fs::create_dir_all(param.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&limits, "#define NGROUPS_MAX       32\n").expect("write");
+        std::fs::write(&param, "#define NGROUPS\t\t32\n").expect("write");
+
+        let plans = set
+            .plan_recipe("ngroups", dir.path(), &["limit=300"])
+            .expect("plans");
+        let names: Vec<&str> = plans.iter().map(|p| p.rule()).collect();
+        assert_eq!(
+            names,
+            ["ngroups"],
+            "shadow-groups has no files in a kernel tree"
+        );
+        assert_eq!(
+            plans[0].changes()[1].after(),
+            "#define NGROUPS_MAX       300\n"
+        );
+        assert_eq!(plans[0].warnings().len(), 1, "the 2.4 kernel-stack warning");
+
+        let err = set
+            .plan_recipe("ngroups", dir.path(), &["limt=300"])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rule `(recipe ngroups)` has no parameter `limt` (its parameters: limit, libc_limit)"
+        );
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = set
+            .plan_recipe("ngroups", empty.path(), &[] as &[&str])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("rule `(recipe ngroups)` found nothing to change"),
+            "{err}"
+        );
     }
 }

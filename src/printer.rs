@@ -21,6 +21,7 @@ pub struct Printer {
     verbosity: i8,
     color_out: bool,
     color_err: bool,
+    err_tty: bool,
 }
 
 impl Printer {
@@ -37,6 +38,7 @@ impl Printer {
             verbosity,
             color_out: decide(std::io::stdout().is_terminal()),
             color_err: decide(std::io::stderr().is_terminal()),
+            err_tty: std::io::stderr().is_terminal(),
         }
     }
 
@@ -80,6 +82,31 @@ impl Printer {
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(text.as_ref().as_bytes());
         let _ = stdout.flush();
+    }
+
+    /// Bytes of results on stdout, written as given (e.g. a diff of non-UTF-8 files).
+    pub fn out_bytes(&self, bytes: &[u8]) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(bytes);
+        let _ = stdout.flush();
+    }
+
+    /// A progress line on stderr, redrawn in place; only on a terminal and unless `-q`.
+    pub fn progress(&self, line: &str) {
+        if self.err_tty && self.verbosity >= 0 {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r{line}\x1b[K");
+            let _ = stderr.flush();
+        }
+    }
+
+    /// Erases the progress line (see [`Printer::progress`]).
+    pub fn progress_clear(&self) {
+        if self.err_tty && self.verbosity >= 0 {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[K");
+            let _ = stderr.flush();
+        }
     }
 
     /// Wraps `text` in an ANSI colour when stdout is coloured.

@@ -1,5 +1,6 @@
 //! One module per subcommand; each handler builds one settings struct and calls a library.
 
+pub mod patch;
 pub mod tun;
 
 use crate::Outcome;
@@ -11,11 +12,15 @@ pub enum Command {
     /// The same-host TUN tunnel: two TUN devices, policy routing, and a userspace relay.
     #[command(subcommand)]
     Tun(tun::TunCommand),
+    /// Source-tree edits: apply the rules of `patches/` to a source tree, or export them as diffs.
+    #[command(subcommand)]
+    Patch(patch::PatchCommand),
 }
 
 /// Runs one subcommand.
 pub fn run(command: Command, printer: &Printer) -> anyhow::Result<Outcome> {
     match command {
         Command::Tun(cmd) => tun::run(cmd, printer),
+        Command::Patch(cmd) => patch::run(cmd, printer),
     }
 }

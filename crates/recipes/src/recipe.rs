@@ -390,7 +390,6 @@ fn parse_step(src: &Source, table: &toml_edit::Table, index: usize, ctx: &StepCo
     })?;
     let mut allowed: Vec<&str> = STEP_KEYS.to_vec();
     allowed.extend_from_slice(kind.keys());
-    fields.check_keys(&allowed)?;
     let id = fields.required("id")?;
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(fields.error("id", "use letters, digits, `-` and `_` only"));

@@ -16,7 +16,12 @@ use crate::printer::Printer;
 
 /// Linux host-setup toolkit: a same-host TUN tunnel relay, and reversible host-tweak recipes.
 #[derive(Debug, Parser)]
-#[command(name = "hostkit", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "hostkit",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

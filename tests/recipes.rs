@@ -12,7 +12,10 @@ use crate::util::{TestDir, hostkit, is_root, run, run_ok, texts};
 /// What a tree looks like: every path with its type, mode, owner and contents.
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").flatten().collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .collect();
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let path = entry.path();
@@ -27,7 +30,10 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
                 walk(root, &path, out);
             } else {
                 let bytes = std::fs::read(&path).unwrap_or_default();
-                out.insert(rel, format!("{head} file {:?}", String::from_utf8_lossy(&bytes)));
+                out.insert(
+                    rel,
+                    format!("{head} file {:?}", String::from_utf8_lossy(&bytes)),
+                );
             }
         }
     }
@@ -40,11 +46,22 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
 #[track_caller]
 fn same_tree(now: &BTreeMap<PathBuf, String>, want: &BTreeMap<PathBuf, String>, what: &str) {
     let mut diffs = Vec::new();
-    for key in now.keys().chain(want.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for key in now
+        .keys()
+        .chain(want.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let (a, b) = (now.get(key), want.get(key));
         if a != b {
-            let short = |v: Option<&String>| v.map_or("(absent)".to_string(), |s| s.chars().take(300).collect());
-            diffs.push(format!("{}:\n  now:  {}\n  want: {}", key.display(), short(a), short(b)));
+            let short = |v: Option<&String>| {
+                v.map_or("(absent)".to_string(), |s| s.chars().take(300).collect())
+            };
+            diffs.push(format!(
+                "{}:\n  now:  {}\n  want: {}",
+                key.display(),
+                short(a),
+                short(b)
+            ));
         }
     }
     assert!(diffs.is_empty(), "{what}:\n{}", diffs.join("\n"));
@@ -105,9 +122,16 @@ fn expect(out: &Output, want: i32) -> (String, String) {
 /// tree byte for byte. Returns the tree as applied.
 fn cycle(dir: &TestDir, args: &[&str], diff: &str) -> BTreeMap<PathBuf, String> {
     let before = snapshot(dir.path());
-    let (dry, _) = expect(&run(&mut in_root(dir, &[&["apply", "--dry-run"], args].concat())), 0);
+    let (dry, _) = expect(
+        &run(&mut in_root(dir, &[&["apply", "--dry-run"], args].concat())),
+        0,
+    );
     assert_eq!(dry, diff);
-    same_tree(&snapshot(dir.path()), &before, "the dry run changed something");
+    same_tree(
+        &snapshot(dir.path()),
+        &before,
+        "the dry run changed something",
+    );
     let (check, _) = expect(&run(&mut in_root(dir, &[&["check"], args].concat())), 1);
     assert!(check.contains("would change"), "{check}");
     let (applied, _) = expect(&run(&mut in_root(dir, &[&["apply"], args].concat())), 0);
@@ -116,11 +140,19 @@ fn cycle(dir: &TestDir, args: &[&str], diff: &str) -> BTreeMap<PathBuf, String> 
     let (again, stderr) = expect(&run(&mut in_root(dir, &[&["apply"], args].concat())), 0);
     assert_eq!(again, "");
     assert!(stderr.contains("already applied"), "{stderr}");
-    same_tree(&snapshot(dir.path()), &after, "the second apply changed something");
+    same_tree(
+        &snapshot(dir.path()),
+        &after,
+        "the second apply changed something",
+    );
     let (check, _) = expect(&run(&mut in_root(dir, &[&["check"], args].concat())), 0);
     assert!(!check.contains("would change"), "{check}");
     expect(&run(&mut in_root(dir, &[&["revert"], args].concat())), 0);
-    same_tree(&snapshot(dir.path()), &before, "revert did not restore the tree");
+    same_tree(
+        &snapshot(dir.path()),
+        &before,
+        "revert did not restore the tree",
+    );
     after
 }
 
@@ -144,7 +176,10 @@ fn gtk_legacy_user_scope_live_with_real_gsettings() {
         "[org/gtk/settings/file-chooser]\nshow-hidden=true\n",
     );
     std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
-    dir.write("home/.bash_profile", "# login\r\n[ -f ~/.profile ] && . ~/.profile\r\n");
+    dir.write(
+        "home/.bash_profile",
+        "# login\r\n[ -f ~/.profile ] && . ~/.profile\r\n",
+    );
     dir.write("home/.profile", "# not the login file here\n");
     let hk_live = |args: &[&str]| {
         let mut cmd = hk(&home);
@@ -161,7 +196,11 @@ fn gtk_legacy_user_scope_live_with_real_gsettings() {
                 .env_remove("XDG_CONFIG_HOME")
                 .env("GSETTINGS_SCHEMA_DIR", &schemas)
                 .env("GSETTINGS_BACKEND", "keyfile")
-                .args(["get", "org.gtk.Settings.FileChooser", "sort-directories-first"]),
+                .args([
+                    "get",
+                    "org.gtk.Settings.FileChooser",
+                    "sort-directories-first",
+                ]),
         )
     };
     let h = home.display().to_string();
@@ -174,7 +213,11 @@ fn gtk_legacy_user_scope_live_with_real_gsettings() {
     let before = snapshot(dir.path());
     let (dry, _) = expect(&run(&mut hk_live(&["apply", "gtk-legacy", "--dry-run"])), 0);
     assert_eq!(dry, diff);
-    same_tree(&snapshot(dir.path()), &before, "the dry run changed something");
+    same_tree(
+        &snapshot(dir.path()),
+        &before,
+        "the dry run changed something",
+    );
     assert_eq!(gsettings_get(), "false\n");
 
     let (applied, _) = expect(&run(&mut hk_live(&["apply", "gtk-legacy"])), 0);
@@ -189,8 +232,14 @@ fn gtk_legacy_user_scope_live_with_real_gsettings() {
     assert_eq!(again, "");
     assert!(stderr.contains("already applied"), "{stderr}");
     let (check, _) = expect(&run(&mut hk_live(&["check", "gtk-legacy"])), 0);
-    assert!(check.contains("ok              sort-directories-first"), "{check}");
-    assert!(check.contains("manual          file-chooser-typeahead"), "{check}");
+    assert!(
+        check.contains("ok              sort-directories-first"),
+        "{check}"
+    );
+    assert!(
+        check.contains("manual          file-chooser-typeahead"),
+        "{check}"
+    );
     assert!(check.contains("lah7/gtk3-classic"), "{check}");
 
     let (reverted, _) = expect(&run(&mut hk_live(&["revert", "gtk-legacy"])), 0);
@@ -199,7 +248,11 @@ fn gtk_legacy_user_scope_live_with_real_gsettings() {
         "{reverted}"
     );
     assert_eq!(gsettings_get(), "false\n");
-    same_tree(&snapshot(dir.path()), &before, "revert did not restore the home byte for byte");
+    same_tree(
+        &snapshot(dir.path()),
+        &before,
+        "revert did not restore the home byte for byte",
+    );
 }
 
 #[test]
@@ -210,10 +263,13 @@ fn gtk_legacy_user_scope_under_root() {
     let diff = "--- a/home/u/.profile\n+++ b/home/u/.profile\n@@ -1,2 +1,3 @@\n # ~/.profile\n-PATH=$HOME/bin:$PATH\n\\ No newline at end of file\n+PATH=$HOME/bin:$PATH\n+export GTK_OVERLAY_SCROLLING=0\n\
                 --- /dev/null\n+++ b/home/u/.config/gtk-3.0/settings.ini\n@@ -0,0 +1,2 @@\n+[Settings]\n+gtk-overlay-scrolling=false\n";
     let applied = cycle(&dir, &["gtk-legacy"], diff);
-    assert!(applied.contains_key(Path::new("home/u/.local/state/hostkit/gtk-legacy/journal.json")));
+    assert!(applied.contains_key(Path::new(
+        "home/u/.local/state/hostkit/gtk-legacy/journal.json"
+    )));
     let (check, _) = expect(&run(&mut in_root(&dir, &["check", "gtk-legacy"])), 1);
     assert!(
-        check.contains("not applicable  sort-directories-first") && check.contains("live gsettings probe is not run under --root"),
+        check.contains("not applicable  sort-directories-first")
+            && check.contains("live gsettings probe is not run under --root"),
         "{check}"
     );
 }
@@ -225,7 +281,9 @@ fn gtk_legacy_settings_ini_needs_gtk_3_24_9() {
     let (check, _) = expect(&run(&mut in_root(&dir, &["check", "gtk-legacy"])), 1);
     assert!(
         check.contains("not applicable  overlay-scrolling-ini")
-            && check.contains("gtk3 3.24.5-1 is older than 3.24.9 (--set settings_ini=always to apply anyway)"),
+            && check.contains(
+                "gtk3 3.24.5-1 is older than 3.24.9 (--set settings_ini=always to apply anyway)"
+            ),
         "{check}"
     );
 }
@@ -236,7 +294,10 @@ fn gtk_legacy_system_scope_under_root_with_real_dconf() {
     dpkg_status(&dir, DEBIAN_12);
     // An existing profile without the system database, and an existing settings.ini.
     dir.write("etc/dconf/profile/user", "user-db:user\n");
-    dir.write("etc/gtk-3.0/settings.ini", "# site defaults\n[Settings]\ngtk-theme-name=Adwaita\n");
+    dir.write(
+        "etc/gtk-3.0/settings.ini",
+        "# site defaults\n[Settings]\ngtk-theme-name=Adwaita\n",
+    );
     let root = dir.path().display().to_string();
     let diff = format!(
         "--- /dev/null\n+++ b/etc/profile.d/hostkit-gtk-legacy.sh\n@@ -0,0 +1,2 @@\n\
@@ -253,16 +314,30 @@ fn gtk_legacy_system_scope_under_root_with_real_dconf() {
     assert!(!applied.contains_key(Path::new("home")));
 
     // The compiled database really holds the key: apply again and read it with dconf.
-    expect(&run(&mut in_root(&dir, &["apply", "gtk-legacy", "--scope", "system"])), 0);
-    let profile = dir.write("dconf-profile", format!("file-db:{root}/etc/dconf/db/local\n"));
-    let value = run_ok(
-        Command::new("dconf")
-            .env("DCONF_PROFILE", &profile)
-            .args(["read", "/org/gtk/settings/file-chooser/sort-directories-first"]),
+    expect(
+        &run(&mut in_root(
+            &dir,
+            &["apply", "gtk-legacy", "--scope", "system"],
+        )),
+        0,
     );
+    let profile = dir.write(
+        "dconf-profile",
+        format!("file-db:{root}/etc/dconf/db/local\n"),
+    );
+    let value = run_ok(Command::new("dconf").env("DCONF_PROFILE", &profile).args([
+        "read",
+        "/org/gtk/settings/file-chooser/sort-directories-first",
+    ]));
     assert_eq!(value, "true\n");
     std::fs::remove_file(&profile).unwrap();
-    expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy", "--scope", "system"])), 0);
+    expect(
+        &run(&mut in_root(
+            &dir,
+            &["revert", "gtk-legacy", "--scope", "system"],
+        )),
+        0,
+    );
     assert!(!dir.join("etc/dconf/db/local").exists());
 }
 
@@ -284,10 +359,23 @@ fn qt_gtk_user_scope_under_root() {
 fn qt_gtk_system_scope_under_root() {
     let dir = TestDir::new();
     dpkg_status(&dir, DEBIAN_12);
-    dir.write("etc/environment", "PATH=\"/usr/local/bin:/usr/bin\"\r\nQT_QPA_PLATFORMTHEME=qt5ct\r\n");
+    dir.write(
+        "etc/environment",
+        "PATH=\"/usr/local/bin:/usr/bin\"\r\nQT_QPA_PLATFORMTHEME=qt5ct\r\n",
+    );
     let diff = "--- /dev/null\n+++ b/etc/xdg/Trolltech.conf\n@@ -0,0 +1,2 @@\n+[Qt]\n+style=GTK+\n\
                 --- a/etc/environment\n+++ b/etc/environment\n@@ -1,2 +1,2 @@\n PATH=\"/usr/local/bin:/usr/bin\"\r\n-QT_QPA_PLATFORMTHEME=qt5ct\r\n+QT_QPA_PLATFORMTHEME=xdgdesktopportal\r\n";
-    cycle(&dir, &["qt-gtk", "--scope", "system", "--set", "platformtheme=xdgdesktopportal"], diff);
+    cycle(
+        &dir,
+        &[
+            "qt-gtk",
+            "--scope",
+            "system",
+            "--set",
+            "platformtheme=xdgdesktopportal",
+        ],
+        diff,
+    );
 }
 
 #[test]
@@ -295,30 +383,75 @@ fn qt_gtk_missing_packages_are_reported_under_root() {
     let dir = TestDir::new();
     dpkg_status(&dir, &[("qt5-gtk-platformtheme", "5.15.8+dfsg-11")]);
     let before = snapshot(dir.path());
-    let (dry, _) = expect(&run(&mut in_root(&dir, &["apply", "qt-gtk", "--scope", "system", "--dry-run"])), 0);
+    let (dry, _) = expect(
+        &run(&mut in_root(
+            &dir,
+            &["apply", "qt-gtk", "--scope", "system", "--dry-run"],
+        )),
+        0,
+    );
     assert_eq!(
         dry,
         "--- /dev/null\n+++ b/etc/environment\n@@ -0,0 +1 @@\n+QT_QPA_PLATFORMTHEME=gtk3\n\
          # not run under --root, run inside the image: apt-get install -y qt6-gtk-platformtheme\n"
     );
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
-    let (check, _) = expect(&run(&mut in_root(&dir, &["check", "qt-gtk", "--scope", "system"])), 1);
-    assert!(check.contains("not applicable  qt4-style") && check.contains("qt4 is not installed (libqtgui4)"), "{check}");
+    let (check, _) = expect(
+        &run(&mut in_root(
+            &dir,
+            &["check", "qt-gtk", "--scope", "system"],
+        )),
+        1,
+    );
+    assert!(
+        check.contains("not applicable  qt4-style")
+            && check.contains("qt4 is not installed (libqtgui4)"),
+        "{check}"
+    );
     // Apply writes the file but can only report the package manager call: exit 1.
-    let (_, stderr) = expect(&run(&mut in_root(&dir, &["apply", "qt-gtk", "--scope", "system"])), 1);
-    assert!(stderr.contains("reported        platformtheme-packages"), "{stderr}");
+    let (_, stderr) = expect(
+        &run(&mut in_root(
+            &dir,
+            &["apply", "qt-gtk", "--scope", "system"],
+        )),
+        1,
+    );
+    assert!(
+        stderr.contains("reported        platformtheme-packages"),
+        "{stderr}"
+    );
     assert_eq!(dir.read("etc/environment"), "QT_QPA_PLATFORMTHEME=gtk3\n");
     // In user scope a missing package is manual (installing needs root).
     let (check, _) = expect(&run(&mut in_root(&dir, &["check", "qt-gtk"])), 1);
-    assert!(check.contains("manual          platformtheme-packages"), "{check}");
-    assert!(check.contains("as root run `apt-get install -y qt6-gtk-platformtheme`"), "{check}");
+    assert!(
+        check.contains("manual          platformtheme-packages"),
+        "{check}"
+    );
+    assert!(
+        check.contains("as root run `apt-get install -y qt6-gtk-platformtheme`"),
+        "{check}"
+    );
 }
 
 #[test]
 fn json_output_has_the_documented_shape() {
     let dir = TestDir::new();
     dpkg_status(&dir, DEBIAN_12);
-    let (out, _) = expect(&run(&mut in_root(&dir, &["apply", "qt-gtk", "--scope", "system", "--dry-run", "--format", "json"])), 0);
+    let (out, _) = expect(
+        &run(&mut in_root(
+            &dir,
+            &[
+                "apply",
+                "qt-gtk",
+                "--scope",
+                "system",
+                "--dry-run",
+                "--format",
+                "json",
+            ],
+        )),
+        0,
+    );
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["recipe"], "qt-gtk");
     assert_eq!(v["action"], "dry-run");
@@ -326,18 +459,34 @@ fn json_output_has_the_documented_shape() {
     assert_eq!(v["changed"], true);
     let steps = v["steps"].as_array().unwrap();
     let ids: Vec<&str> = steps.iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["qt4-style", "platformtheme-packages", "platformtheme-env"]);
+    assert_eq!(
+        ids,
+        ["qt4-style", "platformtheme-packages", "platformtheme-env"]
+    );
     assert_eq!(steps[0]["status"], "would change");
     assert_eq!(steps[0]["kind"], "ini");
     assert_eq!(steps[0]["files"][0], "etc/xdg/Trolltech.conf");
     assert_eq!(steps[1]["status"], "ok");
-    assert!(v["diff"].as_str().unwrap().starts_with("--- /dev/null\n+++ b/etc/xdg/Trolltech.conf\n"));
+    assert!(
+        v["diff"]
+            .as_str()
+            .unwrap()
+            .starts_with("--- /dev/null\n+++ b/etc/xdg/Trolltech.conf\n")
+    );
     for key in ["reason", "commands", "diff", "summary"] {
         assert!(steps[0].get(key).is_some(), "missing {key}");
     }
-    let (out, _) = expect(&run(&mut in_root(&dir, &["check", "all", "--format", "json"])), 1);
+    let (out, _) = expect(
+        &run(&mut in_root(&dir, &["check", "all", "--format", "json"])),
+        1,
+    );
     let all: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    let names: Vec<&str> = all.as_array().unwrap().iter().map(|r| r["recipe"].as_str().unwrap()).collect();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["recipe"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["gtk-legacy", "qt-gtk"]);
 }
 
@@ -345,17 +494,61 @@ fn json_output_has_the_documented_shape() {
 fn check_exit_codes_and_check_all() {
     let dir = TestDir::new();
     dpkg_status(&dir, DEBIAN_12);
-    expect(&run(&mut in_root(&dir, &["check", "all", "--scope", "system"])), 1);
-    expect(&run(&mut in_root(&dir, &["apply", "gtk-legacy", "--scope", "system"])), 0);
-    expect(&run(&mut in_root(&dir, &["apply", "qt-gtk", "--scope", "system"])), 0);
-    let (out, _) = expect(&run(&mut in_root(&dir, &["check", "all", "--scope", "system"])), 0);
-    assert!(out.contains("gtk-legacy (system scope") && out.contains("qt-gtk (system scope"), "{out}");
+    expect(
+        &run(&mut in_root(&dir, &["check", "all", "--scope", "system"])),
+        1,
+    );
+    expect(
+        &run(&mut in_root(
+            &dir,
+            &["apply", "gtk-legacy", "--scope", "system"],
+        )),
+        0,
+    );
+    expect(
+        &run(&mut in_root(
+            &dir,
+            &["apply", "qt-gtk", "--scope", "system"],
+        )),
+        0,
+    );
+    let (out, _) = expect(
+        &run(&mut in_root(&dir, &["check", "all", "--scope", "system"])),
+        0,
+    );
+    assert!(
+        out.contains("gtk-legacy (system scope") && out.contains("qt-gtk (system scope"),
+        "{out}"
+    );
     let (_, err) = expect(&run(&mut in_root(&dir, &["check", "nope"])), 2);
-    assert!(err.contains("unknown recipe `nope`; available: gtk-legacy, qt-gtk"), "{err}");
-    let (_, err) = expect(&run(&mut in_root(&dir, &["check", "qt-gtk", "--set", "colour=red"])), 2);
-    assert!(err.contains("unknown parameter `colour`; allowed: qt4, platformtheme"), "{err}");
-    let (_, err) = expect(&run(&mut in_root(&dir, &["check", "qt-gtk", "--set", "platformtheme=kde"])), 2);
-    assert!(err.contains("bad value `kde` for parameter `platformtheme`; allowed: gtk3, xdgdesktopportal"), "{err}");
+    assert!(
+        err.contains("unknown recipe `nope`; available: gtk-legacy, qt-gtk"),
+        "{err}"
+    );
+    let (_, err) = expect(
+        &run(&mut in_root(
+            &dir,
+            &["check", "qt-gtk", "--set", "colour=red"],
+        )),
+        2,
+    );
+    assert!(
+        err.contains("unknown parameter `colour`; allowed: qt4, platformtheme"),
+        "{err}"
+    );
+    let (_, err) = expect(
+        &run(&mut in_root(
+            &dir,
+            &["check", "qt-gtk", "--set", "platformtheme=kde"],
+        )),
+        2,
+    );
+    assert!(
+        err.contains(
+            "bad value `kde` for parameter `platformtheme`; allowed: gtk3, xdgdesktopportal"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -368,9 +561,15 @@ fn list_and_show() {
          qt-gtk         user,system  Qt applications look like the GTK desktop: Qt4 style GTK+, Qt5/Qt6 GTK3 platform theme\n"
     );
     let out = run_ok(hk(dir.path()).args(["show", "gtk-legacy"]));
-    assert!(out.contains("file-chooser-typeahead [manual, user+system] (manual)"), "{out}");
+    assert!(
+        out.contains("file-chooser-typeahead [manual, user+system] (manual)"),
+        "{out}"
+    );
     assert!(out.contains("what to do: no setting exists"), "{out}");
-    assert!(out.contains("settings_ini=auto [auto|always|never]"), "{out}");
+    assert!(
+        out.contains("settings_ini=auto [auto|always|never]"),
+        "{out}"
+    );
 }
 
 /// A recipe directory with one file.
@@ -383,7 +582,10 @@ fn recipes_dir(dir: &TestDir, name: &str, text: &str) -> PathBuf {
 fn malformed_recipes_name_file_line_and_column() {
     let dir = TestDir::new();
     let cases = [
-        ("summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = line\n", "bad.toml:5:8: invalid TOML"),
+        (
+            "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = line\n",
+            "bad.toml:5:8: invalid TOML",
+        ),
         (
             "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"symlink\"\n",
             "bad.toml:5:8: steps[0]: `kind`: unknown step kind `symlink`; allowed: line, ini, file, gsettings, package, manual",
@@ -417,8 +619,18 @@ fn extra_recipes_load_from_a_directory() {
     let mut cmd = in_root(&dir, &["apply", "motd"]);
     cmd.arg("--recipes").arg(&recipes);
     let (out, _) = expect(&run(&mut cmd), 0);
-    assert_eq!(out, "--- /dev/null\n+++ b/etc/motd\n@@ -0,0 +1 @@\n+hello {world}\n");
-    assert_eq!(std::fs::metadata(dir.join("etc/motd")).unwrap().permissions().mode() & 0o7777, 0o644);
+    assert_eq!(
+        out,
+        "--- /dev/null\n+++ b/etc/motd\n@@ -0,0 +1 @@\n+hello {world}\n"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("etc/motd"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o644
+    );
 }
 
 #[test]
@@ -427,7 +639,13 @@ fn target_that_is_a_directory_is_an_error() {
     dpkg_status(&dir, DEBIAN_12);
     std::fs::create_dir_all(dir.join("etc/environment")).unwrap();
     let before = snapshot(dir.path());
-    let (_, err) = expect(&run(&mut in_root(&dir, &["apply", "qt-gtk", "--scope", "system"])), 2);
+    let (_, err) = expect(
+        &run(&mut in_root(
+            &dir,
+            &["apply", "qt-gtk", "--scope", "system"],
+        )),
+        2,
+    );
     assert!(
         err.contains("step `platformtheme-env` (<built-in>/qt-gtk.toml:")
             && err.contains("/etc/environment: is a directory, expected a regular file"),
@@ -482,10 +700,27 @@ fn symlink_owned_by_the_user_is_followed_inside_the_root() {
     let dir = TestDir::new();
     dir.write("home/u/dotfiles/profile", "# mine\n");
     std::os::unix::fs::symlink("/home/u/dotfiles/profile", dir.join("home/u/.profile")).unwrap();
-    let (out, _) = expect(&run(&mut in_root(&dir, &["apply", "gtk-legacy", "--set", "settings_ini=never"])), 0);
-    assert!(out.starts_with("--- a/home/u/dotfiles/profile\n+++ b/home/u/dotfiles/profile\n"), "{out}");
-    assert_eq!(dir.read("home/u/dotfiles/profile"), "# mine\nexport GTK_OVERLAY_SCROLLING=0\n");
-    assert!(std::fs::symlink_metadata(dir.join("home/u/.profile")).unwrap().file_type().is_symlink());
+    let (out, _) = expect(
+        &run(&mut in_root(
+            &dir,
+            &["apply", "gtk-legacy", "--set", "settings_ini=never"],
+        )),
+        0,
+    );
+    assert!(
+        out.starts_with("--- a/home/u/dotfiles/profile\n+++ b/home/u/dotfiles/profile\n"),
+        "{out}"
+    );
+    assert_eq!(
+        dir.read("home/u/dotfiles/profile"),
+        "# mine\nexport GTK_OVERLAY_SCROLLING=0\n"
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("home/u/.profile"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy"])), 0);
     assert_eq!(dir.read("home/u/dotfiles/profile"), "# mine\n");
 }
@@ -510,24 +745,48 @@ fn read_only_root_fails_cleanly() {
 fn failure_between_steps_leaves_files_intact_and_revert_works() {
     let dir = TestDir::new();
     dpkg_status(&dir, DEBIAN_12);
-    dir.write("etc/gtk-3.0/settings.ini", "[Settings]\ngtk-theme-name=Adwaita\n");
+    dir.write(
+        "etc/gtk-3.0/settings.ini",
+        "[Settings]\ngtk-theme-name=Adwaita\n",
+    );
     let before = snapshot(dir.path());
     let mut cmd = in_root(&dir, &["apply", "gtk-legacy", "--scope", "system"]);
     cmd.env("HOSTKIT_FAIL_AFTER_STEP", "1");
     let (out, err) = expect(&run(&mut cmd), 2);
-    assert!(out.ends_with("+export GTK_OVERLAY_SCROLLING=0\n"), "only the done step's diff: {out}");
-    assert!(err.contains("changed         overlay-scrolling-env"), "{err}");
-    assert!(err.contains("failed          overlay-scrolling-ini"), "{err}");
-    assert!(err.contains("not done        sort-directories-first"), "{err}");
+    assert!(
+        out.ends_with("+export GTK_OVERLAY_SCROLLING=0\n"),
+        "only the done step's diff: {out}"
+    );
+    assert!(
+        err.contains("changed         overlay-scrolling-env"),
+        "{err}"
+    );
+    assert!(
+        err.contains("failed          overlay-scrolling-ini"),
+        "{err}"
+    );
+    assert!(
+        err.contains("not done        sort-directories-first"),
+        "{err}"
+    );
     assert!(
         err.contains("error: step `overlay-scrolling-ini` failed; steps done before it: overlay-scrolling-env; undo them with `hostkit revert gtk-legacy`"),
         "{err}"
     );
     // Each file is either as it was or as intended.
     assert!(dir.join("etc/profile.d/hostkit-gtk-legacy.sh").exists());
-    assert_eq!(dir.read("etc/gtk-3.0/settings.ini"), "[Settings]\ngtk-theme-name=Adwaita\n");
+    assert_eq!(
+        dir.read("etc/gtk-3.0/settings.ini"),
+        "[Settings]\ngtk-theme-name=Adwaita\n"
+    );
     assert!(!dir.join("etc/dconf").exists());
-    let (_, err) = expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy", "--scope", "system"])), 0);
+    let (_, err) = expect(
+        &run(&mut in_root(
+            &dir,
+            &["revert", "gtk-legacy", "--scope", "system"],
+        )),
+        0,
+    );
     assert!(err.contains("reverted: overlay-scrolling-env"), "{err}");
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
 }
@@ -536,18 +795,36 @@ fn failure_between_steps_leaves_files_intact_and_revert_works() {
 fn revert_refuses_to_overwrite_a_file_changed_since() {
     let dir = TestDir::new();
     dir.write("home/u/.profile", "# profile\n");
-    expect(&run(&mut in_root(&dir, &["apply", "gtk-legacy", "--set", "settings_ini=never"])), 0);
-    dir.write("home/u/.profile", "# profile\nexport GTK_OVERLAY_SCROLLING=0\nalias ll='ls -l'\n");
+    expect(
+        &run(&mut in_root(
+            &dir,
+            &["apply", "gtk-legacy", "--set", "settings_ini=never"],
+        )),
+        0,
+    );
+    dir.write(
+        "home/u/.profile",
+        "# profile\nexport GTK_OVERLAY_SCROLLING=0\nalias ll='ls -l'\n",
+    );
     let (_, err) = expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy"])), 2);
     assert!(
         err.contains("home/u/.profile: changed by someone else since `hostkit apply gtk-legacy`; not overwriting it (use --force to revert anyway)"),
         "{err}"
     );
-    assert_eq!(dir.read("home/u/.profile"), "# profile\nexport GTK_OVERLAY_SCROLLING=0\nalias ll='ls -l'\n");
-    expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy", "--force"])), 0);
+    assert_eq!(
+        dir.read("home/u/.profile"),
+        "# profile\nexport GTK_OVERLAY_SCROLLING=0\nalias ll='ls -l'\n"
+    );
+    expect(
+        &run(&mut in_root(&dir, &["revert", "gtk-legacy", "--force"])),
+        0,
+    );
     assert_eq!(dir.read("home/u/.profile"), "# profile\n");
     let (_, err) = expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy"])), 0);
-    assert!(err.contains("nothing to revert: gtk-legacy has not been applied"), "{err}");
+    assert!(
+        err.contains("nothing to revert: gtk-legacy has not been applied"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -556,24 +833,32 @@ fn a_held_lock_stops_a_second_apply() {
     dir.write("home/u/.profile", "# profile\n");
     let lock = dir.write("home/u/.local/state/hostkit/lock", "");
     let file = std::fs::File::open(&lock).unwrap();
-    let _held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("flock");
+    let _held =
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("flock");
     let (_, err) = expect(&run(&mut in_root(&dir, &["apply", "gtk-legacy"])), 2);
-    assert!(err.contains("another hostkit apply or revert is running"), "{err}");
+    assert!(
+        err.contains("another hostkit apply or revert is running"),
+        "{err}"
+    );
     assert_eq!(dir.read("home/u/.profile"), "# profile\n");
 }
 
 #[test]
 fn unsupported_scope_and_missing_root_are_errors() {
     let dir = TestDir::new();
-    let recipes = recipes_dir(
-        &dir,
-        "sys.toml",
-        "summary = \"s\"\nscopes = [\"system\"]\n",
-    );
+    let recipes = recipes_dir(&dir, "sys.toml", "summary = \"s\"\nscopes = [\"system\"]\n");
     let mut cmd = in_root(&dir, &["check", "sys", "--scope", "user"]);
     cmd.arg("--recipes").arg(&recipes);
     let (_, err) = expect(&run(&mut cmd), 2);
-    assert!(err.contains("recipe sys does not support scope `user`; supported: system"), "{err}");
-    let (_, err) = expect(&run(hk(dir.path()).args(["check", "gtk-legacy", "--root"]).arg(dir.join("nope"))), 2);
+    assert!(
+        err.contains("recipe sys does not support scope `user`; supported: system"),
+        "{err}"
+    );
+    let (_, err) = expect(
+        &run(hk(dir.path())
+            .args(["check", "gtk-legacy", "--root"])
+            .arg(dir.join("nope"))),
+        2,
+    );
     assert!(err.contains("nope: No such file or directory"), "{err}");
 }

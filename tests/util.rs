@@ -46,7 +46,10 @@ impl TestDir {
     /// A fresh empty directory.
     pub fn new() -> TestDir {
         TestDir {
-            dir: tempfile::Builder::new().prefix("hostkit-test-").tempdir().expect("tempdir"),
+            dir: tempfile::Builder::new()
+                .prefix("hostkit-test-")
+                .tempdir()
+                .expect("tempdir"),
         }
     }
 
@@ -147,6 +150,8 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

@@ -55,20 +55,32 @@ impl Context {
             Some(r) => {
                 let meta = std::fs::metadata(r).map_err(|e| Error::io(r, e))?;
                 if !meta.is_dir() {
-                    return Err(Error::Environment(format!("--root {}: not a directory", r.display())));
+                    return Err(Error::Environment(format!(
+                        "--root {}: not a directory",
+                        r.display()
+                    )));
                 }
                 std::fs::canonicalize(r).map_err(|e| Error::io(r, e))?
             }
             None => PathBuf::from("/"),
         };
         let live = root == Path::new("/");
-        let abs_env = |name: &str| host.env(name).filter(|v| v.starts_with('/')).map(PathBuf::from);
+        let abs_env = |name: &str| {
+            host.env(name)
+                .filter(|v| v.starts_with('/'))
+                .map(PathBuf::from)
+        };
         let home = abs_env("HOME");
         let mut vars = BTreeMap::new();
         vars.insert("recipe".to_string(), recipe.name.clone());
         let ids = host.ids();
         let (state, trust, owner, dir_mode) = match scope {
-            Scope::System => (PathBuf::from("/var/lib/hostkit"), Trust { uids: vec![0] }, ids, 0o755),
+            Scope::System => (
+                PathBuf::from("/var/lib/hostkit"),
+                Trust { uids: vec![0] },
+                ids,
+                0o755,
+            ),
             Scope::User => {
                 let home = home.clone().ok_or_else(|| {
                     Error::Environment("user scope needs HOME set to an absolute path".into())
@@ -76,8 +88,18 @@ impl Context {
                 let state = abs_env("XDG_STATE_HOME").unwrap_or_else(|| home.join(".local/state"));
                 let host_home = join(&root, &home);
                 let (trust, owner) = match std::fs::metadata(&host_home) {
-                    Ok(m) => (Trust { uids: dedup(vec![0, m.uid()]) }, (m.uid(), m.gid())),
-                    Err(_) => (Trust { uids: dedup(vec![0, ids.0]) }, ids),
+                    Ok(m) => (
+                        Trust {
+                            uids: dedup(vec![0, m.uid()]),
+                        },
+                        (m.uid(), m.gid()),
+                    ),
+                    Err(_) => (
+                        Trust {
+                            uids: dedup(vec![0, ids.0]),
+                        },
+                        ids,
+                    ),
                 };
                 (state.join("hostkit"), trust, owner, 0o700)
             }
@@ -151,7 +173,8 @@ impl Context {
         let text = match &existing {
             None => None,
             Some(e) => Some(
-                String::from_utf8(e.bytes.clone()).map_err(|_| Error::NotText { path: path.clone() })?,
+                String::from_utf8(e.bytes.clone())
+                    .map_err(|_| Error::NotText { path: path.clone() })?,
             ),
         };
         Ok((path, existing, text))

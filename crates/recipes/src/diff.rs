@@ -23,7 +23,10 @@ mod tests {
 
     #[test]
     fn new_file_and_edit() {
-        assert_eq!(unified("etc/x", None, Some("a\n")), "--- /dev/null\n+++ b/etc/x\n@@ -0,0 +1 @@\n+a\n");
+        assert_eq!(
+            unified("etc/x", None, Some("a\n")),
+            "--- /dev/null\n+++ b/etc/x\n@@ -0,0 +1 @@\n+a\n"
+        );
         assert_eq!(
             unified("etc/x", Some("a\nb"), Some("a\nb\nc\n")),
             "--- a/etc/x\n+++ b/etc/x\n@@ -1,2 +1,3 @@\n a\n-b\n\\ No newline at end of file\n+b\n+c\n"

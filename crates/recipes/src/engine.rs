@@ -31,6 +31,8 @@ pub struct StepReport {
     pub kind: StepKind,
     /// What it sets.
     pub summary: String,
+    /// Why it exists (one or two lines of history).
+    pub why: String,
     /// `ok`, `would change`, `not applicable`, `manual` (check, dry run); `changed`,
     /// `reported`, `failed`, `not done` (apply); `reverted` (revert).
     pub status: String,
@@ -99,6 +101,7 @@ fn step_report(sp: &StepPlan, status: &str) -> StepReport {
         id: sp.id.clone(),
         kind: sp.kind,
         summary: sp.summary.clone(),
+        why: sp.why.clone(),
         status: status.to_string(),
         reason: sp.reason.clone(),
         files: sp
@@ -126,8 +129,16 @@ fn step_report(sp: &StepPlan, status: &str) -> StepReport {
 
 fn plan_report(ctx: &Context, plan: &Plan, action: &'static str) -> Report {
     let mut report = Report::new(ctx, action);
-    report.steps = plan.steps.iter().map(|s| step_report(s, s.status.as_str())).collect();
-    let n = plan.steps.iter().filter(|s| s.status == Status::WouldChange).count();
+    report.steps = plan
+        .steps
+        .iter()
+        .map(|s| step_report(s, s.status.as_str()))
+        .collect();
+    let n = plan
+        .steps
+        .iter()
+        .filter(|s| s.status == Status::WouldChange)
+        .count();
     report.changed = n > 0;
     report.message = match n {
         0 => "nothing to change".to_string(),
@@ -183,7 +194,11 @@ pub fn apply(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Applied
     let fail_after = fail_after_step(host);
     let mut done: Vec<String> = Vec::new();
     let mut failure = None;
-    for sp in plan.steps.iter().filter(|s| s.status == Status::WouldChange) {
+    for sp in plan
+        .steps
+        .iter()
+        .filter(|s| s.status == Status::WouldChange)
+    {
         if fail_after == Some(done.len()) {
             failure = Some((sp.id.clone(), Error::Injected(done.len())));
             break;
@@ -196,11 +211,20 @@ pub fn apply(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Applied
             done.push(sp.id.clone());
         }
     }
-    let report = applied_report(&ctx, &plan, &done, failure.as_ref().map(|(id, e)| (id.as_str(), e)));
+    let report = applied_report(
+        &ctx,
+        &plan,
+        &done,
+        failure.as_ref().map(|(id, e)| (id.as_str(), e)),
+    );
     let error = failure.map(|(step, source)| Error::StepFailed {
         recipe: recipe.name.clone(),
         step,
-        done: if done.is_empty() { "none".into() } else { done.join(", ") },
+        done: if done.is_empty() {
+            "none".into()
+        } else {
+            done.join(", ")
+        },
         source: Box::new(source),
     });
     Ok(Applied { report, error })
@@ -210,13 +234,19 @@ pub fn apply(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Applied
 /// only: release builds ignore it.
 fn fail_after_step(host: &dyn Host) -> Option<usize> {
     if cfg!(debug_assertions) {
-        host.env("HOSTKIT_FAIL_AFTER_STEP").and_then(|v| v.parse().ok())
+        host.env("HOSTKIT_FAIL_AFTER_STEP")
+            .and_then(|v| v.parse().ok())
     } else {
         None
     }
 }
 
-fn applied_report(ctx: &Context, plan: &Plan, done: &[String], failed: Option<(&str, &Error)>) -> Report {
+fn applied_report(
+    ctx: &Context,
+    plan: &Plan,
+    done: &[String],
+    failed: Option<(&str, &Error)>,
+) -> Report {
     let mut report = Report::new(ctx, "apply");
     let mut after_failure = false;
     for sp in &plan.steps {
@@ -226,7 +256,9 @@ fn applied_report(ctx: &Context, plan: &Plan, done: &[String], failed: Option<(&
                 sr.status = "changed".into();
                 // Commands that only reported stay visible as such.
                 if sp.effects.iter().any(|e| !e.runs()) {
-                    sr.reason = Some("some commands are not run under --root: run them in the image".into());
+                    sr.reason = Some(
+                        "some commands are not run under --root: run them in the image".into(),
+                    );
                 }
             } else if failed.is_some_and(|(id, _)| id == sp.id) {
                 sr.status = "failed".into();
@@ -259,7 +291,13 @@ fn run(host: &dyn Host, cmd: &Cmd) -> Result<()> {
 }
 
 /// Journals then makes one step's changes.
-fn apply_step(sp: &StepPlan, ctx: &Context, state: &State, journal: &mut Journal, host: &dyn Host) -> Result<()> {
+fn apply_step(
+    sp: &StepPlan,
+    ctx: &Context,
+    state: &State,
+    journal: &mut Journal,
+    host: &dyn Host,
+) -> Result<()> {
     for effect in &sp.effects {
         match effect {
             Effect::File(f) => {
@@ -423,8 +461,14 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                     }
                     fsutil::remove_empty_dirs(&f.created_dirs);
                     if matches!(entry, Entry::File(_)) {
-                        let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-                        diff_text = diff::unified(&f.display, text(&current).as_deref(), text(&original).as_deref());
+                        let text = |b: &Option<Vec<u8>>| {
+                            b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+                        };
+                        diff_text = diff::unified(
+                            &f.display,
+                            text(&current).as_deref(),
+                            text(&original).as_deref(),
+                        );
                     }
                     files.push(f.display.clone());
                 }
@@ -433,7 +477,10 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 {
                     // On the live system, rebuild from the restored keyfiles and notify.
                     run(host, cmd)?;
-                    commands.push(CommandReport { command: cmd.display(), run: true });
+                    commands.push(CommandReport {
+                        command: cmd.display(),
+                        run: true,
+                    });
                 }
             }
             Entry::Gsettings {
@@ -451,9 +498,14 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 if ctx.live {
                     run(host, &cmd)?;
                 }
-                commands.push(CommandReport { command: cmd.display(), run: ctx.live });
+                commands.push(CommandReport {
+                    command: cmd.display(),
+                    run: ctx.live,
+                });
             }
-            Entry::Packages { manager, packages, .. } => {
+            Entry::Packages {
+                manager, packages, ..
+            } => {
                 reason = Some(format!(
                     "packages installed by apply are left installed ({}: {})",
                     manager.name(),
@@ -476,6 +528,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                     .find(|s| s.id == id)
                     .map_or(StepKind::File, |s| s.spec.kind()),
                 summary: String::new(),
+                why: String::new(),
                 status: "reverted".into(),
                 reason,
                 files,
@@ -488,7 +541,14 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
     state.finish(&journal)?;
     steps.reverse();
     report.changed = true;
-    report.message = format!("reverted: {}", steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
+    report.message = format!(
+        "reverted: {}",
+        steps
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     report.steps = steps;
     Ok(report.finish())
 }

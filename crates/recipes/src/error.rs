@@ -151,7 +151,9 @@ pub enum Error {
         reason: String,
     },
     /// A step failed in the middle of an apply; the steps before it are done.
-    #[error("step `{step}` failed; steps done before it: {done}; undo them with `hostkit revert {recipe}`")]
+    #[error(
+        "step `{step}` failed; steps done before it: {done}; undo them with `hostkit revert {recipe}`"
+    )]
     StepFailed {
         /// The recipe.
         recipe: String,

@@ -26,7 +26,13 @@ impl Trust {
     fn describe(&self) -> String {
         self.uids
             .iter()
-            .map(|&u| if u == 0 { "root".to_string() } else { format!("uid {u}") })
+            .map(|&u| {
+                if u == 0 {
+                    "root".to_string()
+                } else {
+                    format!("uid {u}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(" or ")
     }
@@ -128,7 +134,8 @@ pub fn read(path: &Path) -> Result<Option<Existing>> {
         return Err(Error::NotRegularFile { path: path.into() });
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
     Ok(Some(Existing {
         path: path.into(),
         bytes,
@@ -140,7 +147,10 @@ pub fn read(path: &Path) -> Result<Option<Existing>> {
 
 /// The SHA-256 of some bytes, in hex.
 pub fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -148,7 +158,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Replaces (or creates) `path` atomically with `bytes`, mode and owner.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: (u32, u32)) -> Result<()> {
     let dir = parent(path);
-    let name = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
     let tmp_name = format!(
         ".{}.hostkit-{}-{}",
         String::from_utf8_lossy(&name),
@@ -270,9 +283,15 @@ mod tests {
         std::os::unix::fs::symlink("/etc/real", root.join("etc/link")).unwrap();
         let me = nix::unistd::geteuid().as_raw();
         let trust = Trust { uids: vec![0, me] };
-        assert_eq!(resolve(root, Path::new("/etc/link"), &trust).unwrap(), root.join("etc/real"));
+        assert_eq!(
+            resolve(root, Path::new("/etc/link"), &trust).unwrap(),
+            root.join("etc/real")
+        );
         std::os::unix::fs::symlink("../../../../x", root.join("etc/up")).unwrap();
-        assert_eq!(resolve(root, Path::new("/etc/up"), &trust).unwrap(), root.join("x"));
+        assert_eq!(
+            resolve(root, Path::new("/etc/up"), &trust).unwrap(),
+            root.join("x")
+        );
         if me != 0 {
             assert!(matches!(
                 resolve(root, Path::new("/etc/link"), &trust_root()),

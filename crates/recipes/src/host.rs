@@ -55,7 +55,11 @@ impl Cmd {
 
     /// The command line as a person would type it (POSIX-shell quoted).
     pub fn display(&self) -> String {
-        self.argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+        self.argv
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Turns a non-zero exit into an error naming the command.

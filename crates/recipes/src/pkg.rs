@@ -66,7 +66,15 @@ impl Manager {
                 "${Status}\\t${Version}".into(),
                 package.into(),
             ]),
-            Manager::Rpm => Cmd::new(["rpm", "--root", &root_s, "-q", "--qf", "%{VERSION}", package]),
+            Manager::Rpm => Cmd::new([
+                "rpm",
+                "--root",
+                &root_s,
+                "-q",
+                "--qf",
+                "%{VERSION}",
+                package,
+            ]),
             Manager::Pacman => Cmd::new([
                 "pacman".to_string(),
                 "--root".into(),
@@ -84,7 +92,12 @@ impl Manager {
         let mut argv: Vec<String> = match self {
             Manager::Dpkg => vec!["apt-get".into(), "install".into(), "-y".into()],
             Manager::Rpm => vec!["dnf".into(), "install".into(), "-y".into()],
-            Manager::Pacman => vec!["pacman".into(), "-S".into(), "--needed".into(), "--noconfirm".into()],
+            Manager::Pacman => vec![
+                "pacman".into(),
+                "-S".into(),
+                "--needed".into(),
+                "--noconfirm".into(),
+            ],
         };
         argv.extend(packages.iter().cloned());
         let cmd = Cmd::new(argv);
@@ -141,7 +154,10 @@ pub fn presence(host: &dyn Host, root: &Path, logical: &str, names: &PackageName
     };
     let candidates = manager.names(names);
     if candidates.is_empty() {
-        return Presence::Unknown(format!("the recipe names no {} package for {logical}", manager.name()));
+        return Presence::Unknown(format!(
+            "the recipe names no {} package for {logical}",
+            manager.name()
+        ));
     }
     for name in candidates {
         match manager.installed(host, root, name) {
@@ -175,7 +191,10 @@ pub fn at_least(version: &str, min: &str) -> bool {
     };
     let (a, b) = (nums(version), nums(min));
     for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
         if x != y {
             return x > y;
         }

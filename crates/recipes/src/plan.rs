@@ -141,6 +141,8 @@ pub struct StepPlan {
     pub summary: String,
     /// Where it is defined.
     pub location: String,
+    /// Why the step exists (history).
+    pub why: String,
     /// Its status.
     pub status: Status,
     /// Why not applicable, or what to do by hand.
@@ -155,7 +157,11 @@ impl StepPlan {
         self.effects
             .iter()
             .filter_map(|e| match e {
-                Effect::File(f) => Some(crate::diff::unified(&f.display, f.before.as_deref(), f.after.as_deref())),
+                Effect::File(f) => Some(crate::diff::unified(
+                    &f.display,
+                    f.before.as_deref(),
+                    f.after.as_deref(),
+                )),
                 _ => None,
             })
             .collect()
@@ -193,7 +199,9 @@ pub fn plan(recipe: &Recipe, ctx: &Context, host: &dyn Host) -> Result<Plan> {
         for effect in &planned.effects {
             let Effect::File(f) = effect else { continue };
             if let Some(other) = steps.iter().find(|s| {
-                s.effects.iter().any(|e| matches!(e, Effect::File(g) if g.path == f.path))
+                s.effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::File(g) if g.path == f.path))
             }) {
                 return Err(Error::Conflict {
                     recipe: recipe.name.clone(),
@@ -212,8 +220,13 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
     let mut planned = StepPlan {
         id: step.id.clone(),
         kind: step.spec.kind(),
-        summary: if step.summary.is_empty() { step.spec.describe(ctx) } else { step.summary.clone() },
+        summary: if step.summary.is_empty() {
+            step.spec.describe(ctx)
+        } else {
+            step.summary.clone()
+        },
         location: step.location.clone(),
+        why: step.why.clone(),
         status: Status::Ok,
         reason: None,
         effects: Vec::new(),
@@ -225,7 +238,11 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
     }
     match step.spec.plan(&step.id, recipe, ctx, host)? {
         Outcome::Effects(effects) => {
-            planned.status = if effects.is_empty() { Status::Ok } else { Status::WouldChange };
+            planned.status = if effects.is_empty() {
+                Status::Ok
+            } else {
+                Status::WouldChange
+            };
             planned.effects = effects;
         }
         Outcome::NotApplicable(reason) => {
@@ -243,11 +260,16 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
 /// Why a step's `when` excludes it here, if it does.
 fn not_applicable(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Option<String> {
     let when = &step.when;
-    let hint = when.override_param.as_ref().map(|p| format!(" (--set {p}=always to apply anyway)"));
+    let hint = when
+        .override_param
+        .as_ref()
+        .map(|p| format!(" (--set {p}=always to apply anyway)"));
     if let Some(param) = &when.override_param {
         match ctx.var(param) {
             Some(v) if v == OVERRIDE_VALUES[1] => return None,
-            Some(v) if v == OVERRIDE_VALUES[2] => return Some(format!("disabled by --set {param}=never")),
+            Some(v) if v == OVERRIDE_VALUES[2] => {
+                return Some(format!("disabled by --set {param}=never"));
+            }
             _ => {}
         }
     }
@@ -255,11 +277,133 @@ fn not_applicable(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) 
     let names = recipe.packages.get(logical).cloned().unwrap_or_default();
     let reason = match presence(host, &ctx.root, logical, &names) {
         Presence::Installed(version) => match &when.min_version {
-            Some(min) if !at_least(&version, min) => format!("{logical} {version} is older than {min}"),
+            Some(min) if !at_least(&version, min) => {
+                format!("{logical} {version} is older than {min}")
+            }
             _ => return None,
         },
         Presence::Missing(names) => format!("{logical} is not installed ({})", names.join(", ")),
         Presence::Unknown(reason) => reason,
     };
     Some(reason + hint.as_deref().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Options;
+    use crate::host::fake::FakeHost;
+    use crate::recipe::{Catalog, Scope};
+
+    fn catalog() -> Catalog {
+        Catalog::load(&[] as &[&std::path::Path]).unwrap()
+    }
+
+    fn statuses(plan: &Plan) -> Vec<(&str, Status)> {
+        plan.steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.status))
+            .collect()
+    }
+
+    #[test]
+    fn live_user_plan_probes_gsettings_and_writes_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join(".profile"), "# p\n").unwrap();
+        let mut host = FakeHost::default();
+        host.env
+            .insert("HOME".into(), home.path().display().to_string());
+        host.answer(
+            "gsettings get org.gtk.Settings.FileChooser sort-directories-first",
+            0,
+            "false\n",
+        );
+        let catalog = catalog();
+        let recipe = catalog.get("gtk-legacy").unwrap();
+        let opts = Options {
+            sets: vec!["settings_ini=never".into()],
+            ..Options::default()
+        };
+        let ctx = Context::new(recipe, &opts, &host).unwrap();
+        let plan = plan(recipe, &ctx, &host).unwrap();
+        assert_eq!(
+            statuses(&plan),
+            [
+                ("overlay-scrolling-env", Status::WouldChange),
+                ("overlay-scrolling-ini", Status::NotApplicable),
+                ("sort-directories-first", Status::WouldChange),
+                ("file-chooser-typeahead", Status::Manual),
+                ("file-chooser-single-click", Status::Manual),
+            ]
+        );
+        let Effect::Gsettings(g) = &plan.steps[2].effects[0] else {
+            panic!("expected a gsettings effect")
+        };
+        assert_eq!(
+            g.cmd.display(),
+            "gsettings set org.gtk.Settings.FileChooser sort-directories-first true"
+        );
+        assert_eq!(
+            (g.previous.as_str(), g.previous_is_default),
+            ("false", true)
+        );
+        // Only probes ran (the second one through the memory backend, for the default).
+        assert_eq!(host.calls.borrow().len(), 2);
+        assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 1);
+        let h = home.path().display().to_string();
+        let h = h.trim_start_matches('/');
+        assert_eq!(
+            plan.diff(),
+            format!(
+                "--- a/{h}/.profile\n+++ b/{h}/.profile\n@@ -1 +1,2 @@\n # p\n+export GTK_OVERLAY_SCROLLING=0\n"
+            )
+        );
+    }
+
+    #[test]
+    fn package_conditions_use_the_roots_package_database() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("var/lib/dpkg")).unwrap();
+        std::fs::write(root.path().join("var/lib/dpkg/status"), "").unwrap();
+        let admindir = root.path().join("var/lib/dpkg").display().to_string();
+        let query = |p: &str| {
+            format!("dpkg-query --admindir {admindir} -W -f '${{Status}}\\t${{Version}}' {p}")
+        };
+        let mut host = FakeHost::default();
+        host.answer(&query("libqtgui4"), 1, "");
+        host.answer(
+            &query("qt5-gtk-platformtheme"),
+            0,
+            "install ok installed\t5.15.8\n",
+        );
+        host.answer(
+            &query("qt6-gtk-platformtheme"),
+            0,
+            "deinstall ok config-files\t6.4.2\n",
+        );
+        let catalog = catalog();
+        let recipe = catalog.get("qt-gtk").unwrap();
+        let opts = Options {
+            root: Some(root.path().to_path_buf()),
+            scope: Some(Scope::System),
+            ..Options::default()
+        };
+        let ctx = Context::new(recipe, &opts, &host).unwrap();
+        let plan = plan(recipe, &ctx, &host).unwrap();
+        assert_eq!(
+            plan.steps[0].reason.as_deref(),
+            Some("qt4 is not installed (libqtgui4) (--set qt4=always to apply anyway)")
+        );
+        let Effect::Install(install) = &plan.steps[1].effects[0] else {
+            panic!("expected an install effect")
+        };
+        assert_eq!(
+            install.cmd.display(),
+            "apt-get install -y qt6-gtk-platformtheme"
+        );
+        assert!(
+            !install.run,
+            "under --root the package manager is reported, not run"
+        );
+    }
 }

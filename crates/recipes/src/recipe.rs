@@ -13,7 +13,10 @@ use crate::toml::{Fields, Source, list};
 
 /// The recipes shipped inside the binary: `(file name, text)`.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("gtk-legacy.toml", include_str!("../../../recipes/gtk-legacy.toml")),
+    (
+        "gtk-legacy.toml",
+        include_str!("../../../recipes/gtk-legacy.toml"),
+    ),
     ("qt-gtk.toml", include_str!("../../../recipes/qt-gtk.toml")),
 ];
 
@@ -143,7 +146,12 @@ impl Recipe {
             Err(Error::UnsupportedScope {
                 recipe: self.name.clone(),
                 scope: scope.to_string(),
-                supported: self.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                supported: self
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
         }
     }
@@ -164,7 +172,11 @@ impl Recipe {
                 return Err(Error::UnknownParam {
                     recipe: self.name.clone(),
                     key: key.to_string(),
-                    allowed: if names.is_empty() { "none".into() } else { names.join(", ") },
+                    allowed: if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    },
                 });
             };
             if !param.allowed.is_empty() && !param.allowed.iter().any(|a| a == value) {
@@ -216,7 +228,10 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Recipe> {
     let summary = root.required("summary")?;
     let description = root.string("description")?.unwrap_or_default();
     let scopes = parse_scopes(&root, "scopes")?.ok_or_else(|| {
-        src.error(root.span(), "recipe: missing required key `scopes` (allowed values: user, system)")
+        src.error(
+            root.span(),
+            "recipe: missing required key `scopes` (allowed values: user, system)",
+        )
     })?;
     let default_scope = match root.choice("default_scope", SCOPES)? {
         Some(s) => Scope::parse(&s).unwrap_or(Scope::User),
@@ -247,7 +262,10 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Recipe> {
             }) {
                 return Err(src.error(
                     table.span(),
-                    format!("step `{}`: id already used by the step at {}", step.id, dup.location),
+                    format!(
+                        "step `{}`: id already used by the step at {}",
+                        step.id, dup.location
+                    ),
                 ));
             }
             steps.push(step);
@@ -273,7 +291,10 @@ fn parse_scopes(fields: &Fields<'_>, key: &str) -> Result<Option<Vec<Scope>>> {
     let mut scopes = Vec::new();
     for name in names {
         let scope = Scope::parse(&name).ok_or_else(|| {
-            fields.error(key, format!("unknown scope `{name}`; allowed: {}", list(SCOPES)))
+            fields.error(
+                key,
+                format!("unknown scope `{name}`; allowed: {}", list(SCOPES)),
+            )
         })?;
         if !scopes.contains(&scope) {
             scopes.push(scope);
@@ -289,7 +310,9 @@ fn parse_params(root: &Fields<'_>) -> Result<Vec<Param>> {
     let table = Fields::unchecked(root.source(), item, "params")?;
     let mut params = Vec::new();
     for name in table.keys() {
-        let Some(item) = table.get(name) else { continue };
+        let Some(item) = table.get(name) else {
+            continue;
+        };
         if BUILTIN_VARS.contains(&name) {
             return Err(table.error(name, "this name is reserved for a built-in variable"));
         }
@@ -297,7 +320,10 @@ fn parse_params(root: &Fields<'_>) -> Result<Vec<Param>> {
         let default = fields.required("default")?;
         let allowed = fields.strings("allowed")?.unwrap_or_default();
         if !allowed.is_empty() && !allowed.contains(&default) {
-            return Err(fields.error("default", format!("not one of the allowed values: {}", allowed.join(", "))));
+            return Err(fields.error(
+                "default",
+                format!("not one of the allowed values: {}", allowed.join(", ")),
+            ));
         }
         params.push(Param {
             name: name.to_string(),
@@ -316,8 +342,15 @@ fn parse_packages(root: &Fields<'_>) -> Result<BTreeMap<String, PackageNames>> {
     };
     let table = Fields::unchecked(root.source(), item, "packages")?;
     for name in table.keys() {
-        let Some(item) = table.get(name) else { continue };
-        let fields = Fields::of(root.source(), item, &format!("packages.{name}"), PACKAGE_KEYS)?;
+        let Some(item) = table.get(name) else {
+            continue;
+        };
+        let fields = Fields::of(
+            root.source(),
+            item,
+            &format!("packages.{name}"),
+            PACKAGE_KEYS,
+        )?;
         packages.insert(
             name.to_string(),
             PackageNames {
@@ -350,7 +383,10 @@ impl StepContext<'_> {
             if !self.vars.iter().any(|v| v == name) {
                 return Err(fields.error(
                     key,
-                    format!("unknown variable `{{{name}}}`; allowed: {}", self.vars.join(", ")),
+                    format!(
+                        "unknown variable `{{{name}}}`; allowed: {}",
+                        self.vars.join(", ")
+                    ),
                 ));
             }
         }
@@ -367,14 +403,23 @@ impl StepContext<'_> {
                 key,
                 format!(
                     "unknown package `{name}`; declared in [packages]: {}",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ))
         }
     }
 }
 
-fn parse_step(src: &Source, table: &toml_edit::Table, index: usize, ctx: &StepContext<'_>) -> Result<Step> {
+fn parse_step(
+    src: &Source,
+    table: &toml_edit::Table,
+    index: usize,
+    ctx: &StepContext<'_>,
+) -> Result<Step> {
     let item = toml_edit::Item::Table(table.clone());
     // The clone keeps spans; `Fields` borrows from it for the duration of this function.
     let what = format!("steps[{index}]");
@@ -382,23 +427,39 @@ fn parse_step(src: &Source, table: &toml_edit::Table, index: usize, ctx: &StepCo
     let kind_name = fields.string("kind")?.ok_or_else(|| {
         src.error(
             table.span(),
-            format!("{what}: missing required key `kind`; allowed: {}", StepKind::names().join(", ")),
+            format!(
+                "{what}: missing required key `kind`; allowed: {}",
+                StepKind::names().join(", ")
+            ),
         )
     })?;
     let kind = StepKind::from_name(&kind_name).ok_or_else(|| {
-        fields.error("kind", format!("unknown step kind `{kind_name}`; allowed: {}", StepKind::names().join(", ")))
+        fields.error(
+            "kind",
+            format!(
+                "unknown step kind `{kind_name}`; allowed: {}",
+                StepKind::names().join(", ")
+            ),
+        )
     })?;
     let mut allowed: Vec<&str> = STEP_KEYS.to_vec();
     allowed.extend_from_slice(kind.keys());
     let id = fields.required("id")?;
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(fields.error("id", "use letters, digits, `-` and `_` only"));
     }
     let what = format!("step `{id}`");
     let fields = Fields::of(src, &item, &what, &allowed)?;
     let scopes = parse_scopes(&fields, "scope")?.unwrap_or_else(|| ctx.scopes.to_vec());
     if let Some(bad) = scopes.iter().find(|s| !ctx.scopes.contains(s)) {
-        return Err(fields.error("scope", format!("scope `{bad}` is not in the recipe's `scopes`")));
+        return Err(fields.error(
+            "scope",
+            format!("scope `{bad}` is not in the recipe's `scopes`"),
+        ));
     }
     let when = match fields.get("when") {
         None => When::default(),
@@ -416,10 +477,18 @@ fn parse_step(src: &Source, table: &toml_edit::Table, index: usize, ctx: &StepCo
             if let Some(name) = &override_param {
                 match ctx.params.iter().find(|p| &p.name == name) {
                     None => return Err(w.error("override", format!("unknown parameter `{name}`"))),
-                    Some(p) if p.allowed.iter().map(|s| s.as_str()).ne(OVERRIDE_VALUES.iter().copied()) => {
+                    Some(p)
+                        if p.allowed
+                            .iter()
+                            .map(|s| s.as_str())
+                            .ne(OVERRIDE_VALUES.iter().copied()) =>
+                    {
                         return Err(w.error(
                             "override",
-                            format!("parameter `{name}` must allow exactly: {}", list(OVERRIDE_VALUES)),
+                            format!(
+                                "parameter `{name}` must allow exactly: {}",
+                                list(OVERRIDE_VALUES)
+                            ),
                         ));
                     }
                     Some(_) => {}
@@ -558,10 +627,18 @@ impl Catalog {
 
     /// The recipe called `name`.
     pub fn get(&self, name: &str) -> Result<&Recipe> {
-        self.recipes.iter().find(|r| r.name == name).ok_or_else(|| Error::UnknownRecipe {
-            name: name.to_string(),
-            available: self.recipes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
-        })
+        self.recipes
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::UnknownRecipe {
+                name: name.to_string(),
+                available: self
+                    .recipes
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 }
 
@@ -595,10 +672,17 @@ mod tests {
             err("summary = \"x\"\nscopes = [\"user\"]\nbogus = 1\n"),
             "t.toml:3:1: recipe: unknown key `bogus`; allowed: summary, description, scopes, default_scope, params, packages, steps"
         );
-        let e = err("summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"teleport\"\n");
+        let e = err(
+            "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"teleport\"\n",
+        );
         assert!(e.starts_with("t.toml:5:8: steps[0]: `kind`: unknown step kind `teleport`; allowed: line, ini, file, gsettings, package, manual"), "{e}");
-        let e = err("summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"line\"\npath = \"{nope}/x\"\nline = \"y\"\n");
-        assert!(e.starts_with("t.toml:6:8: step `a`: `path`: unknown variable `{nope}`"), "{e}");
+        let e = err(
+            "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"line\"\npath = \"{nope}/x\"\nline = \"y\"\n",
+        );
+        assert!(
+            e.starts_with("t.toml:6:8: step `a`: `path`: unknown variable `{nope}`"),
+            "{e}"
+        );
         let e = err("summary = \"x\"\nscopes = [\"user\" \"system\"]\n");
         assert!(e.starts_with("t.toml:2:"), "{e}");
     }
@@ -611,13 +695,20 @@ mod tests {
             "summary = \"x\"\nscopes = [\"user\"]\n[params.theme]\ndefault = \"gtk3\"\nallowed = [\"gtk3\", \"qt5ct\"]\n",
         )
         .unwrap();
-        assert_eq!(r.param_values(&["theme=qt5ct".into()]).unwrap()["theme"], "qt5ct");
         assert_eq!(
-            r.param_values(&["colour=red".into()]).unwrap_err().to_string(),
+            r.param_values(&["theme=qt5ct".into()]).unwrap()["theme"],
+            "qt5ct"
+        );
+        assert_eq!(
+            r.param_values(&["colour=red".into()])
+                .unwrap_err()
+                .to_string(),
             "recipe t: unknown parameter `colour`; allowed: theme"
         );
         assert_eq!(
-            r.param_values(&["theme=kde".into()]).unwrap_err().to_string(),
+            r.param_values(&["theme=kde".into()])
+                .unwrap_err()
+                .to_string(),
             "recipe t: bad value `kde` for parameter `theme`; allowed: gtk3, qt5ct"
         );
     }

@@ -164,7 +164,10 @@ pub fn load(ctx: &Context) -> Result<Option<Journal>> {
     if journal.version != VERSION {
         return Err(Error::Journal {
             path,
-            reason: format!("version {} (this hostkit reads version {VERSION})", journal.version),
+            reason: format!(
+                "version {} (this hostkit reads version {VERSION})",
+                journal.version
+            ),
         });
     }
     Ok(Some(journal))
@@ -183,11 +186,15 @@ impl State {
             .custom_flags_nofollow()
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, errno)| match errno {
-                nix::errno::Errno::EWOULDBLOCK => Error::Locked { path: lock_path.clone() },
-                other => Error::io(&lock_path, other.into()),
-            })?;
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(
+                |(_, errno)| match errno {
+                    nix::errno::Errno::EWOULDBLOCK => Error::Locked {
+                        path: lock_path.clone(),
+                    },
+                    other => Error::io(&lock_path, other.into()),
+                },
+            )?;
         Ok(State {
             root_dir: ctx.state_dir.clone(),
             dir,
@@ -222,7 +229,12 @@ impl State {
     /// Stores a backup; returns its name.
     pub fn backup(&self, journal: &Journal, bytes: &[u8]) -> Result<String> {
         let name = format!("{}", journal.entries.len());
-        fsutil::write_atomic(&self.dir.join("backups").join(&name), bytes, 0o600, self.owner)?;
+        fsutil::write_atomic(
+            &self.dir.join("backups").join(&name),
+            bytes,
+            0o600,
+            self.owner,
+        )?;
         Ok(name)
     }
 
@@ -266,6 +278,7 @@ trait NoFollow {
 impl NoFollow for std::fs::OpenOptions {
     fn custom_flags_nofollow(&mut self) -> &mut Self {
         use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).mode(0o600)
+        self.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o600)
     }
 }

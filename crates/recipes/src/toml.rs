@@ -22,8 +22,14 @@ impl Source {
         let offset = offset.min(self.text.len());
         let before = &self.text.as_bytes()[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
         (line, column)
     }
 
@@ -113,7 +119,11 @@ impl<'a> Fields<'a> {
             if !allowed.contains(key) {
                 return Err(self.src.error(
                     span.clone(),
-                    format!("{}: unknown key `{key}`; allowed: {}", self.what, list(allowed)),
+                    format!(
+                        "{}: unknown key `{key}`; allowed: {}",
+                        self.what,
+                        list(allowed)
+                    ),
                 ));
             }
         }
@@ -132,7 +142,10 @@ impl<'a> Fields<'a> {
 
     /// The item under `key`.
     pub fn get(&self, key: &str) -> Option<&'a Item> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, v)| *v)
     }
 
     /// The keys, in file order.
@@ -143,7 +156,8 @@ impl<'a> Fields<'a> {
     /// An error at `key`'s value (or the table when absent).
     pub fn error(&self, key: &str, message: impl std::fmt::Display) -> Error {
         let span = self.get(key).and_then(|i| i.span()).or_else(|| self.span());
-        self.src.error(span, format!("{}: `{key}`: {message}", self.what))
+        self.src
+            .error(span, format!("{}: `{key}`: {message}", self.what))
     }
 
     /// A string value, if present.
@@ -160,8 +174,10 @@ impl<'a> Fields<'a> {
     /// A required string value.
     pub fn required(&self, key: &str) -> Result<String> {
         self.string(key)?.ok_or_else(|| {
-            self.src
-                .error(self.span(), format!("{}: missing required key `{key}`", self.what))
+            self.src.error(
+                self.span(),
+                format!("{}: missing required key `{key}`", self.what),
+            )
         })
     }
 
@@ -173,7 +189,10 @@ impl<'a> Fields<'a> {
         if allowed.contains(&value.as_str()) {
             Ok(Some(value))
         } else {
-            Err(self.error(key, format!("unknown value `{value}`; allowed: {}", list(allowed))))
+            Err(self.error(
+                key,
+                format!("unknown value `{value}`; allowed: {}", list(allowed)),
+            ))
         }
     }
 

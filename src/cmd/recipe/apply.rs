@@ -37,11 +37,22 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         for line in step_lines(printer, &report, false) {
             printer.note(line);
         }
-        let suffix = if args.dry_run { " (dry run: nothing written)" } else { "" };
+        if report.steps.iter().any(|s| s.status == "reported") {
+            printer.warn("some commands were not run under --root: run them inside the image");
+        }
+        let suffix = if args.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        };
         printer.note(format!("{}: {}{suffix}", report.recipe, report.message));
     }
     if let Some(error) = error {
         return Err(error.into());
     }
-    Ok(if report.pending() { Outcome::Pending } else { Outcome::Success })
+    Ok(if report.pending() {
+        Outcome::Pending
+    } else {
+        Outcome::Success
+    })
 }

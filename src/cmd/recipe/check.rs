@@ -35,7 +35,11 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                 recipe.params.iter().any(|p| p.name == key)
             });
         }
-        reports.push(hostkit_recipes::check(recipe, &opts, &hostkit_recipes::RealHost)?);
+        reports.push(hostkit_recipes::check(
+            recipe,
+            &opts,
+            &hostkit_recipes::RealHost,
+        )?);
     }
     if args.target.catalog.format == Format::Json {
         print_json(printer, &reports, many)?;
@@ -46,5 +50,9 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             }
         }
     }
-    Ok(if reports.iter().any(|r| r.pending()) { Outcome::Pending } else { Outcome::Success })
+    Ok(if reports.iter().any(|r| r.pending()) {
+        Outcome::Pending
+    } else {
+        Outcome::Success
+    })
 }

@@ -33,8 +33,18 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     }
     for r in &catalog.recipes {
         let mut scopes = vec![r.default_scope.to_string()];
-        scopes.extend(r.scopes.iter().filter(|s| **s != r.default_scope).map(|s| s.to_string()));
-        printer.out(format!("{:<14} {:<12} {}", r.name, scopes.join(","), r.summary));
+        scopes.extend(
+            r.scopes
+                .iter()
+                .filter(|s| **s != r.default_scope)
+                .map(|s| s.to_string()),
+        );
+        printer.out(format!(
+            "{:<14} {:<12} {}",
+            r.name,
+            scopes.join(","),
+            r.summary
+        ));
     }
     Ok(Outcome::Success)
 }

@@ -125,22 +125,32 @@ pub fn print_diff(printer: &Printer, diff: &str) {
 /// when only reported.
 pub fn print_commands(printer: &Printer, report: &Report) {
     for step in &report.steps {
-        if matches!(step.status.as_str(), "ok" | "not applicable" | "manual" | "failed" | "not done") {
+        if matches!(
+            step.status.as_str(),
+            "ok" | "not applicable" | "manual" | "failed" | "not done"
+        ) {
             continue;
         }
         for c in &step.commands {
             if c.run {
                 printer.out(format!("$ {}", c.command));
             } else {
-                printer.out(format!("# not run under --root, run inside the image: {}", c.command));
+                printer.out(format!(
+                    "# not run under --root, run inside the image: {}",
+                    c.command
+                ));
             }
         }
     }
 }
 
-/// Prints one line per step (`status  id  summary`, then the reason) on `sink`.
+/// One line per step (`status  id  summary`), then the reason, and with `-v` why the step
+/// exists.
 pub fn step_lines(printer: &Printer, report: &Report, color: bool) -> Vec<String> {
-    let mut lines = vec![format!("{} ({} scope, root {})", report.recipe, report.scope, report.root)];
+    let mut lines = vec![format!(
+        "{} ({} scope, root {})",
+        report.recipe, report.scope, report.root
+    )];
     for step in &report.steps {
         let status = format!("{:<15}", step.status);
         let status = if color {
@@ -157,6 +167,9 @@ pub fn step_lines(printer: &Printer, report: &Report, color: bool) -> Vec<String
         lines.push(format!("  {status} {:<26} {}", step.id, step.summary));
         if let Some(reason) = &step.reason {
             lines.push(format!("  {:<15} -> {reason}", ""));
+        }
+        if printer.verbosity() > 0 && !step.why.is_empty() {
+            lines.push(format!("  {:<15} why: {}", "", step.why));
         }
     }
     lines

@@ -20,7 +20,11 @@ pub struct Args {
 pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     let catalog = args.target.catalog.load()?;
     let recipe = catalog.get(&args.name)?;
-    let report = hostkit_recipes::revert(recipe, &args.target.options(args.force), &hostkit_recipes::RealHost)?;
+    let report = hostkit_recipes::revert(
+        recipe,
+        &args.target.options(args.force),
+        &hostkit_recipes::RealHost,
+    )?;
     if args.target.catalog.format == Format::Json {
         print_json(printer, std::slice::from_ref(&report), false)?;
     } else {
@@ -28,7 +32,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         print_commands(printer, &report);
         for step in &report.steps {
             if let Some(reason) = &step.reason {
-                printer.note(format!("{}: {reason}", step.id));
+                printer.warn(format!("{}: {reason}", step.id));
             }
         }
         printer.note(format!("{}: {}", report.recipe, report.message));

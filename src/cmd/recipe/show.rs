@@ -53,19 +53,37 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         printer.out(recipe.description.trim_end());
     }
     let scopes: Vec<String> = recipe.scopes.iter().map(|s| s.to_string()).collect();
-    printer.out(format!("\nScopes: {} (default {})", scopes.join(", "), recipe.default_scope));
+    printer.out(format!(
+        "\nScopes: {} (default {})",
+        scopes.join(", "),
+        recipe.default_scope
+    ));
     if !recipe.params.is_empty() {
         printer.out("\nParameters (--set KEY=VALUE):");
         for p in &recipe.params {
-            let allowed = if p.allowed.is_empty() { String::new() } else { format!(" [{}]", p.allowed.join("|")) };
+            let allowed = if p.allowed.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", p.allowed.join("|"))
+            };
             printer.out(format!("  {}={}{}  {}", p.name, p.default, allowed, p.help));
         }
     }
     printer.out("\nSteps:");
     for s in &recipe.steps {
         let scopes: Vec<String> = s.scopes.iter().map(|s| s.to_string()).collect();
-        let manual = if s.spec.kind() == hostkit_recipes::steps::StepKind::Manual { " (manual)" } else { "" };
-        printer.out(format!("  {} [{}, {}]{manual}: {}", s.id, s.spec.kind().name(), scopes.join("+"), s.summary));
+        let manual = if s.spec.kind() == hostkit_recipes::steps::StepKind::Manual {
+            " (manual)"
+        } else {
+            ""
+        };
+        printer.out(format!(
+            "  {} [{}, {}]{manual}: {}",
+            s.id,
+            s.spec.kind().name(),
+            scopes.join("+"),
+            s.summary
+        ));
         if !s.why.is_empty() {
             printer.out(format!("      why: {}", s.why));
         }

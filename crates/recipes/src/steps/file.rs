@@ -36,6 +36,11 @@ impl Spec {
     pub(crate) fn plan(&self, ctx: &Context) -> Result<Outcome> {
         let logical = ctx.path(&self.path)?;
         let content = ctx.render(&self.content);
-        Ok(Outcome::Effects(edit_file(ctx, &logical, self.mode, |_| Some(content))?))
+        Ok(Outcome::Effects(edit_file(
+            ctx,
+            &logical,
+            self.mode,
+            |_| Some(content),
+        )?))
     }
 }

@@ -45,7 +45,10 @@ pub struct Spec {
 pub(crate) fn parse(f: &Fields<'_>, ctx: &StepContext<'_>) -> Result<Spec> {
     let dconf_path = f.required("dconf_path")?;
     if !dconf_path.starts_with('/') || !dconf_path.ends_with('/') || dconf_path.len() < 3 {
-        return Err(f.error("dconf_path", "must start and end with `/`, e.g. \"/org/gtk/settings/file-chooser/\""));
+        return Err(f.error(
+            "dconf_path",
+            "must start and end with `/`, e.g. \"/org/gtk/settings/file-chooser/\"",
+        ));
     }
     Ok(Spec {
         schema: f.required("schema")?,
@@ -74,7 +77,12 @@ fn mtime(path: &Path) -> Option<std::time::SystemTime> {
 
 impl Spec {
     pub(crate) fn describe(&self, ctx: &Context) -> String {
-        format!("gsettings {} {} {}", self.schema, self.key, ctx.render(&self.value))
+        format!(
+            "gsettings {} {} {}",
+            self.schema,
+            self.key,
+            ctx.render(&self.value)
+        )
     }
 
     pub(crate) fn plan(&self, id: &str, ctx: &Context, host: &dyn Host) -> Result<Outcome> {
@@ -95,7 +103,9 @@ impl Spec {
         let out = match host.run(&get) {
             Ok(out) => out,
             Err(e) if not_started(&e) => {
-                return Ok(Outcome::NotApplicable(format!("gsettings is not installed ({e})")));
+                return Ok(Outcome::NotApplicable(format!(
+                    "gsettings is not installed ({e})"
+                )));
             }
             Err(e) => return Err(e),
         };
@@ -137,7 +147,9 @@ impl Spec {
             r = ctx.recipe
         );
         let mut effects = edit_file(ctx, &keyfile, 0o644, |_| Some(content))?;
-        effects.extend(edit_file(ctx, Path::new(PROFILE), 0o644, |before| Some(profile(before)))?);
+        effects.extend(edit_file(ctx, Path::new(PROFILE), 0o644, |before| {
+            Some(profile(before))
+        })?);
         let db = ctx.resolve(Path::new(DB))?;
         let keyfile_host = ctx.resolve(&keyfile)?;
         let stale = match (mtime(&db), mtime(&keyfile_host)) {
@@ -173,7 +185,13 @@ mod tests {
     #[test]
     fn profile_gets_user_db_first() {
         assert_eq!(profile(None), "user-db:user\nsystem-db:local\n");
-        assert_eq!(profile(Some("system-db:site\n")), "user-db:user\nsystem-db:site\nsystem-db:local\n");
-        assert_eq!(profile(Some("user-db:user\nsystem-db:local\n")), "user-db:user\nsystem-db:local\n");
+        assert_eq!(
+            profile(Some("system-db:site\n")),
+            "user-db:user\nsystem-db:site\nsystem-db:local\n"
+        );
+        assert_eq!(
+            profile(Some("user-db:user\nsystem-db:local\n")),
+            "user-db:user\nsystem-db:local\n"
+        );
     }
 }

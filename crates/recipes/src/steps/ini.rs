@@ -125,9 +125,18 @@ mod tests {
             set(text, "Qt", "style", "GTK+"),
             "; comment\r\n[Qt]\r\nstyle = GTK+\r\nfont=x\r\n\r\n[Other]\r\na=1\r\n"
         );
-        assert_eq!(set(text, "Qt", "new", "1"), "; comment\r\n[Qt]\r\nstyle = Plastique\r\nfont=x\r\nnew=1\r\n\r\n[Other]\r\na=1\r\n");
-        assert_eq!(set("[A]\nb=2", "Settings", "k", "v"), "[A]\nb=2\n\n[Settings]\nk=v\n");
+        assert_eq!(
+            set(text, "Qt", "new", "1"),
+            "; comment\r\n[Qt]\r\nstyle = Plastique\r\nfont=x\r\nnew=1\r\n\r\n[Other]\r\na=1\r\n"
+        );
+        assert_eq!(
+            set("[A]\nb=2", "Settings", "k", "v"),
+            "[A]\nb=2\n\n[Settings]\nk=v\n"
+        );
         assert_eq!(set("", "Settings", "k", "v"), "[Settings]\nk=v\n");
-        assert_eq!(set("[Settings]\nk=v\n", "Settings", "k", "v"), "[Settings]\nk=v\n");
+        assert_eq!(
+            set("[Settings]\nk=v\n", "Settings", "k", "v"),
+            "[Settings]\nk=v\n"
+        );
     }
 }

@@ -35,7 +35,10 @@ pub struct Spec {
 
 pub(crate) fn parse(f: &Fields<'_>, ctx: &StepContext<'_>) -> Result<Spec> {
     let mut paths = Vec::new();
-    for p in f.strings("path")?.ok_or_else(|| f.error("path", "missing required key"))? {
+    for p in f
+        .strings("path")?
+        .ok_or_else(|| f.error("path", "missing required key"))?
+    {
         paths.push(ctx.template(f, "path", p)?);
     }
     let line = ctx.template(f, "line", f.required("line")?)?;
@@ -46,7 +49,9 @@ pub(crate) fn parse(f: &Fields<'_>, ctx: &StepContext<'_>) -> Result<Spec> {
         Some(m) => Some(ctx.template(f, "match", m)?),
         None => None,
     };
-    let present = f.choice("state", &["present", "absent"])?.is_none_or(|s| s == "present");
+    let present = f
+        .choice("state", &["present", "absent"])?
+        .is_none_or(|s| s == "present");
     Ok(Spec {
         paths,
         line,
@@ -76,8 +81,7 @@ impl Spec {
             "{} `{}` in {}",
             if self.present { "line" } else { "no line" },
             ctx.render(&self.line),
-            paths.join(" (or ")
-                + &")".repeat(paths.len().saturating_sub(1))
+            paths.join(" (or ") + &")".repeat(paths.len().saturating_sub(1))
         )
     }
 
@@ -88,13 +92,20 @@ impl Spec {
         let present = self.present;
         let effects = edit_file(ctx, &logical, self.mode, |before| {
             let Some(before) = before else {
-                return if present { Some(format!("{line}\n")) } else { None };
+                return if present {
+                    Some(format!("{line}\n"))
+                } else {
+                    None
+                };
             };
             let mut lines = Lines::new(before);
             let matches = |content: &str| {
                 content == line || prefix.as_deref().is_some_and(|p| content.starts_with(p))
             };
-            let found: Vec<usize> = lines.indexes().filter(|&i| matches(lines.content(i))).collect();
+            let found: Vec<usize> = lines
+                .indexes()
+                .filter(|&i| matches(lines.content(i)))
+                .collect();
             if present {
                 if found.iter().any(|&i| lines.content(i) == line) {
                     return Some(before.to_string());

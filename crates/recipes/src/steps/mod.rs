@@ -151,7 +151,13 @@ impl StepSpec {
         }
     }
 
-    pub(crate) fn plan(&self, id: &str, recipe: &Recipe, ctx: &Context, host: &dyn Host) -> Result<Outcome> {
+    pub(crate) fn plan(
+        &self,
+        id: &str,
+        recipe: &Recipe,
+        ctx: &Context,
+        host: &dyn Host,
+    ) -> Result<Outcome> {
         match self {
             StepSpec::Line(s) => s.plan(ctx),
             StepSpec::Ini(s) => s.plan(ctx),
@@ -170,7 +176,12 @@ pub(crate) fn parse_mode(f: &Fields<'_>) -> Result<u32> {
         Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
             .ok()
             .filter(|&m| m <= 0o7777)
-            .ok_or_else(|| f.error("mode", format!("`{m}` is not an octal mode such as \"0644\""))),
+            .ok_or_else(|| {
+                f.error(
+                    "mode",
+                    format!("`{m}` is not an octal mode such as \"0644\""),
+                )
+            }),
     }
 }
 

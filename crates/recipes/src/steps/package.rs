@@ -23,7 +23,9 @@ pub struct Spec {
 }
 
 pub(crate) fn parse(f: &Fields<'_>, ctx: &StepContext<'_>) -> Result<Spec> {
-    let packages = f.strings("packages")?.ok_or_else(|| f.error("packages", "missing required key"))?;
+    let packages = f
+        .strings("packages")?
+        .ok_or_else(|| f.error("packages", "missing required key"))?;
     for p in &packages {
         ctx.package(f, "packages", p)?;
     }

@@ -117,37 +117,46 @@ fn expect(out: &Output, want: i32) -> (String, String) {
     (stdout, stderr)
 }
 
+/// Runs `hostkit ARGS --root DIR` and asserts its exit code; returns stdout and stderr.
+#[track_caller]
+fn at(dir: &TestDir, args: &[&str], want: i32) -> (String, String) {
+    expect(&run(&mut in_root(dir, args)), want)
+}
+
+/// Asserts that `text` contains `needle`, showing the text when it does not.
+#[track_caller]
+fn has(text: &str, needle: &str) {
+    assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+}
+
 /// The full cycle on a root: dry run shows `diff` and changes nothing; apply prints the same
 /// and makes exactly the change; a second apply is a no-op; check is 0; revert restores the
 /// tree byte for byte. Returns the tree as applied.
 fn cycle(dir: &TestDir, args: &[&str], diff: &str) -> BTreeMap<PathBuf, String> {
     let before = snapshot(dir.path());
-    let (dry, _) = expect(
-        &run(&mut in_root(dir, &[&["apply", "--dry-run"], args].concat())),
-        0,
-    );
+    let (dry, _) = at(dir, &[&["apply", "--dry-run"], args].concat(), 0);
     assert_eq!(dry, diff);
     same_tree(
         &snapshot(dir.path()),
         &before,
         "the dry run changed something",
     );
-    let (check, _) = expect(&run(&mut in_root(dir, &[&["check"], args].concat())), 1);
-    assert!(check.contains("would change"), "{check}");
-    let (applied, _) = expect(&run(&mut in_root(dir, &[&["apply"], args].concat())), 0);
+    let (check, _) = at(dir, &[&["check"], args].concat(), 1);
+    has(&check, "would change");
+    let (applied, _) = at(dir, &[&["apply"], args].concat(), 0);
     assert_eq!(applied, diff);
     let after = snapshot(dir.path());
-    let (again, stderr) = expect(&run(&mut in_root(dir, &[&["apply"], args].concat())), 0);
+    let (again, stderr) = at(dir, &[&["apply"], args].concat(), 0);
     assert_eq!(again, "");
-    assert!(stderr.contains("already applied"), "{stderr}");
+    has(&stderr, "already applied");
     same_tree(
         &snapshot(dir.path()),
         &after,
         "the second apply changed something",
     );
-    let (check, _) = expect(&run(&mut in_root(dir, &[&["check"], args].concat())), 0);
+    let (check, _) = at(dir, &[&["check"], args].concat(), 0);
     assert!(!check.contains("would change"), "{check}");
-    expect(&run(&mut in_root(dir, &[&["revert"], args].concat())), 0);
+    at(dir, &[&["revert"], args].concat(), 0);
     same_tree(
         &snapshot(dir.path()),
         &before,
@@ -230,22 +239,16 @@ fn gtk_legacy_user_scope_live_with_real_gsettings() {
     assert_eq!(dir.read("home/.profile"), "# not the login file here\n");
     let (again, stderr) = expect(&run(&mut hk_live(&["apply", "gtk-legacy"])), 0);
     assert_eq!(again, "");
-    assert!(stderr.contains("already applied"), "{stderr}");
+    has(&stderr, "already applied");
     let (check, _) = expect(&run(&mut hk_live(&["check", "gtk-legacy"])), 0);
-    assert!(
-        check.contains("ok              sort-directories-first"),
-        "{check}"
-    );
-    assert!(
-        check.contains("manual          file-chooser-typeahead"),
-        "{check}"
-    );
-    assert!(check.contains("lah7/gtk3-classic"), "{check}");
+    has(&check, "ok              sort-directories-first");
+    has(&check, "manual          file-chooser-typeahead");
+    has(&check, "lah7/gtk3-classic");
 
     let (reverted, _) = expect(&run(&mut hk_live(&["revert", "gtk-legacy"])), 0);
-    assert!(
-        reverted.contains("$ gsettings reset org.gtk.Settings.FileChooser sort-directories-first"),
-        "{reverted}"
+    has(
+        &reverted,
+        "$ gsettings reset org.gtk.Settings.FileChooser sort-directories-first",
     );
     assert_eq!(gsettings_get(), "false\n");
     same_tree(
@@ -266,7 +269,7 @@ fn gtk_legacy_user_scope_under_root() {
     assert!(applied.contains_key(Path::new(
         "home/u/.local/state/hostkit/gtk-legacy/journal.json"
     )));
-    let (check, _) = expect(&run(&mut in_root(&dir, &["check", "gtk-legacy"])), 1);
+    let (check, _) = at(&dir, &["check", "gtk-legacy"], 1);
     assert!(
         check.contains("not applicable  sort-directories-first")
             && check.contains("live gsettings probe is not run under --root"),
@@ -278,7 +281,7 @@ fn gtk_legacy_user_scope_under_root() {
 fn gtk_legacy_settings_ini_needs_gtk_3_24_9() {
     let dir = TestDir::new();
     dpkg_status(&dir, &[("libgtk-3-0", "3.24.5-1")]);
-    let (check, _) = expect(&run(&mut in_root(&dir, &["check", "gtk-legacy"])), 1);
+    let (check, _) = at(&dir, &["check", "gtk-legacy"], 1);
     assert!(
         check.contains("not applicable  overlay-scrolling-ini")
             && check.contains(
@@ -314,13 +317,7 @@ fn gtk_legacy_system_scope_under_root_with_real_dconf() {
     assert!(!applied.contains_key(Path::new("home")));
 
     // The compiled database really holds the key: apply again and read it with dconf.
-    expect(
-        &run(&mut in_root(
-            &dir,
-            &["apply", "gtk-legacy", "--scope", "system"],
-        )),
-        0,
-    );
+    at(&dir, &["apply", "gtk-legacy", "--scope", "system"], 0);
     let profile = dir.write(
         "dconf-profile",
         format!("file-db:{root}/etc/dconf/db/local\n"),
@@ -331,13 +328,7 @@ fn gtk_legacy_system_scope_under_root_with_real_dconf() {
     ]));
     assert_eq!(value, "true\n");
     std::fs::remove_file(&profile).unwrap();
-    expect(
-        &run(&mut in_root(
-            &dir,
-            &["revert", "gtk-legacy", "--scope", "system"],
-        )),
-        0,
-    );
+    at(&dir, &["revert", "gtk-legacy", "--scope", "system"], 0);
     assert!(!dir.join("etc/dconf/db/local").exists());
 }
 
@@ -383,11 +374,9 @@ fn qt_gtk_missing_packages_are_reported_under_root() {
     let dir = TestDir::new();
     dpkg_status(&dir, &[("qt5-gtk-platformtheme", "5.15.8+dfsg-11")]);
     let before = snapshot(dir.path());
-    let (dry, _) = expect(
-        &run(&mut in_root(
-            &dir,
-            &["apply", "qt-gtk", "--scope", "system", "--dry-run"],
-        )),
+    let (dry, _) = at(
+        &dir,
+        &["apply", "qt-gtk", "--scope", "system", "--dry-run"],
         0,
     );
     assert_eq!(
@@ -396,40 +385,22 @@ fn qt_gtk_missing_packages_are_reported_under_root() {
          # not run under --root, run inside the image: apt-get install -y qt6-gtk-platformtheme\n"
     );
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
-    let (check, _) = expect(
-        &run(&mut in_root(
-            &dir,
-            &["check", "qt-gtk", "--scope", "system"],
-        )),
-        1,
-    );
+    let (check, _) = at(&dir, &["check", "qt-gtk", "--scope", "system"], 1);
     assert!(
         check.contains("not applicable  qt4-style")
             && check.contains("qt4 is not installed (libqtgui4)"),
         "{check}"
     );
     // Apply writes the file but can only report the package manager call: exit 1.
-    let (_, stderr) = expect(
-        &run(&mut in_root(
-            &dir,
-            &["apply", "qt-gtk", "--scope", "system"],
-        )),
-        1,
-    );
-    assert!(
-        stderr.contains("reported        platformtheme-packages"),
-        "{stderr}"
-    );
+    let (_, stderr) = at(&dir, &["apply", "qt-gtk", "--scope", "system"], 1);
+    has(&stderr, "reported        platformtheme-packages");
     assert_eq!(dir.read("etc/environment"), "QT_QPA_PLATFORMTHEME=gtk3\n");
     // In user scope a missing package is manual (installing needs root).
-    let (check, _) = expect(&run(&mut in_root(&dir, &["check", "qt-gtk"])), 1);
-    assert!(
-        check.contains("manual          platformtheme-packages"),
-        "{check}"
-    );
-    assert!(
-        check.contains("as root run `apt-get install -y qt6-gtk-platformtheme`"),
-        "{check}"
+    let (check, _) = at(&dir, &["check", "qt-gtk"], 1);
+    has(&check, "manual          platformtheme-packages");
+    has(
+        &check,
+        "as root run `apt-get install -y qt6-gtk-platformtheme`",
     );
 }
 
@@ -437,19 +408,17 @@ fn qt_gtk_missing_packages_are_reported_under_root() {
 fn json_output_has_the_documented_shape() {
     let dir = TestDir::new();
     dpkg_status(&dir, DEBIAN_12);
-    let (out, _) = expect(
-        &run(&mut in_root(
-            &dir,
-            &[
-                "apply",
-                "qt-gtk",
-                "--scope",
-                "system",
-                "--dry-run",
-                "--format",
-                "json",
-            ],
-        )),
+    let (out, _) = at(
+        &dir,
+        &[
+            "apply",
+            "qt-gtk",
+            "--scope",
+            "system",
+            "--dry-run",
+            "--format",
+            "json",
+        ],
         0,
     );
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
@@ -476,10 +445,7 @@ fn json_output_has_the_documented_shape() {
     for key in ["reason", "commands", "diff", "summary"] {
         assert!(steps[0].get(key).is_some(), "missing {key}");
     }
-    let (out, _) = expect(
-        &run(&mut in_root(&dir, &["check", "all", "--format", "json"])),
-        1,
-    );
+    let (out, _) = at(&dir, &["check", "all", "--format", "json"], 1);
     let all: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let names: Vec<&str> = all
         .as_array()
@@ -494,60 +460,25 @@ fn json_output_has_the_documented_shape() {
 fn check_exit_codes_and_check_all() {
     let dir = TestDir::new();
     dpkg_status(&dir, DEBIAN_12);
-    expect(
-        &run(&mut in_root(&dir, &["check", "all", "--scope", "system"])),
-        1,
-    );
-    expect(
-        &run(&mut in_root(
-            &dir,
-            &["apply", "gtk-legacy", "--scope", "system"],
-        )),
-        0,
-    );
-    expect(
-        &run(&mut in_root(
-            &dir,
-            &["apply", "qt-gtk", "--scope", "system"],
-        )),
-        0,
-    );
-    let (out, _) = expect(
-        &run(&mut in_root(&dir, &["check", "all", "--scope", "system"])),
-        0,
-    );
+    at(&dir, &["check", "all", "--scope", "system"], 1);
+    at(&dir, &["apply", "gtk-legacy", "--scope", "system"], 0);
+    at(&dir, &["apply", "qt-gtk", "--scope", "system"], 0);
+    let (out, _) = at(&dir, &["check", "all", "--scope", "system"], 0);
     assert!(
         out.contains("gtk-legacy (system scope") && out.contains("qt-gtk (system scope"),
         "{out}"
     );
-    let (_, err) = expect(&run(&mut in_root(&dir, &["check", "nope"])), 2);
-    assert!(
-        err.contains("unknown recipe `nope`; available: gtk-legacy, qt-gtk"),
-        "{err}"
+    let (_, err) = at(&dir, &["check", "nope"], 2);
+    has(&err, "unknown recipe `nope`; available: gtk-legacy, qt-gtk");
+    let (_, err) = at(&dir, &["check", "qt-gtk", "--set", "colour=red"], 2);
+    has(
+        &err,
+        "unknown parameter `colour`; allowed: qt4, platformtheme",
     );
-    let (_, err) = expect(
-        &run(&mut in_root(
-            &dir,
-            &["check", "qt-gtk", "--set", "colour=red"],
-        )),
-        2,
-    );
-    assert!(
-        err.contains("unknown parameter `colour`; allowed: qt4, platformtheme"),
-        "{err}"
-    );
-    let (_, err) = expect(
-        &run(&mut in_root(
-            &dir,
-            &["check", "qt-gtk", "--set", "platformtheme=kde"],
-        )),
-        2,
-    );
-    assert!(
-        err.contains(
-            "bad value `kde` for parameter `platformtheme`; allowed: gtk3, xdgdesktopportal"
-        ),
-        "{err}"
+    let (_, err) = at(&dir, &["check", "qt-gtk", "--set", "platformtheme=kde"], 2);
+    has(
+        &err,
+        "bad value `kde` for parameter `platformtheme`; allowed: gtk3, xdgdesktopportal",
     );
 }
 
@@ -561,15 +492,12 @@ fn list_and_show() {
          qt-gtk         user,system  Qt applications look like the GTK desktop: Qt4 style GTK+, Qt5/Qt6 GTK3 platform theme\n"
     );
     let out = run_ok(hk(dir.path()).args(["show", "gtk-legacy"]));
-    assert!(
-        out.contains("file-chooser-typeahead [manual, user+system] (manual)"),
-        "{out}"
+    has(
+        &out,
+        "file-chooser-typeahead [manual, user+system] (manual)",
     );
-    assert!(out.contains("what to do: no setting exists"), "{out}");
-    assert!(
-        out.contains("settings_ini=auto [auto|always|never]"),
-        "{out}"
-    );
+    has(&out, "what to do: no setting exists");
+    has(&out, "settings_ini=auto [auto|always|never]");
 }
 
 /// A recipe directory with one file.
@@ -639,13 +567,7 @@ fn target_that_is_a_directory_is_an_error() {
     dpkg_status(&dir, DEBIAN_12);
     std::fs::create_dir_all(dir.join("etc/environment")).unwrap();
     let before = snapshot(dir.path());
-    let (_, err) = expect(
-        &run(&mut in_root(
-            &dir,
-            &["apply", "qt-gtk", "--scope", "system"],
-        )),
-        2,
-    );
+    let (_, err) = at(&dir, &["apply", "qt-gtk", "--scope", "system"], 2);
     assert!(
         err.contains("step `platformtheme-env` (<built-in>/qt-gtk.toml:")
             && err.contains("/etc/environment: is a directory, expected a regular file"),
@@ -661,18 +583,30 @@ fn unreadable_target_is_an_error() {
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o000)).unwrap();
     let mut cmd = in_root(&dir, &["apply", "gtk-legacy"]);
     if is_root() {
-        // Root reads anything: run hostkit as an unprivileged user owning the home instead.
+        // Root reads anything: run hostkit as an unprivileged user who owns the home instead
+        // (from a copy of the binary, in case the build directory is private to root).
         use std::os::unix::process::CommandExt;
         let nobody = 65534;
+        let bin = dir.join("bin/hostkit");
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::copy(crate::util::hostkit_bin(), &bin).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         for p in ["home", "home/u", "home/u/.profile"] {
             std::os::unix::fs::lchown(dir.join(p), Some(nobody), Some(nobody)).unwrap();
         }
-        cmd.uid(nobody).gid(nobody);
+        let mut as_nobody = Command::new(&bin);
+        as_nobody
+            .env_clear()
+            .env("HOME", "/home/u")
+            .args(["apply", "gtk-legacy", "--root"])
+            .arg(dir.path())
+            .uid(nobody)
+            .gid(nobody);
+        cmd = as_nobody;
     }
     let before = snapshot(dir.path());
     let (_, err) = expect(&run(&mut cmd), 2);
-    assert!(err.contains("/home/u/.profile: Permission denied"), "{err}");
+    has(&err, "/home/u/.profile: Permission denied");
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
 }
 
@@ -686,10 +620,10 @@ fn symlink_planted_by_another_user_is_not_followed() {
     std::os::unix::fs::symlink("/etc/shadow-like", &link).unwrap();
     std::os::unix::fs::lchown(&link, Some(4242), Some(4242)).unwrap();
     let before = snapshot(dir.path());
-    let (_, err) = expect(&run(&mut in_root(&dir, &["apply", "gtk-legacy"])), 2);
-    assert!(
-        err.contains("home/u/.profile: refusing to follow a symbolic link owned by uid 4242 (only links owned by root are followed)"),
-        "{err}"
+    let (_, err) = at(&dir, &["apply", "gtk-legacy"], 2);
+    has(
+        &err,
+        "home/u/.profile: refusing to follow a symbolic link owned by uid 4242 (only links owned by root are followed)",
     );
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
     assert_eq!(std::fs::read_to_string(victim).unwrap(), "root:x:0\n");
@@ -700,11 +634,9 @@ fn symlink_owned_by_the_user_is_followed_inside_the_root() {
     let dir = TestDir::new();
     dir.write("home/u/dotfiles/profile", "# mine\n");
     std::os::unix::fs::symlink("/home/u/dotfiles/profile", dir.join("home/u/.profile")).unwrap();
-    let (out, _) = expect(
-        &run(&mut in_root(
-            &dir,
-            &["apply", "gtk-legacy", "--set", "settings_ini=never"],
-        )),
+    let (out, _) = at(
+        &dir,
+        &["apply", "gtk-legacy", "--set", "settings_ini=never"],
         0,
     );
     assert!(
@@ -721,7 +653,7 @@ fn symlink_owned_by_the_user_is_followed_inside_the_root() {
             .file_type()
             .is_symlink()
     );
-    expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy"])), 0);
+    at(&dir, &["revert", "gtk-legacy"], 0);
     assert_eq!(dir.read("home/u/dotfiles/profile"), "# mine\n");
 }
 
@@ -737,7 +669,7 @@ fn read_only_root_fails_cleanly() {
         .arg(dir.path())
         .arg(crate::util::hostkit_bin()));
     let (_, err) = expect(&out, 2);
-    assert!(err.contains("Read-only file system"), "{err}");
+    has(&err, "Read-only file system");
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
 }
 
@@ -757,21 +689,12 @@ fn failure_between_steps_leaves_files_intact_and_revert_works() {
         out.ends_with("+export GTK_OVERLAY_SCROLLING=0\n"),
         "only the done step's diff: {out}"
     );
-    assert!(
-        err.contains("changed         overlay-scrolling-env"),
-        "{err}"
-    );
-    assert!(
-        err.contains("failed          overlay-scrolling-ini"),
-        "{err}"
-    );
-    assert!(
-        err.contains("not done        sort-directories-first"),
-        "{err}"
-    );
-    assert!(
-        err.contains("error: step `overlay-scrolling-ini` failed; steps done before it: overlay-scrolling-env; undo them with `hostkit revert gtk-legacy`"),
-        "{err}"
+    has(&err, "changed         overlay-scrolling-env");
+    has(&err, "failed          overlay-scrolling-ini");
+    has(&err, "not done        sort-directories-first");
+    has(
+        &err,
+        "error: step `overlay-scrolling-ini` failed; steps done before it: overlay-scrolling-env; undo them with `hostkit revert gtk-legacy`",
     );
     // Each file is either as it was or as intended.
     assert!(dir.join("etc/profile.d/hostkit-gtk-legacy.sh").exists());
@@ -780,14 +703,8 @@ fn failure_between_steps_leaves_files_intact_and_revert_works() {
         "[Settings]\ngtk-theme-name=Adwaita\n"
     );
     assert!(!dir.join("etc/dconf").exists());
-    let (_, err) = expect(
-        &run(&mut in_root(
-            &dir,
-            &["revert", "gtk-legacy", "--scope", "system"],
-        )),
-        0,
-    );
-    assert!(err.contains("reverted: overlay-scrolling-env"), "{err}");
+    let (_, err) = at(&dir, &["revert", "gtk-legacy", "--scope", "system"], 0);
+    has(&err, "reverted: overlay-scrolling-env");
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
 }
 
@@ -795,36 +712,28 @@ fn failure_between_steps_leaves_files_intact_and_revert_works() {
 fn revert_refuses_to_overwrite_a_file_changed_since() {
     let dir = TestDir::new();
     dir.write("home/u/.profile", "# profile\n");
-    expect(
-        &run(&mut in_root(
-            &dir,
-            &["apply", "gtk-legacy", "--set", "settings_ini=never"],
-        )),
+    at(
+        &dir,
+        &["apply", "gtk-legacy", "--set", "settings_ini=never"],
         0,
     );
     dir.write(
         "home/u/.profile",
         "# profile\nexport GTK_OVERLAY_SCROLLING=0\nalias ll='ls -l'\n",
     );
-    let (_, err) = expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy"])), 2);
-    assert!(
-        err.contains("home/u/.profile: changed by someone else since `hostkit apply gtk-legacy`; not overwriting it (use --force to revert anyway)"),
-        "{err}"
+    let (_, err) = at(&dir, &["revert", "gtk-legacy"], 2);
+    has(
+        &err,
+        "home/u/.profile: changed by someone else since `hostkit apply gtk-legacy`; not overwriting it (use --force to revert anyway)",
     );
     assert_eq!(
         dir.read("home/u/.profile"),
         "# profile\nexport GTK_OVERLAY_SCROLLING=0\nalias ll='ls -l'\n"
     );
-    expect(
-        &run(&mut in_root(&dir, &["revert", "gtk-legacy", "--force"])),
-        0,
-    );
+    at(&dir, &["revert", "gtk-legacy", "--force"], 0);
     assert_eq!(dir.read("home/u/.profile"), "# profile\n");
-    let (_, err) = expect(&run(&mut in_root(&dir, &["revert", "gtk-legacy"])), 0);
-    assert!(
-        err.contains("nothing to revert: gtk-legacy has not been applied"),
-        "{err}"
-    );
+    let (_, err) = at(&dir, &["revert", "gtk-legacy"], 0);
+    has(&err, "nothing to revert: gtk-legacy has not been applied");
 }
 
 #[test]
@@ -835,11 +744,8 @@ fn a_held_lock_stops_a_second_apply() {
     let file = std::fs::File::open(&lock).unwrap();
     let _held =
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("flock");
-    let (_, err) = expect(&run(&mut in_root(&dir, &["apply", "gtk-legacy"])), 2);
-    assert!(
-        err.contains("another hostkit apply or revert is running"),
-        "{err}"
-    );
+    let (_, err) = at(&dir, &["apply", "gtk-legacy"], 2);
+    has(&err, "another hostkit apply or revert is running");
     assert_eq!(dir.read("home/u/.profile"), "# profile\n");
 }
 
@@ -850,9 +756,9 @@ fn unsupported_scope_and_missing_root_are_errors() {
     let mut cmd = in_root(&dir, &["check", "sys", "--scope", "user"]);
     cmd.arg("--recipes").arg(&recipes);
     let (_, err) = expect(&run(&mut cmd), 2);
-    assert!(
-        err.contains("recipe sys does not support scope `user`; supported: system"),
-        "{err}"
+    has(
+        &err,
+        "recipe sys does not support scope `user`; supported: system",
     );
     let (_, err) = expect(
         &run(hk(dir.path())
@@ -860,5 +766,5 @@ fn unsupported_scope_and_missing_root_are_errors() {
             .arg(dir.join("nope"))),
         2,
     );
-    assert!(err.contains("nope: No such file or directory"), "{err}");
+    has(&err, "nope: No such file or directory");
 }

@@ -191,7 +191,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: (u32, u32)) -> 
     result
 }
 
-fn set_owner(file: &File, path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+/// Gives an open file (or directory) an owner, when it has another one.
+pub fn set_owner(file: &File, path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if meta.uid() == uid && meta.gid() == gid {
         return Ok(());

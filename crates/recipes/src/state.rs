@@ -186,6 +186,7 @@ impl State {
             .custom_flags_nofollow()
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
+        fsutil::set_owner(&file, &lock_path, ctx.owner)?;
         let lock =
             Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(
                 |(_, errno)| match errno {

@@ -198,19 +198,23 @@ fn gtk_legacy_user_scope_live_with_real_gsettings() {
             .args(["--set", "settings_ini=always"]);
         cmd
     };
-    let gsettings_get = || {
+    // The real gsettings, on the same private schemas and keyfile as hostkit's.
+    let gsettings = |args: &[&str]| {
         run_ok(
             Command::new("gsettings")
                 .env("HOME", &home)
                 .env_remove("XDG_CONFIG_HOME")
                 .env("GSETTINGS_SCHEMA_DIR", &schemas)
                 .env("GSETTINGS_BACKEND", "keyfile")
-                .args([
-                    "get",
-                    "org.gtk.Settings.FileChooser",
-                    "sort-directories-first",
-                ]),
+                .args(args),
         )
+    };
+    let gsettings_get = || {
+        gsettings(&[
+            "get",
+            "org.gtk.Settings.FileChooser",
+            "sort-directories-first",
+        ])
     };
     let h = home.display().to_string();
     let h = h.trim_start_matches('/');
@@ -255,6 +259,26 @@ fn gtk_legacy_user_scope_live_with_real_gsettings() {
         &snapshot(dir.path()),
         &before,
         "revert did not restore the home byte for byte",
+    );
+
+    // A value changed by someone else since apply is not overwritten without --force.
+    expect(&run(&mut hk_live(&["apply", "gtk-legacy"])), 0);
+    gsettings(&[
+        "set",
+        "org.gtk.Settings.FileChooser",
+        "sort-directories-first",
+        "false",
+    ]);
+    let (_, err) = expect(&run(&mut hk_live(&["revert", "gtk-legacy"])), 2);
+    has(
+        &err,
+        "gsettings org.gtk.Settings.FileChooser sort-directories-first is now false, changed by someone else since `hostkit apply gtk-legacy`",
+    );
+    expect(&run(&mut hk_live(&["revert", "gtk-legacy", "--force"])), 0);
+    assert_eq!(gsettings_get(), "false\n");
+    assert_eq!(
+        dir.read("home/.bash_profile"),
+        "# login\r\n[ -f ~/.profile ] && . ~/.profile\r\n"
     );
 }
 

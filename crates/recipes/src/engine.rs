@@ -340,6 +340,7 @@ fn apply_step(
                         step: sp.id.clone(),
                         schema: g.schema.clone(),
                         key: g.key.clone(),
+                        value: g.value.clone(),
                         previous: g.previous.clone(),
                         previous_is_default: g.previous_is_default,
                     });
@@ -424,6 +425,22 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
     // Check every file first, so a refusal changes nothing.
     let mut decisions = Vec::new();
     for entry in &journal.entries {
+        if let Entry::Gsettings {
+            schema, key, value, ..
+        } = entry
+            && ctx.live
+            && !opts.force
+        {
+            let get = Cmd::new(["gsettings", "get", schema, key]);
+            let current = get.check(host.run(&get)?)?.stdout.trim().to_string();
+            if current != *value {
+                return Err(Error::SettingChangedSince {
+                    setting: format!("{schema} {key}"),
+                    value: current,
+                    recipe: recipe.name.clone(),
+                });
+            }
+        }
         let Some(f) = entry.file() else {
             decisions.push((Restore::No, None));
             continue;

@@ -142,6 +142,18 @@ pub enum Error {
         /// The recipe.
         recipe: String,
     },
+    /// Revert found a GSettings key changed since apply.
+    #[error(
+        "gsettings {setting} is now {value}, changed by someone else since `hostkit apply {recipe}`; not overwriting it (use --force to revert anyway)"
+    )]
+    SettingChangedSince {
+        /// `schema key`.
+        setting: String,
+        /// Its value now.
+        value: String,
+        /// The recipe.
+        recipe: String,
+    },
     /// The journal in the state directory cannot be read or written.
     #[error("{}: bad journal: {reason}", path.display())]
     Journal {

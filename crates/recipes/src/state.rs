@@ -70,6 +70,8 @@ pub enum Entry {
         schema: String,
         /// The key.
         key: String,
+        /// The value apply set.
+        value: String,
         /// The value before the first apply.
         previous: String,
         /// Whether that was the default (revert resets the key).

@@ -367,7 +367,20 @@ fn qt_gtk_user_scope_under_root() {
     let diff = "--- a/home/u/.config/Trolltech.conf\n+++ b/home/u/.config/Trolltech.conf\n@@ -2,5 +2,5 @@\n foo=1\r\n \r\n [Qt]\r\n-style=Plastique\r\n+style=GTK+\r\n font=\"Sans,10\"\r\n\
                 --- /dev/null\n+++ b/home/u/.config/environment.d/60-hostkit-qt-gtk.conf\n@@ -0,0 +1,2 @@\n\
                 +# Managed by hostkit (recipe qt-gtk): Qt5/Qt6 applications use the GTK3 platform theme.\n+QT_QPA_PLATFORMTHEME=gtk3\n";
-    cycle(&dir, &["qt-gtk"], diff);
+    // A private file of another owner keeps its mode and owner through the atomic rewrite.
+    let conf = dir.join("home/u/.config/Trolltech.conf");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let owner = if is_root() {
+        1234
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    if is_root() {
+        std::os::unix::fs::lchown(&conf, Some(owner), Some(owner)).unwrap();
+    }
+    let applied = cycle(&dir, &["qt-gtk"], diff);
+    let entry = &applied[Path::new("home/u/.config/Trolltech.conf")];
+    has(entry, &format!("mode 100600 owner {owner}:{owner} file"));
 }
 
 #[test]
@@ -481,6 +494,26 @@ fn json_output_has_the_documented_shape() {
 }
 
 #[test]
+fn diff_is_coloured_only_when_asked_or_on_a_terminal() {
+    let dir = TestDir::new();
+    dir.write("home/u/.profile", "# p\n");
+    let args = [
+        "apply",
+        "gtk-legacy",
+        "--dry-run",
+        "--set",
+        "settings_ini=never",
+    ];
+    let (plain, _) = at(&dir, &args, 0);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    let (coloured, _) = at(&dir, &[&args[..], &["--color", "always"]].concat(), 0);
+    has(
+        &coloured,
+        "\x1b[32m+export GTK_OVERLAY_SCROLLING=0\x1b[0m\n",
+    );
+}
+
+#[test]
 fn check_exit_codes_and_check_all() {
     let dir = TestDir::new();
     dpkg_status(&dir, DEBIAN_12);
@@ -515,6 +548,16 @@ fn list_and_show() {
         "gtk-legacy     user,system  GTK3 as it used to behave: classic scrollbars, folders first in the file chooser\n\
          qt-gtk         user,system  Qt applications look like the GTK desktop: Qt4 style GTK+, Qt5/Qt6 GTK3 platform theme\n"
     );
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(hk(dir.path()).args(["list", "--format", "json"]))).unwrap();
+    assert_eq!(json[1]["name"], "qt-gtk");
+    assert_eq!(json[1]["scopes"], serde_json::json!(["user", "system"]));
+    let json: serde_json::Value = serde_json::from_str(&run_ok(
+        hk(dir.path()).args(["show", "qt-gtk", "--format", "json"]),
+    ))
+    .unwrap();
+    assert_eq!(json["params"][0]["name"], "qt4");
+    assert_eq!(json["steps"][0]["kind"], "ini");
     let out = run_ok(hk(dir.path()).args(["show", "gtk-legacy"]));
     has(
         &out,
@@ -651,6 +694,16 @@ fn symlink_planted_by_another_user_is_not_followed() {
     );
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
     assert_eq!(std::fs::read_to_string(victim).unwrap(), "root:x:0\n");
+
+    // The same for a directory on the way: ~/.config planted by uid 4242.
+    std::os::unix::fs::symlink("/etc", dir.join("home/u/.config")).unwrap();
+    std::os::unix::fs::lchown(dir.join("home/u/.config"), Some(4242), Some(4242)).unwrap();
+    let (_, err) = at(&dir, &["apply", "qt-gtk", "--set", "qt4=always"], 2);
+    has(
+        &err,
+        "home/u/.config: refusing to follow a symbolic link owned by uid 4242",
+    );
+    assert!(!dir.join("etc/Trolltech.conf").exists());
 }
 
 #[test]

@@ -814,6 +814,23 @@ fn revert_refuses_to_overwrite_a_file_changed_since() {
 }
 
 #[test]
+fn a_corrupt_journal_is_an_error_naming_it() {
+    let dir = TestDir::new();
+    dir.write("home/u/.profile", "# profile\n");
+    at(&dir, &["apply", "gtk-legacy"], 0);
+    let journal = dir.write(
+        "home/u/.local/state/hostkit/gtk-legacy/journal.json",
+        "{ not json",
+    );
+    let (_, err) = at(&dir, &["revert", "gtk-legacy"], 2);
+    has(&err, &format!("{}: bad journal: ", journal.display()));
+    assert_eq!(
+        dir.read("home/u/.profile"),
+        "# profile\nexport GTK_OVERLAY_SCROLLING=0\n"
+    );
+}
+
+#[test]
 fn a_held_lock_stops_a_second_apply() {
     let dir = TestDir::new();
     dir.write("home/u/.profile", "# profile\n");

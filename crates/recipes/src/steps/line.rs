@@ -61,6 +61,39 @@ pub(crate) fn parse(f: &Fields<'_>, ctx: &StepContext<'_>) -> Result<Spec> {
     })
 }
 
+/// The text with `line` present (replacing the last line starting with `prefix`, else
+/// appended) or absent (every such line removed). `None` in and out: no file.
+pub(crate) fn edit(
+    before: Option<&str>,
+    line: &str,
+    prefix: Option<&str>,
+    present: bool,
+) -> Option<String> {
+    let Some(before) = before else {
+        return present.then(|| format!("{line}\n"));
+    };
+    let mut lines = Lines::new(before);
+    let matches = |content: &str| content == line || prefix.is_some_and(|p| content.starts_with(p));
+    let found: Vec<usize> = lines
+        .indexes()
+        .filter(|&i| matches(lines.content(i)))
+        .collect();
+    if present {
+        if found.iter().any(|&i| lines.content(i) == line) {
+            return Some(before.to_string());
+        }
+        match found.last() {
+            Some(&i) => lines.replace(i, line),
+            None => lines.push(line),
+        }
+    } else {
+        for &i in found.iter().rev() {
+            lines.remove(i);
+        }
+    }
+    Some(lines.text())
+}
+
 impl Spec {
     /// The file to edit: the first candidate that exists, else the last.
     fn target(&self, ctx: &Context) -> Result<PathBuf> {
@@ -76,12 +109,18 @@ impl Spec {
     }
 
     pub(crate) fn describe(&self, ctx: &Context) -> String {
-        let paths: Vec<String> = self.paths.iter().map(|p| ctx.render(p)).collect();
+        let mut paths = self.paths.iter().map(|p| ctx.render(p));
+        let first = paths.next().unwrap_or_default();
+        let rest: Vec<String> = paths.collect();
         format!(
-            "{} `{}` in {}",
+            "{} `{}` in {first}{}",
             if self.present { "line" } else { "no line" },
             ctx.render(&self.line),
-            paths.join(" (or ") + &")".repeat(paths.len().saturating_sub(1))
+            if rest.is_empty() {
+                String::new()
+            } else {
+                format!(" (or {})", rest.join(", "))
+            }
         )
     }
 
@@ -89,38 +128,64 @@ impl Spec {
         let logical = self.target(ctx)?;
         let line = ctx.render(&self.line);
         let prefix = self.match_prefix.as_ref().map(|m| ctx.render(m));
-        let present = self.present;
         let effects = edit_file(ctx, &logical, self.mode, |before| {
-            let Some(before) = before else {
-                return if present {
-                    Some(format!("{line}\n"))
-                } else {
-                    None
-                };
-            };
-            let mut lines = Lines::new(before);
-            let matches = |content: &str| {
-                content == line || prefix.as_deref().is_some_and(|p| content.starts_with(p))
-            };
-            let found: Vec<usize> = lines
-                .indexes()
-                .filter(|&i| matches(lines.content(i)))
-                .collect();
-            if present {
-                if found.iter().any(|&i| lines.content(i) == line) {
-                    return Some(before.to_string());
-                }
-                match found.last() {
-                    Some(&i) => lines.replace(i, &line),
-                    None => lines.push(&line),
-                }
-            } else {
-                for &i in found.iter().rev() {
-                    lines.remove(i);
-                }
-            }
-            Some(lines.text())
+            edit(before, &line, prefix.as_deref(), self.present)
         })?;
         Ok(Outcome::Effects(effects))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit;
+
+    const LINE: &str = "export GTK_OVERLAY_SCROLLING=0";
+    const PREFIX: Option<&str> = Some("export GTK_OVERLAY_SCROLLING=");
+
+    #[test]
+    fn present_appends_replaces_or_keeps() {
+        assert_eq!(
+            edit(None, LINE, PREFIX, true).as_deref(),
+            Some("export GTK_OVERLAY_SCROLLING=0\n")
+        );
+        assert_eq!(edit(None, LINE, PREFIX, false), None);
+        assert_eq!(
+            edit(
+                Some("a\r\nexport GTK_OVERLAY_SCROLLING=1\r\nb"),
+                LINE,
+                PREFIX,
+                true
+            )
+            .as_deref(),
+            Some("a\r\nexport GTK_OVERLAY_SCROLLING=0\r\nb")
+        );
+        assert_eq!(
+            edit(
+                Some("# x\nexport GTK_OVERLAY_SCROLLING=0\n"),
+                LINE,
+                PREFIX,
+                true
+            )
+            .as_deref(),
+            Some("# x\nexport GTK_OVERLAY_SCROLLING=0\n")
+        );
+        assert_eq!(
+            edit(Some("# x"), LINE, None, true).as_deref(),
+            Some("# x\nexport GTK_OVERLAY_SCROLLING=0\n")
+        );
+    }
+
+    #[test]
+    fn absent_removes_every_match() {
+        assert_eq!(
+            edit(
+                Some("a\nexport GTK_OVERLAY_SCROLLING=1\nb\nexport GTK_OVERLAY_SCROLLING=0\n"),
+                LINE,
+                PREFIX,
+                false
+            )
+            .as_deref(),
+            Some("a\nb\n")
+        );
     }
 }

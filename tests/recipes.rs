@@ -814,6 +814,23 @@ fn revert_refuses_to_overwrite_a_file_changed_since() {
 }
 
 #[test]
+fn two_recipes_applied_and_reverted_leave_no_state_behind() {
+    let dir = TestDir::new();
+    dpkg_status(&dir, DEBIAN_12);
+    dir.write("home/u/.profile", "# profile\n");
+    let before = snapshot(dir.path());
+    at(&dir, &["apply", "gtk-legacy"], 0);
+    at(&dir, &["apply", "qt-gtk"], 0);
+    at(&dir, &["revert", "gtk-legacy"], 0);
+    assert!(
+        dir.join("home/u/.local/state/hostkit/qt-gtk/journal.json")
+            .exists()
+    );
+    at(&dir, &["revert", "qt-gtk"], 0);
+    same_tree(&snapshot(dir.path()), &before, "state or files left behind");
+}
+
+#[test]
 fn a_corrupt_journal_is_an_error_naming_it() {
     let dir = TestDir::new();
     dir.write("home/u/.profile", "# profile\n");

@@ -313,6 +313,7 @@ fn apply_step(
                         Some(_) => fsutil::create_parents(&f.path, ctx.dir_mode, ctx.owner)?,
                         None => Vec::new(),
                     };
+                    state.record_dirs(&created_dirs)?;
                     journal.entries.push(Entry::File(FileEntry {
                         step: sp.id.clone(),
                         path: f.path.clone(),
@@ -555,7 +556,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
             }),
         }
     }
-    state.finish(&journal)?;
+    state.finish()?;
     steps.reverse();
     report.changed = true;
     report.message = format!(

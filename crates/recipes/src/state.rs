@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! lock                    flock(2) held by apply and revert
+//! created-dirs.json       every directory an apply created (parents of targets, ~/.local/state,
+//!                         …): each revert removes those that are empty, the last one the rest
 //! RECIPE/journal.json     what was changed, with SHA-256 before and after
 //! RECIPE/backups/N        the original bytes of each changed file
 //! ```
@@ -125,8 +127,6 @@ pub struct Journal {
     pub scope: Scope,
     /// The changes, in the order they were made.
     pub entries: Vec<Entry>,
-    /// State directories apply created (removed by revert when empty).
-    pub state_dirs: Vec<PathBuf>,
 }
 
 impl Journal {
@@ -144,9 +144,11 @@ pub struct State {
     root_dir: PathBuf,
     dir: PathBuf,
     owner: (u32, u32),
-    created: Vec<PathBuf>,
     _lock: Flock<File>,
 }
+
+/// The file recording the directories created above the recipes' own.
+const CREATED_DIRS: &str = "created-dirs.json";
 
 /// Where a recipe's journal lives.
 pub fn journal_path(ctx: &Context) -> PathBuf {
@@ -198,23 +200,23 @@ impl State {
                     other => Error::io(&lock_path, other.into()),
                 },
             )?;
-        Ok(State {
+        let state = State {
             root_dir: ctx.state_dir.clone(),
             dir,
             owner: ctx.owner,
-            created,
             _lock: lock,
-        })
+        };
+        state.record_dirs(&created)?;
+        Ok(state)
     }
 
-    /// A new journal (recording the state directories this apply created).
+    /// A new, empty journal.
     pub fn new_journal(&self, ctx: &Context) -> Journal {
         Journal {
             version: VERSION,
             recipe: ctx.recipe.clone(),
             scope: ctx.scope,
             entries: Vec::new(),
-            state_dirs: self.created.clone(),
         }
     }
 
@@ -252,9 +254,47 @@ impl State {
             })
     }
 
-    /// After a revert: removes the journal, the backups, and the directories apply created
-    /// (when nothing else is left in them).
-    pub fn finish(self, journal: &Journal) -> Result<()> {
+    fn created_dirs(&self) -> Result<Vec<PathBuf>> {
+        let path = self.root_dir.join(CREATED_DIRS);
+        match fsutil::read(&path)? {
+            None => Ok(Vec::new()),
+            Some(e) => serde_json::from_slice(&e.bytes).map_err(|e| Error::Journal {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn save_created_dirs(&self, dirs: &[PathBuf]) -> Result<()> {
+        let path = self.root_dir.join(CREATED_DIRS);
+        if dirs.is_empty() {
+            return fsutil::remove(&path);
+        }
+        let bytes = serde_json::to_vec_pretty(dirs).map_err(|e| Error::Journal {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        fsutil::write_atomic(&path, &bytes, 0o600, self.owner)
+    }
+
+    /// Records directories an apply created, so that a revert can remove them once empty
+    /// (whichever recipe's revert comes last).
+    pub fn record_dirs(&self, dirs: &[PathBuf]) -> Result<()> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let mut all = self.created_dirs()?;
+        for d in dirs {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        self.save_created_dirs(&all)
+    }
+
+    /// After a revert: removes the journal, the backups and the recipe's directory, then every
+    /// recorded directory that is now empty; when no other recipe is applied, also the lock.
+    pub fn finish(self) -> Result<()> {
         let backups = self.dir.join("backups");
         if let Ok(entries) = std::fs::read_dir(&backups) {
             for entry in entries.flatten() {
@@ -264,11 +304,22 @@ impl State {
         fsutil::remove(&self.dir.join("journal.json"))?;
         fsutil::remove_empty_dirs(&[self.dir.clone(), backups]);
         let others = std::fs::read_dir(&self.root_dir)
-            .map(|d| d.flatten().any(|e| e.file_name() != "lock"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name() != "lock" && e.file_name() != CREATED_DIRS)
+            })
             .unwrap_or(true);
+        let mut created = self.created_dirs()?;
         if !others {
+            fsutil::remove(&self.root_dir.join(CREATED_DIRS))?;
             fsutil::remove(&self.root_dir.join("lock"))?;
-            fsutil::remove_empty_dirs(&journal.state_dirs);
+        }
+        // Outermost first, so that removal goes innermost first.
+        created.sort_by_key(|d| d.components().count());
+        fsutil::remove_empty_dirs(&created);
+        if others {
+            created.retain(|d| d.exists());
+            self.save_created_dirs(&created)?;
         }
         Ok(())
     }

@@ -751,6 +751,49 @@ fn read_only_root_fails_cleanly() {
 }
 
 #[test]
+fn system_scope_on_a_live_system_runs_dconf_update() {
+    require_root!();
+    // The live system, as seen from a private mount namespace whose /etc and /var/lib are fresh
+    // tmpfs mounts: hostkit writes the real paths and runs the real `dconf update`, and nothing
+    // reaches the host's /etc (`set -e`: nothing runs unless the mounts succeeded). Revert puts
+    // every file back, the compiled database included, byte for byte.
+    let dir = TestDir::new();
+    let profile = dir.write("profile", "file-db:/etc/dconf/db/local\n");
+    let script = r#"
+        set -e
+        mount -t tmpfs tmpfs /etc
+        mount -t tmpfs tmpfs /var/lib
+        # A site that already has a system dconf database.
+        mkdir -p /etc/dconf/db/local.d /etc/dconf/profile
+        printf "[org/gnome/desktop/interface]\nclock-format='12h'\n" > /etc/dconf/db/local.d/00-site
+        printf 'user-db:user\nsystem-db:local\n' > /etc/dconf/profile/user
+        dconf update
+        tree() { find /etc /var/lib -type f -exec sha256sum {} + | sort -k2; }
+        tree > /tmp/before
+        read_key() { DCONF_PROFILE="$PROFILE" dconf read "$1"; }
+        hk() { HOME=/root "$HK" "$@" --scope system --set settings_ini=always; }
+        hk apply gtk-legacy | grep '^\$'
+        hk check gtk-legacy >/dev/null && echo "check: 0"
+        echo "applied: $(read_key /org/gtk/settings/file-chooser/sort-directories-first)"
+        hk revert gtk-legacy | grep '^\$'
+        echo "reverted: [$(read_key /org/gtk/settings/file-chooser/sort-directories-first)] $(read_key /org/gnome/desktop/interface/clock-format)"
+        tree | diff /tmp/before - && echo "identical"
+    "#;
+    let tmp = TestDir::new();
+    let out = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("HK", crate::util::hostkit_bin())
+        .env("PROFILE", &profile)
+        .env("TMPDIR", tmp.path()));
+    let (stdout, stderr) = expect(&out, 0);
+    assert_eq!(
+        stdout,
+        "$ dconf update\ncheck: 0\napplied: true\n$ dconf update\nreverted: [] '12h'\nidentical\n",
+        "stderr:\n{stderr}"
+    );
+}
+
+#[test]
 fn failure_between_steps_leaves_files_intact_and_revert_works() {
     let dir = TestDir::new();
     dpkg_status(&dir, DEBIAN_12);

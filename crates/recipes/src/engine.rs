@@ -1,6 +1,8 @@
 //! `check`, `apply` (and its dry run) and `revert`: plan, then act on the plan, journaling
 //! every change before making it.
 
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 
 use crate::context::{Context, Options};
@@ -461,6 +463,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
         decisions.push((decision, current.map(|c| c.bytes)));
     }
     let mut steps: Vec<StepReport> = Vec::new();
+    let mut rebuild: Vec<(Cmd, Option<PathBuf>)> = Vec::new();
     for (entry, (decision, current)) in journal.entries.iter().zip(decisions).rev() {
         let mut files = Vec::new();
         let mut commands = Vec::new();
@@ -492,13 +495,11 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 }
                 if let Entry::Generated { cmd, .. } = entry
                     && ctx.live
+                    && !rebuild.iter().any(|(c, _)| c == cmd)
                 {
-                    // On the live system, rebuild from the restored keyfiles and notify.
-                    run(host, cmd)?;
-                    commands.push(CommandReport {
-                        command: cmd.display(),
-                        run: true,
-                    });
+                    // On the live system, rebuild (and notify) once every file is restored,
+                    // unless the databases' directory is gone with them.
+                    rebuild.push((cmd.clone(), f.path.parent().map(Path::to_path_buf)));
                 }
             }
             Entry::Gsettings {
@@ -554,6 +555,17 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 diff: diff_text,
                 id,
             }),
+        }
+    }
+    for (cmd, dir) in &rebuild {
+        if dir.as_deref().is_some_and(Path::is_dir) {
+            run(host, cmd)?;
+            if let Some(step) = steps.first_mut() {
+                step.commands.push(CommandReport {
+                    command: cmd.display(),
+                    run: true,
+                });
+            }
         }
     }
     state.finish()?;

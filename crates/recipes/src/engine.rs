@@ -152,17 +152,24 @@ fn plan_report(ctx: &Context, plan: &Plan, action: &'static str) -> Report {
 
 /// `hostkit check`: the status of every step; changes nothing.
 pub fn check(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
-    let ctx = Context::new(recipe, opts, host)?;
-    let plan = plan(recipe, &ctx, host)?;
-    Ok(plan_report(&ctx, &plan, "check"))
+    planned(recipe, opts, host, "check")
 }
 
 /// `hostkit apply --dry-run`: the diff and the commands; changes nothing, not even the state
 /// directory.
 pub fn dry_run(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
+    planned(recipe, opts, host, "dry-run")
+}
+
+fn planned(
+    recipe: &Recipe,
+    opts: &Options,
+    host: &dyn Host,
+    action: &'static str,
+) -> Result<Report> {
     let ctx = Context::new(recipe, opts, host)?;
     let plan = plan(recipe, &ctx, host)?;
-    Ok(plan_report(&ctx, &plan, "dry-run"))
+    Ok(plan_report(&ctx, &plan, action))
 }
 
 /// The result of an apply: the report, and the error that stopped it half-way, if any (the

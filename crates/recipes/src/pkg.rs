@@ -207,6 +207,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn managers_are_detected_from_the_root_and_commands_are_exact() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        assert_eq!(Manager::detect(r), None);
+        std::fs::create_dir_all(r.join("var/lib/pacman/local")).unwrap();
+        assert_eq!(Manager::detect(r), Some(Manager::Pacman));
+        std::fs::create_dir_all(r.join("usr/lib/sysimage/rpm")).unwrap();
+        assert_eq!(Manager::detect(r), Some(Manager::Rpm));
+        std::fs::create_dir_all(r.join("var/lib/dpkg")).unwrap();
+        std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
+        assert_eq!(Manager::detect(r), Some(Manager::Dpkg));
+        let pkgs = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            Manager::Dpkg.install_cmd(&pkgs).display(),
+            "apt-get install -y a b"
+        );
+        assert_eq!(
+            Manager::Rpm.install_cmd(&pkgs).display(),
+            "dnf install -y a b"
+        );
+        assert_eq!(
+            Manager::Pacman.install_cmd(&pkgs).display(),
+            "pacman -S --needed --noconfirm a b"
+        );
+        let root = Path::new("/img");
+        assert_eq!(
+            Manager::Rpm.query_cmd(root, "gtk3").display(),
+            "rpm --root /img -q --qf '%{VERSION}' gtk3"
+        );
+        assert_eq!(
+            Manager::Pacman.query_cmd(root, "gtk3").display(),
+            "pacman --root /img --dbpath /img/var/lib/pacman -Q gtk3"
+        );
+        assert_eq!(
+            Manager::Dpkg.query_cmd(root, "gtk3").display(),
+            "dpkg-query --admindir /img/var/lib/dpkg -W -f '${Status}\\t${Version}' gtk3"
+        );
+    }
+
+    #[test]
     fn versions_compare_numerically() {
         assert!(at_least("3.24.38-2~deb12u3", "3.24.9"));
         assert!(at_least("1:3.24.9-1", "3.24.9"));

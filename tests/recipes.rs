@@ -320,6 +320,27 @@ fn gtk_legacy_user_scope_under_root() {
 }
 
 #[test]
+fn gtk_legacy_single_click_is_manual_only_before_gtk_3_24() {
+    let dir = TestDir::new();
+    dpkg_status(&dir, &[("libgtk-3-0", "3.22.30-1")]);
+    let (check, _) = at(&dir, &["check", "gtk-legacy"], 1);
+    has(&check, "manual          file-chooser-single-click");
+    has(
+        &check,
+        "`hostkit patch apply gtk-single-click --source GTK_SOURCE_DIR`",
+    );
+    has(
+        &check,
+        "`hostkit patch apply gtk-typeahead --source GTK_SOURCE_DIR`",
+    );
+    dpkg_status(&dir, DEBIAN_12);
+    let (check, _) = at(&dir, &["check", "gtk-legacy"], 1);
+    has(&check, "not applicable  file-chooser-single-click");
+    has(&check, "gtk3 3.24.38-2~deb12u3 is 3.24 or newer");
+    has(&check, "manual          file-chooser-typeahead");
+}
+
+#[test]
 fn gtk_legacy_settings_ini_needs_gtk_3_24_9() {
     let dir = TestDir::new();
     dpkg_status(&dir, &[("libgtk-3-0", "3.24.5-1")]);

@@ -276,9 +276,12 @@ fn not_applicable(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) 
     let logical = when.package.as_ref()?;
     let names = recipe.packages.get(logical).cloned().unwrap_or_default();
     let reason = match presence(host, &ctx.root, logical, &names) {
-        Presence::Installed(version) => match &when.min_version {
-            Some(min) if !at_least(&version, min) => {
+        Presence::Installed(version) => match (&when.min_version, &when.below_version) {
+            (Some(min), _) if !at_least(&version, min) => {
                 format!("{logical} {version} is older than {min}")
+            }
+            (_, Some(below)) if at_least(&version, below) => {
+                format!("{logical} {version} is {below} or newer")
             }
             _ => return None,
         },
@@ -333,7 +336,8 @@ mod tests {
                 ("overlay-scrolling-ini", Status::NotApplicable),
                 ("sort-directories-first", Status::WouldChange),
                 ("file-chooser-typeahead", Status::Manual),
-                ("file-chooser-single-click", Status::Manual),
+                // The fake answers no package query: whether GTK is older than 3.24 is unknown.
+                ("file-chooser-single-click", Status::NotApplicable),
             ]
         );
         let Effect::Gsettings(g) = &plan.steps[2].effects[0] else {
@@ -347,8 +351,23 @@ mod tests {
             (g.previous.as_str(), g.previous_is_default),
             ("false", true)
         );
-        // Only probes ran (the second one through the memory backend, for the default).
-        assert_eq!(host.calls.borrow().len(), 2);
+        // Only probes ran: `gsettings get` twice (the second through the memory backend, for
+        // the default), and possibly dpkg-query; never `gsettings set`.
+        let calls = host.calls.borrow();
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| c.starts_with("gsettings get"))
+                .count(),
+            2,
+            "{calls:?}"
+        );
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.starts_with("gsettings get") || c.starts_with("dpkg-query")),
+            "{calls:?}"
+        );
         assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 1);
         let h = home.path().display().to_string();
         let h = h.trim_start_matches('/');

@@ -85,6 +85,8 @@ pub struct When {
     pub package: Option<String>,
     /// The package's minimum upstream version (e.g. `3.24.9`).
     pub min_version: Option<String>,
+    /// The step applies only below this upstream version (e.g. `3.24`).
+    pub below_version: Option<String>,
     /// A parameter that overrides the test: `always`, `never` or `auto`.
     pub override_param: Option<String>,
 }
@@ -211,7 +213,7 @@ const TOP_KEYS: &[&str] = &[
 const PARAM_KEYS: &[&str] = &["default", "allowed", "help"];
 const PACKAGE_KEYS: &[&str] = &["dpkg", "rpm", "pacman"];
 const STEP_KEYS: &[&str] = &["id", "kind", "summary", "why", "scope", "when"];
-const WHEN_KEYS: &[&str] = &["package", "min_version", "override"];
+const WHEN_KEYS: &[&str] = &["package", "min_version", "below_version", "override"];
 const SCOPES: &[&str] = &["user", "system"];
 
 /// Parses one recipe file. `name` is the recipe's name (the file stem), `file` what errors show.
@@ -470,8 +472,14 @@ fn parse_step(
                 ctx.package(&w, "package", p)?;
             }
             let min_version = w.string("min_version")?;
-            if min_version.is_some() && package.is_none() {
-                return Err(w.error("min_version", "needs `package`"));
+            let below_version = w.string("below_version")?;
+            for (key, v) in [
+                ("min_version", &min_version),
+                ("below_version", &below_version),
+            ] {
+                if v.is_some() && package.is_none() {
+                    return Err(w.error(key, "needs `package`"));
+                }
             }
             let override_param = w.string("override")?;
             if let Some(name) = &override_param {
@@ -497,6 +505,7 @@ fn parse_step(
             When {
                 package,
                 min_version,
+                below_version,
                 override_param,
             }
         }

@@ -5,4 +5,5 @@
 mod util;
 
 mod patch;
+mod recipes;
 mod tun;

@@ -1,6 +1,7 @@
 //! One module per subcommand; each handler builds one settings struct and calls a library.
 
 pub mod patch;
+pub mod recipe;
 pub mod tun;
 
 use crate::Outcome;
@@ -15,6 +16,18 @@ pub enum Command {
     /// Source-tree edits: apply the rules of `patches/` to a source tree, or export them as diffs.
     #[command(subcommand)]
     Patch(patch::PatchCommand),
+    /// List every recipe: name, scopes (default first), summary.
+    List(recipe::list::Args),
+    /// Show what a recipe does, step by step, why, and what is manual.
+    Show(recipe::show::Args),
+    /// Check a host against a recipe (or `all`): each step ok, would change, not applicable or
+    /// manual. Exit 0 all satisfied, 1 something would change, 2 error.
+    Check(recipe::check::Args),
+    /// Apply a recipe, printing the diff it applies (`--dry-run`: print it, change nothing).
+    /// Exit 0 done (or already applied), 1 some commands only reported (under --root), 2 error.
+    Apply(recipe::apply::Args),
+    /// Put back every file a recipe changed, byte for byte, and undo its other effects.
+    Revert(recipe::revert::Args),
 }
 
 /// Runs one subcommand.
@@ -22,5 +35,10 @@ pub fn run(command: Command, printer: &Printer) -> anyhow::Result<Outcome> {
     match command {
         Command::Tun(cmd) => tun::run(cmd, printer),
         Command::Patch(cmd) => patch::run(cmd, printer),
+        Command::List(args) => recipe::list::run(args, printer),
+        Command::Show(args) => recipe::show::run(args, printer),
+        Command::Check(args) => recipe::check::run(args, printer),
+        Command::Apply(args) => recipe::apply::run(args, printer),
+        Command::Revert(args) => recipe::revert::run(args, printer),
     }
 }

@@ -1,0 +1,591 @@
+//! `check`, `apply` (and its dry run) and `revert`: plan, then act on the plan, journaling
+//! every change before making it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::context::{Context, Options};
+use crate::diff;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::host::{Cmd, Host};
+use crate::plan::{Effect, Plan, Status, StepPlan, plan};
+use crate::recipe::{Recipe, Scope};
+use crate::state::{self, Entry, FileEntry, Journal, State};
+use crate::steps::StepKind;
+
+/// A command in a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandReport {
+    /// The command line (shell-quoted).
+    pub command: String,
+    /// Whether it is (or was) run; false when only reported (under `--root`).
+    pub run: bool,
+}
+
+/// One step in a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// The step's id.
+    pub id: String,
+    /// Its kind.
+    pub kind: StepKind,
+    /// What it sets.
+    pub summary: String,
+    /// Why it exists (one or two lines of history).
+    pub why: String,
+    /// `ok`, `would change`, `not applicable`, `manual` (check, dry run); `changed`,
+    /// `reported`, `failed`, `not done` (apply); `reverted` (revert).
+    pub status: String,
+    /// Why not applicable, what to do by hand, or what failed.
+    pub reason: Option<String>,
+    /// Files (relative to the root) it changes or changed.
+    pub files: Vec<String>,
+    /// Non-file effects.
+    pub commands: Vec<CommandReport>,
+    /// The unified diff of its files.
+    pub diff: String,
+}
+
+/// What a command did, for text or JSON output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The recipe.
+    pub recipe: String,
+    /// `check`, `dry-run`, `apply` or `revert`.
+    pub action: &'static str,
+    /// The scope.
+    pub scope: Scope,
+    /// The root (`/` for the live system).
+    pub root: String,
+    /// Whether anything was (check, dry run: would be) changed.
+    pub changed: bool,
+    /// One line: "already applied", "2 steps would change", …
+    pub message: String,
+    /// The steps.
+    pub steps: Vec<StepReport>,
+    /// The whole diff.
+    pub diff: String,
+}
+
+impl Report {
+    /// True when something is left to do: `check` found a change, or `apply` could only report
+    /// a command (under `--root`). Maps to exit status 1.
+    pub fn pending(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.status == Status::WouldChange.as_str() || s.status == "reported")
+            && self.action != "dry-run"
+    }
+
+    fn new(ctx: &Context, action: &'static str) -> Report {
+        Report {
+            recipe: ctx.recipe.clone(),
+            action,
+            scope: ctx.scope,
+            root: ctx.root.display().to_string(),
+            changed: false,
+            message: String::new(),
+            steps: Vec::new(),
+            diff: String::new(),
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        self.diff = self.steps.iter().map(|s| s.diff.as_str()).collect();
+        self
+    }
+}
+
+fn step_report(sp: &StepPlan, status: &str) -> StepReport {
+    StepReport {
+        id: sp.id.clone(),
+        kind: sp.kind,
+        summary: sp.summary.clone(),
+        why: sp.why.clone(),
+        status: status.to_string(),
+        reason: sp.reason.clone(),
+        files: sp
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::File(f) => Some(f.display.clone()),
+                Effect::Regenerate(r) => Some(r.display.clone()),
+                _ => None,
+            })
+            .collect(),
+        commands: sp
+            .effects
+            .iter()
+            .filter_map(|e| {
+                e.command().map(|c| CommandReport {
+                    command: c.display(),
+                    run: e.runs(),
+                })
+            })
+            .collect(),
+        diff: sp.diff(),
+    }
+}
+
+fn plan_report(ctx: &Context, plan: &Plan, action: &'static str) -> Report {
+    let mut report = Report::new(ctx, action);
+    report.steps = plan
+        .steps
+        .iter()
+        .map(|s| step_report(s, s.status.as_str()))
+        .collect();
+    let n = plan
+        .steps
+        .iter()
+        .filter(|s| s.status == Status::WouldChange)
+        .count();
+    report.changed = n > 0;
+    report.message = match n {
+        0 => "nothing to change".to_string(),
+        1 => "1 step would change".to_string(),
+        n => format!("{n} steps would change"),
+    };
+    report.finish()
+}
+
+/// `hostkit check`: the status of every step; changes nothing.
+pub fn check(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
+    planned(recipe, opts, host, "check")
+}
+
+/// `hostkit apply --dry-run`: the diff and the commands; changes nothing, not even the state
+/// directory.
+pub fn dry_run(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
+    planned(recipe, opts, host, "dry-run")
+}
+
+fn planned(
+    recipe: &Recipe,
+    opts: &Options,
+    host: &dyn Host,
+    action: &'static str,
+) -> Result<Report> {
+    let ctx = Context::new(recipe, opts, host)?;
+    let plan = plan(recipe, &ctx, host)?;
+    Ok(plan_report(&ctx, &plan, action))
+}
+
+/// The result of an apply: the report, and the error that stopped it half-way, if any (the
+/// report then says which steps were done).
+#[derive(Debug)]
+pub struct Applied {
+    /// What was done.
+    pub report: Report,
+    /// What stopped it.
+    pub error: Option<Error>,
+}
+
+/// `hostkit apply`: makes the changes, journaling each one first.
+pub fn apply(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Applied> {
+    let ctx = Context::new(recipe, opts, host)?;
+    let first = plan(recipe, &ctx, host)?;
+    let runnable = |p: &Plan| p.steps.iter().flat_map(|s| &s.effects).any(Effect::runs);
+    if !runnable(&first) {
+        return Ok(Applied {
+            report: applied_report(&ctx, &first, &[], None),
+            error: None,
+        });
+    }
+    let state = State::open(&ctx)?;
+    // Plan again under the lock: another apply may have finished in between.
+    let plan = plan(recipe, &ctx, host)?;
+    let mut journal = match state::load(&ctx)? {
+        Some(j) => j,
+        None => state.new_journal(&ctx),
+    };
+    let fail_after = fail_after_step(host);
+    let mut done: Vec<String> = Vec::new();
+    let mut failure = None;
+    for sp in plan
+        .steps
+        .iter()
+        .filter(|s| s.status == Status::WouldChange)
+    {
+        if fail_after == Some(done.len()) {
+            failure = Some((sp.id.clone(), Error::Injected(done.len())));
+            break;
+        }
+        if let Err(e) = apply_step(sp, &ctx, &state, &mut journal, host) {
+            failure = Some((sp.id.clone(), e));
+            break;
+        }
+        if sp.effects.iter().any(Effect::runs) {
+            done.push(sp.id.clone());
+        }
+    }
+    let report = applied_report(
+        &ctx,
+        &plan,
+        &done,
+        failure.as_ref().map(|(id, e)| (id.as_str(), e)),
+    );
+    let error = failure.map(|(step, source)| Error::StepFailed {
+        recipe: recipe.name.clone(),
+        step,
+        done: if done.is_empty() {
+            "none".into()
+        } else {
+            done.join(", ")
+        },
+        source: Box::new(source),
+    });
+    Ok(Applied { report, error })
+}
+
+/// `HOSTKIT_FAIL_AFTER_STEP=N`: fail before the step after the N-th changed one. Test builds
+/// only: release builds ignore it.
+fn fail_after_step(host: &dyn Host) -> Option<usize> {
+    if cfg!(debug_assertions) {
+        host.env("HOSTKIT_FAIL_AFTER_STEP")
+            .and_then(|v| v.parse().ok())
+    } else {
+        None
+    }
+}
+
+fn applied_report(
+    ctx: &Context,
+    plan: &Plan,
+    done: &[String],
+    failed: Option<(&str, &Error)>,
+) -> Report {
+    let mut report = Report::new(ctx, "apply");
+    let mut after_failure = false;
+    for sp in &plan.steps {
+        let mut sr = step_report(sp, sp.status.as_str());
+        if sp.status == Status::WouldChange {
+            if done.contains(&sp.id) {
+                sr.status = "changed".into();
+                // Commands that only reported stay visible as such.
+                if sp.effects.iter().any(|e| !e.runs()) {
+                    sr.reason = Some(
+                        "some commands are not run under --root: run them in the image".into(),
+                    );
+                }
+            } else if failed.is_some_and(|(id, _)| id == sp.id) {
+                sr.status = "failed".into();
+                sr.reason = failed.map(|(_, e)| e.to_string());
+                sr.diff.clear();
+                after_failure = true;
+            } else if after_failure {
+                sr.status = "not done".into();
+                sr.diff.clear();
+            } else {
+                sr.status = "reported".into();
+                sr.reason = Some("not run under --root: run the command inside the image".into());
+            }
+        }
+        report.steps.push(sr);
+    }
+    report.changed = !done.is_empty();
+    report.message = if plan.satisfied() {
+        "already applied, nothing to change".to_string()
+    } else if done.is_empty() {
+        "nothing changed".to_string()
+    } else {
+        format!("changed: {}", done.join(", "))
+    };
+    report.finish()
+}
+
+fn run(host: &dyn Host, cmd: &Cmd) -> Result<()> {
+    cmd.check(host.run(cmd)?).map(|_| ())
+}
+
+/// Journals then makes one step's changes.
+fn apply_step(
+    sp: &StepPlan,
+    ctx: &Context,
+    state: &State,
+    journal: &mut Journal,
+    host: &dyn Host,
+) -> Result<()> {
+    for effect in &sp.effects {
+        match effect {
+            Effect::File(f) => {
+                let after_sha = f.after.as_ref().map(|a| fsutil::sha256(a.as_bytes()));
+                if let Some(entry) = journal.file_mut(&f.path) {
+                    entry.after_sha = after_sha;
+                } else {
+                    let backup = match &f.before {
+                        Some(b) => Some(state.backup(journal, b.as_bytes())?),
+                        None => None,
+                    };
+                    let created_dirs = match f.after {
+                        Some(_) => fsutil::create_parents(&f.path, ctx.dir_mode, ctx.owner)?,
+                        None => Vec::new(),
+                    };
+                    state.record_dirs(&created_dirs)?;
+                    journal.entries.push(Entry::File(FileEntry {
+                        step: sp.id.clone(),
+                        path: f.path.clone(),
+                        display: f.display.clone(),
+                        before_sha: f.before.as_ref().map(|b| fsutil::sha256(b.as_bytes())),
+                        after_sha,
+                        backup,
+                        mode: f.mode,
+                        owner: f.owner,
+                        created_dirs,
+                    }));
+                }
+                state.save(journal)?;
+                match &f.after {
+                    Some(text) => fsutil::write_atomic(&f.path, text.as_bytes(), f.mode, f.owner)?,
+                    None => fsutil::remove(&f.path)?,
+                }
+            }
+            Effect::Gsettings(g) => {
+                let known = journal.entries.iter().any(
+                    |e| matches!(e, Entry::Gsettings { schema, key, .. } if *schema == g.schema && *key == g.key),
+                );
+                if !known {
+                    journal.entries.push(Entry::Gsettings {
+                        step: sp.id.clone(),
+                        schema: g.schema.clone(),
+                        key: g.key.clone(),
+                        value: g.value.clone(),
+                        previous: g.previous.clone(),
+                        previous_is_default: g.previous_is_default,
+                    });
+                    state.save(journal)?;
+                }
+                run(host, &g.cmd)?;
+            }
+            Effect::Regenerate(r) => {
+                let current = fsutil::read(&r.output)?;
+                if journal.file_mut(&r.output).is_none() {
+                    let backup = match &current {
+                        Some(c) => Some(state.backup(journal, &c.bytes)?),
+                        None => None,
+                    };
+                    journal.entries.push(Entry::Generated {
+                        file: FileEntry {
+                            step: sp.id.clone(),
+                            path: r.output.clone(),
+                            display: r.display.clone(),
+                            before_sha: current.as_ref().map(|c| fsutil::sha256(&c.bytes)),
+                            after_sha: None,
+                            backup,
+                            mode: current.as_ref().map_or(0o644, |c| c.mode),
+                            owner: current.as_ref().map_or(ctx.owner, |c| (c.uid, c.gid)),
+                            created_dirs: Vec::new(),
+                        },
+                        cmd: r.cmd.clone(),
+                    });
+                    state.save(journal)?;
+                }
+                run(host, &r.cmd)?;
+                let after = fsutil::read(&r.output)?.map(|e| fsutil::sha256(&e.bytes));
+                if let Some(entry) = journal.file_mut(&r.output) {
+                    entry.after_sha = after;
+                }
+                state.save(journal)?;
+            }
+            Effect::Install(i) => {
+                if !i.run {
+                    continue;
+                }
+                run(host, &i.cmd)?;
+                journal.entries.push(Entry::Packages {
+                    step: sp.id.clone(),
+                    manager: i.manager,
+                    packages: i.packages.clone(),
+                });
+                state.save(journal)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What revert will do with one file.
+enum Restore {
+    /// Put the backup back (or remove the file when there is none).
+    Yes,
+    /// Already as before.
+    No,
+}
+
+/// `hostkit revert`: puts every changed file back as it was before the first apply, removes
+/// files apply created, restores GSettings values; refuses to overwrite a file changed since
+/// apply unless `opts.force`.
+pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
+    let ctx = Context::new(recipe, opts, host)?;
+    let mut report = Report::new(&ctx, "revert");
+    if state::load(&ctx)?.is_none() {
+        report.message = format!(
+            "nothing to revert: {} has not been applied (no journal at {})",
+            recipe.name,
+            state::journal_path(&ctx).display()
+        );
+        return Ok(report);
+    }
+    let state = State::open(&ctx)?;
+    let journal = state::load(&ctx)?.ok_or_else(|| Error::Journal {
+        path: state::journal_path(&ctx),
+        reason: "removed while waiting for the lock".into(),
+    })?;
+    // Check every file first, so a refusal changes nothing.
+    let mut decisions = Vec::new();
+    for entry in &journal.entries {
+        if let Entry::Gsettings {
+            schema, key, value, ..
+        } = entry
+            && ctx.live
+            && !opts.force
+        {
+            let get = Cmd::new(["gsettings", "get", schema, key]);
+            let current = get.check(host.run(&get)?)?.stdout.trim().to_string();
+            if current != *value {
+                return Err(Error::SettingChangedSince {
+                    setting: format!("{schema} {key}"),
+                    value: current,
+                    recipe: recipe.name.clone(),
+                });
+            }
+        }
+        let Some(f) = entry.file() else {
+            decisions.push((Restore::No, None));
+            continue;
+        };
+        let current = fsutil::read(&f.path)?;
+        let sha = current.as_ref().map(|c| fsutil::sha256(&c.bytes));
+        let decision = if sha == f.before_sha {
+            Restore::No
+        } else if sha == f.after_sha || opts.force {
+            Restore::Yes
+        } else {
+            return Err(Error::ChangedSince {
+                path: f.path.clone(),
+                recipe: recipe.name.clone(),
+            });
+        };
+        decisions.push((decision, current.map(|c| c.bytes)));
+    }
+    let mut steps: Vec<StepReport> = Vec::new();
+    let mut rebuild: Vec<(Cmd, Option<PathBuf>)> = Vec::new();
+    for (entry, (decision, current)) in journal.entries.iter().zip(decisions).rev() {
+        let mut files = Vec::new();
+        let mut commands = Vec::new();
+        let mut diff_text = String::new();
+        let mut reason = None;
+        match entry {
+            Entry::File(f) | Entry::Generated { file: f, .. } => {
+                if let Restore::Yes = decision {
+                    let original = match &f.backup {
+                        Some(name) => Some(state.read_backup(name)?),
+                        None => None,
+                    };
+                    match &original {
+                        Some(bytes) => fsutil::write_atomic(&f.path, bytes, f.mode, f.owner)?,
+                        None => fsutil::remove(&f.path)?,
+                    }
+                    fsutil::remove_empty_dirs(&f.created_dirs);
+                    if matches!(entry, Entry::File(_)) {
+                        let text = |b: &Option<Vec<u8>>| {
+                            b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+                        };
+                        diff_text = diff::unified(
+                            &f.display,
+                            text(&current).as_deref(),
+                            text(&original).as_deref(),
+                        );
+                    }
+                    files.push(f.display.clone());
+                }
+                if let Entry::Generated { cmd, .. } = entry
+                    && ctx.live
+                    && !rebuild.iter().any(|(c, _)| c == cmd)
+                {
+                    // On the live system, rebuild (and notify) once every file is restored,
+                    // unless the databases' directory is gone with them.
+                    rebuild.push((cmd.clone(), f.path.parent().map(Path::to_path_buf)));
+                }
+            }
+            Entry::Gsettings {
+                schema,
+                key,
+                previous,
+                previous_is_default,
+                ..
+            } => {
+                let cmd = if *previous_is_default {
+                    Cmd::new(["gsettings", "reset", schema, key])
+                } else {
+                    Cmd::new(["gsettings", "set", schema, key, previous])
+                };
+                if ctx.live {
+                    run(host, &cmd)?;
+                }
+                commands.push(CommandReport {
+                    command: cmd.display(),
+                    run: ctx.live,
+                });
+            }
+            Entry::Packages {
+                manager, packages, ..
+            } => {
+                reason = Some(format!(
+                    "packages installed by apply are left installed ({}: {})",
+                    manager.name(),
+                    packages.join(", ")
+                ));
+            }
+        }
+        let id = entry.step().to_string();
+        match steps.iter_mut().find(|s| s.id == id) {
+            Some(s) => {
+                s.files.extend(files);
+                s.commands.extend(commands);
+                s.diff.push_str(&diff_text);
+                s.reason = s.reason.take().or(reason);
+            }
+            None => steps.push(StepReport {
+                kind: recipe
+                    .steps
+                    .iter()
+                    .find(|s| s.id == id)
+                    .map_or(StepKind::File, |s| s.spec.kind()),
+                summary: String::new(),
+                why: String::new(),
+                status: "reverted".into(),
+                reason,
+                files,
+                commands,
+                diff: diff_text,
+                id,
+            }),
+        }
+    }
+    for (cmd, dir) in &rebuild {
+        if dir.as_deref().is_some_and(Path::is_dir) {
+            run(host, cmd)?;
+            if let Some(step) = steps.first_mut() {
+                step.commands.push(CommandReport {
+                    command: cmd.display(),
+                    run: true,
+                });
+            }
+        }
+    }
+    state.finish()?;
+    steps.reverse();
+    report.changed = true;
+    report.message = format!(
+        "reverted: {}",
+        steps
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    report.steps = steps;
+    Ok(report.finish())
+}

@@ -1,0 +1,222 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading, planning, applying or reverting a recipe.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A recipe file is not valid: bad TOML, an unknown key, a wrong type or value.
+    #[error("{file}:{line}:{column}: {message}")]
+    Recipe {
+        /// The recipe file (or `<built-in>/NAME.toml`).
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, naming the key and the allowed values.
+        message: String,
+    },
+    /// No recipe has this name.
+    #[error("unknown recipe `{name}`; available: {available}")]
+    UnknownRecipe {
+        /// The name asked for.
+        name: String,
+        /// The recipes that exist, comma-separated.
+        available: String,
+    },
+    /// Two recipe files define the same name.
+    #[error("recipe `{name}` is defined twice: {first} and {second}")]
+    DuplicateRecipe {
+        /// The recipe name.
+        name: String,
+        /// Where it was first defined.
+        first: String,
+        /// Where it was defined again.
+        second: String,
+    },
+    /// A `--set KEY=VALUE` names no parameter of the recipe, or is malformed.
+    #[error("recipe {recipe}: unknown parameter `{key}`; allowed: {allowed}")]
+    UnknownParam {
+        /// The recipe.
+        recipe: String,
+        /// The key given.
+        key: String,
+        /// The recipe's parameters, comma-separated (or "none").
+        allowed: String,
+    },
+    /// A `--set KEY=VALUE` whose value is not one of the allowed ones.
+    #[error("recipe {recipe}: bad value `{value}` for parameter `{key}`; allowed: {allowed}")]
+    BadParamValue {
+        /// The recipe.
+        recipe: String,
+        /// The parameter.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The allowed values, comma-separated.
+        allowed: String,
+    },
+    /// A `--set` argument without `=`.
+    #[error("`--set {0}`: expected KEY=VALUE")]
+    BadSetArgument(String),
+    /// The recipe does not support the requested scope.
+    #[error("recipe {recipe} does not support scope `{scope}`; supported: {supported}")]
+    UnsupportedScope {
+        /// The recipe.
+        recipe: String,
+        /// The scope asked for.
+        scope: String,
+        /// The scopes the recipe supports.
+        supported: String,
+    },
+    /// A filesystem operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A target path is a directory where a file is expected.
+    #[error("{}: is a directory, expected a regular file", path.display())]
+    IsDirectory {
+        /// The path concerned.
+        path: PathBuf,
+    },
+    /// A target is neither a regular file nor a symbolic link to one.
+    #[error("{}: not a regular file", path.display())]
+    NotRegularFile {
+        /// The path concerned.
+        path: PathBuf,
+    },
+    /// A target is not UTF-8 text.
+    #[error("{}: not UTF-8 text; hostkit only edits text files", path.display())]
+    NotText {
+        /// The path concerned.
+        path: PathBuf,
+    },
+    /// A symbolic link in the way was planted by a user we do not trust.
+    #[error(
+        "{}: refusing to follow a symbolic link owned by uid {uid} (only links owned by {trusted} are followed); remove it or check who planted it",
+        path.display()
+    )]
+    UntrustedSymlink {
+        /// The link.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// The trusted owners, e.g. "root or uid 1000".
+        trusted: String,
+    },
+    /// Too many symbolic links, or a link that leaves the root.
+    #[error("{}: {reason}", path.display())]
+    BadSymlink {
+        /// The link.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An external command could not run or failed.
+    #[error("`{command}` {failure}")]
+    Command {
+        /// The command line, shell-quoted.
+        command: String,
+        /// "could not start: …" or "exited with status N: stderr".
+        failure: String,
+    },
+    /// Another `hostkit apply`/`revert` holds the lock.
+    #[error("{}: another hostkit apply or revert is running (the lock is held); try again when it has finished", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// Revert found a file changed since apply.
+    #[error(
+        "{}: changed by someone else since `hostkit apply {recipe}`; not overwriting it (use --force to revert anyway)",
+        path.display()
+    )]
+    ChangedSince {
+        /// The file.
+        path: PathBuf,
+        /// The recipe.
+        recipe: String,
+    },
+    /// Revert found a GSettings key changed since apply.
+    #[error(
+        "gsettings {setting} is now {value}, changed by someone else since `hostkit apply {recipe}`; not overwriting it (use --force to revert anyway)"
+    )]
+    SettingChangedSince {
+        /// `schema key`.
+        setting: String,
+        /// Its value now.
+        value: String,
+        /// The recipe.
+        recipe: String,
+    },
+    /// The journal in the state directory cannot be read or written.
+    #[error("{}: bad journal: {reason}", path.display())]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A step failed in the middle of an apply; the steps before it are done.
+    #[error(
+        "step `{step}` failed; steps done before it: {done}; undo them with `hostkit revert {recipe}`"
+    )]
+    StepFailed {
+        /// The recipe.
+        recipe: String,
+        /// The failing step.
+        step: String,
+        /// The steps that were completed, comma-separated (or "none").
+        done: String,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Two steps of one recipe write the same file.
+    #[error("recipe {recipe}: steps `{first}` and `{second}` both write {}", path.display())]
+    Conflict {
+        /// The recipe.
+        recipe: String,
+        /// The first step.
+        first: String,
+        /// The second step.
+        second: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// An error while planning or applying one step.
+    #[error("step `{step}` ({location}): {source}")]
+    InStep {
+        /// The step's id.
+        step: String,
+        /// Where the step is defined (`file:line`).
+        location: String,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The environment does not allow planning (e.g. `HOME` unset or relative).
+    #[error("{0}")]
+    Environment(String),
+    /// A failure injected by `HOSTKIT_FAIL_AFTER_STEP` (debug builds only).
+    #[error("failure injected by HOSTKIT_FAIL_AFTER_STEP after step {0}")]
+    Injected(usize),
+}
+
+impl Error {
+    /// Wraps an `io::Error` with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

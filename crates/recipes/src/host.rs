@@ -1,0 +1,203 @@
+//! Host effects behind one small trait: running commands (gsettings, dconf, dpkg-query, the
+//! package manager) and reading the environment. [`RealHost`] is the real thing; unit tests of
+//! the planner use a fake.
+
+use std::process::Command;
+
+use crate::error::{Error, Result};
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Output {
+    /// True when the command exited 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// A command line with extra environment variables.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cmd {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Variables set for this command only (not shown in the command line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
+}
+
+impl Cmd {
+    /// A command from its words.
+    pub fn new<I, S>(argv: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Cmd {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Cmd {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The command line as a person would type it (POSIX-shell quoted).
+    pub fn display(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Turns a non-zero exit into an error naming the command.
+    pub fn check(&self, out: Output) -> Result<Output> {
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(Error::Command {
+                command: self.display(),
+                failure: format!(
+                    "exited with status {}: {}",
+                    out.code.map_or("signal".to_string(), |c| c.to_string()),
+                    out.stderr.trim()
+                ),
+            })
+        }
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The host: commands, environment, identity.
+pub trait Host {
+    /// Runs a command to completion. An error only when it cannot start; `Error::Command`'s
+    /// `failure` then starts with "could not start".
+    fn run(&self, cmd: &Cmd) -> Result<Output>;
+    /// An environment variable.
+    fn env(&self, name: &str) -> Option<String>;
+    /// The effective user and group ids.
+    fn ids(&self) -> (u32, u32);
+}
+
+/// The real host.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealHost;
+
+impl Host for RealHost {
+    fn run(&self, cmd: &Cmd) -> Result<Output> {
+        let Some((program, args)) = cmd.argv.split_first() else {
+            return Err(Error::Command {
+                command: String::new(),
+                failure: "could not start: empty command".into(),
+            });
+        };
+        log::debug!("running {}", cmd.display());
+        let out = Command::new(program)
+            .args(args)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::Command {
+                command: cmd.display(),
+                failure: format!("could not start: {e}"),
+            })?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn ids(&self) -> (u32, u32) {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    }
+}
+
+/// True when an error says the command could not start (e.g. not installed).
+pub fn not_started(err: &Error) -> bool {
+    matches!(err, Error::Command { failure, .. } if failure.starts_with("could not start"))
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A fake host for unit tests of the planner: canned command outputs, a fixed environment.
+
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Answers commands from a table keyed by the command line; records every call.
+    #[derive(Default)]
+    pub struct FakeHost {
+        pub answers: BTreeMap<String, Output>,
+        pub env: BTreeMap<String, String>,
+        pub calls: RefCell<Vec<String>>,
+    }
+
+    impl FakeHost {
+        pub fn answer(&mut self, line: &str, code: i32, stdout: &str) {
+            self.answers.insert(
+                line.to_string(),
+                Output {
+                    code: Some(code),
+                    stdout: stdout.to_string(),
+                    stderr: String::new(),
+                },
+            );
+        }
+    }
+
+    impl Host for FakeHost {
+        fn run(&self, cmd: &Cmd) -> Result<Output> {
+            let line = cmd.display();
+            self.calls.borrow_mut().push(line.clone());
+            self.answers.get(&line).cloned().ok_or(Error::Command {
+                command: line,
+                failure: "could not start: not in the fake's table".into(),
+            })
+        }
+
+        fn env(&self, name: &str) -> Option<String> {
+            self.env.get(name).cloned()
+        }
+
+        fn ids(&self) -> (u32, u32) {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! hostkit's recipe engine.
+//!
+//! A recipe (a TOML file) says what a host should look like: lines in shell profiles, keys in
+//! INI files, whole drop-in files, GSettings keys, installed packages, and the things no setting
+//! can do (`manual`). The engine answers three questions about it:
+//!
+//! * [`check`]: is the host already right? Each step is `ok`, `would change`,
+//!   `not applicable` (with the reason) or `manual` (with what a person must do).
+//! * [`dry_run`]: what exactly would change? A unified diff of every file and the command line
+//!   of every other effect; nothing is written, not even the state directory.
+//! * [`apply`] / [`revert`]: make the change, safely (atomic writes, trusted symbolic links
+//!   only, a lock, a journal with backups) and reversibly (byte-for-byte).
+//!
+//! The flow is: [`Catalog::load`] → [`Recipe`] → [`Context`] (root, scope, parameters) →
+//! [`plan::plan`] (pure: before and after contents per file) → report or apply. Host effects
+//! (running `gsettings`, `dconf`, `dpkg-query`, the package manager) go through the [`Host`]
+//! trait.
+
+#![deny(missing_docs)]
+
+pub mod context;
+pub mod diff;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod host;
+pub mod pkg;
+pub mod plan;
+pub mod recipe;
+pub mod state;
+pub mod steps;
+mod text;
+mod toml;
+
+pub use context::{Context, Options};
+pub use engine::{Applied, CommandReport, Report, StepReport, apply, check, dry_run, revert};
+pub use error::{Error, Result};
+pub use host::{Host, RealHost};
+pub use recipe::{Catalog, Recipe, Scope};

@@ -1,0 +1,724 @@
+//! Recipes: the model, and loading it from TOML (the shipped recipes and `--recipes DIR`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use toml_edit::ImDocument;
+
+use crate::error::{Error, Result};
+use crate::steps::{StepKind, StepSpec};
+use crate::toml::{Fields, Source, list};
+
+/// The recipes shipped inside the binary: `(file name, text)`.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "gtk-legacy.toml",
+        include_str!("../../../recipes/gtk-legacy.toml"),
+    ),
+    ("qt-gtk.toml", include_str!("../../../recipes/qt-gtk.toml")),
+];
+
+/// Whose configuration a recipe changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The invoking user's home (`$HOME`, `$XDG_CONFIG_HOME`).
+    User,
+    /// The whole system (`/etc`, packages).
+    System,
+}
+
+impl Scope {
+    /// The scope's name as written in recipes and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::User => "user",
+            Scope::System => "system",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "user" => Some(Scope::User),
+            "system" => Some(Scope::System),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A recipe parameter, set with `--set NAME=VALUE`.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// Its name.
+    pub name: String,
+    /// The value when not set.
+    pub default: String,
+    /// The allowed values (empty: any).
+    pub allowed: Vec<String>,
+    /// One line of help.
+    pub help: String,
+}
+
+/// A logical package's names per package manager.
+#[derive(Debug, Clone, Default)]
+pub struct PackageNames {
+    /// Debian/Ubuntu (dpkg, apt-get).
+    pub dpkg: Vec<String>,
+    /// Fedora/RHEL/SUSE (rpm, dnf).
+    pub rpm: Vec<String>,
+    /// Arch (pacman).
+    pub pacman: Vec<String>,
+}
+
+/// When a step applies at all.
+#[derive(Debug, Clone, Default)]
+pub struct When {
+    /// A logical package (from `[packages]`) that must be installed.
+    pub package: Option<String>,
+    /// The package's minimum upstream version (e.g. `3.24.9`).
+    pub min_version: Option<String>,
+    /// The step applies only below this upstream version (e.g. `3.24`).
+    pub below_version: Option<String>,
+    /// A parameter that overrides the test: `always`, `never` or `auto`.
+    pub override_param: Option<String>,
+}
+
+/// One step of a recipe.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Its id, unique within the recipe for a scope.
+    pub id: String,
+    /// What it does, one line.
+    pub summary: String,
+    /// Why, one or two lines of history.
+    pub why: String,
+    /// The scopes it belongs to.
+    pub scopes: Vec<Scope>,
+    /// When it applies.
+    pub when: When,
+    /// What it does, per kind.
+    pub spec: StepSpec,
+    /// `file:line` of its definition.
+    pub location: String,
+}
+
+/// A recipe: what a host should look like.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// Its name (the file's stem).
+    pub name: String,
+    /// One line for `hostkit list`.
+    pub summary: String,
+    /// Longer text for `hostkit show`.
+    pub description: String,
+    /// Where it was loaded from.
+    pub source: String,
+    /// The scopes it supports.
+    pub scopes: Vec<Scope>,
+    /// The scope used without `--scope`.
+    pub default_scope: Scope,
+    /// Its parameters.
+    pub params: Vec<Param>,
+    /// Logical package names.
+    pub packages: BTreeMap<String, PackageNames>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+impl Recipe {
+    /// The steps of one scope.
+    pub fn steps_for(&self, scope: Scope) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(move |s| s.scopes.contains(&scope))
+    }
+
+    /// Resolves the scope: the requested one if supported, else the default.
+    pub fn scope(&self, requested: Option<Scope>) -> Result<Scope> {
+        let scope = requested.unwrap_or(self.default_scope);
+        if self.scopes.contains(&scope) {
+            Ok(scope)
+        } else {
+            Err(Error::UnsupportedScope {
+                recipe: self.name.clone(),
+                scope: scope.to_string(),
+                supported: self
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    }
+
+    /// The parameter values: defaults overridden by `KEY=VALUE` pairs.
+    pub fn param_values(&self, sets: &[String]) -> Result<BTreeMap<String, String>> {
+        let mut values: BTreeMap<String, String> = self
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.default.clone()))
+            .collect();
+        for set in sets {
+            let (key, value) = set
+                .split_once('=')
+                .ok_or_else(|| Error::BadSetArgument(set.clone()))?;
+            let Some(param) = self.params.iter().find(|p| p.name == key) else {
+                let names: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+                return Err(Error::UnknownParam {
+                    recipe: self.name.clone(),
+                    key: key.to_string(),
+                    allowed: if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    },
+                });
+            };
+            if !param.allowed.is_empty() && !param.allowed.iter().any(|a| a == value) {
+                return Err(Error::BadParamValue {
+                    recipe: self.name.clone(),
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    allowed: param.allowed.join(", "),
+                });
+            }
+            values.insert(key.to_string(), value.to_string());
+        }
+        Ok(values)
+    }
+}
+
+/// Variables every recipe may use in `{…}` placeholders, besides its parameters.
+pub const BUILTIN_VARS: &[&str] = &["home", "config_home", "recipe"];
+
+/// The values `when.override` parameters may take.
+pub const OVERRIDE_VALUES: &[&str] = &["auto", "always", "never"];
+
+const TOP_KEYS: &[&str] = &[
+    "summary",
+    "description",
+    "scopes",
+    "default_scope",
+    "params",
+    "packages",
+    "steps",
+];
+const PARAM_KEYS: &[&str] = &["default", "allowed", "help"];
+const PACKAGE_KEYS: &[&str] = &["dpkg", "rpm", "pacman"];
+const STEP_KEYS: &[&str] = &["id", "kind", "summary", "why", "scope", "when"];
+const WHEN_KEYS: &[&str] = &["package", "min_version", "below_version", "override"];
+const SCOPES: &[&str] = &["user", "system"];
+
+/// Parses one recipe file. `name` is the recipe's name (the file stem), `file` what errors show.
+pub fn parse(name: &str, file: &str, text: &str) -> Result<Recipe> {
+    let src = Source {
+        name: file.to_string(),
+        text: text.to_string(),
+    };
+    let doc = ImDocument::parse(text.to_string()).map_err(|e| {
+        let message = e.message().trim().replace('\n', "; ");
+        src.error(e.span(), format!("invalid TOML: {message}"))
+    })?;
+    let root = Fields::root(&src, doc.as_table(), TOP_KEYS)?;
+    let summary = root.required("summary")?;
+    let description = root.string("description")?.unwrap_or_default();
+    let scopes = parse_scopes(&root, "scopes")?.ok_or_else(|| {
+        src.error(
+            root.span(),
+            "recipe: missing required key `scopes` (allowed values: user, system)",
+        )
+    })?;
+    let default_scope = match root.choice("default_scope", SCOPES)? {
+        Some(s) => Scope::parse(&s).unwrap_or(Scope::User),
+        None => scopes[0],
+    };
+    if !scopes.contains(&default_scope) {
+        return Err(root.error("default_scope", "must be one of the recipe's `scopes`"));
+    }
+    let params = parse_params(&root)?;
+    let packages = parse_packages(&root)?;
+    let mut vars: Vec<String> = BUILTIN_VARS.iter().map(|s| s.to_string()).collect();
+    vars.extend(params.iter().map(|p| p.name.clone()));
+    let ctx = StepContext {
+        vars: &vars,
+        params: &params,
+        packages: &packages,
+        scopes: &scopes,
+    };
+    let mut steps = Vec::new();
+    if let Some(item) = root.get("steps") {
+        let Some(array) = item.as_array_of_tables() else {
+            return Err(root.error("steps", "expected an array of tables ([[steps]])"));
+        };
+        for (index, table) in array.iter().enumerate() {
+            let step = parse_step(&src, table, index, &ctx)?;
+            if let Some(dup) = steps.iter().find(|s: &&Step| {
+                s.id == step.id && s.scopes.iter().any(|sc| step.scopes.contains(sc))
+            }) {
+                return Err(src.error(
+                    table.span(),
+                    format!(
+                        "step `{}`: id already used by the step at {}",
+                        step.id, dup.location
+                    ),
+                ));
+            }
+            steps.push(step);
+        }
+    }
+    Ok(Recipe {
+        name: name.to_string(),
+        summary,
+        description,
+        source: file.to_string(),
+        scopes,
+        default_scope,
+        params,
+        packages,
+        steps,
+    })
+}
+
+fn parse_scopes(fields: &Fields<'_>, key: &str) -> Result<Option<Vec<Scope>>> {
+    let Some(names) = fields.strings(key)? else {
+        return Ok(None);
+    };
+    let mut scopes = Vec::new();
+    for name in names {
+        let scope = Scope::parse(&name).ok_or_else(|| {
+            fields.error(
+                key,
+                format!("unknown scope `{name}`; allowed: {}", list(SCOPES)),
+            )
+        })?;
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    Ok(Some(scopes))
+}
+
+fn parse_params(root: &Fields<'_>) -> Result<Vec<Param>> {
+    let Some(item) = root.get("params") else {
+        return Ok(Vec::new());
+    };
+    let table = Fields::unchecked(root.source(), item, "params")?;
+    let mut params = Vec::new();
+    for name in table.keys() {
+        let Some(item) = table.get(name) else {
+            continue;
+        };
+        if BUILTIN_VARS.contains(&name) {
+            return Err(table.error(name, "this name is reserved for a built-in variable"));
+        }
+        let fields = Fields::of(root.source(), item, &format!("params.{name}"), PARAM_KEYS)?;
+        let default = fields.required("default")?;
+        let allowed = fields.strings("allowed")?.unwrap_or_default();
+        if !allowed.is_empty() && !allowed.contains(&default) {
+            return Err(fields.error(
+                "default",
+                format!("not one of the allowed values: {}", allowed.join(", ")),
+            ));
+        }
+        params.push(Param {
+            name: name.to_string(),
+            default,
+            allowed,
+            help: fields.string("help")?.unwrap_or_default(),
+        });
+    }
+    Ok(params)
+}
+
+fn parse_packages(root: &Fields<'_>) -> Result<BTreeMap<String, PackageNames>> {
+    let mut packages = BTreeMap::new();
+    let Some(item) = root.get("packages") else {
+        return Ok(packages);
+    };
+    let table = Fields::unchecked(root.source(), item, "packages")?;
+    for name in table.keys() {
+        let Some(item) = table.get(name) else {
+            continue;
+        };
+        let fields = Fields::of(
+            root.source(),
+            item,
+            &format!("packages.{name}"),
+            PACKAGE_KEYS,
+        )?;
+        packages.insert(
+            name.to_string(),
+            PackageNames {
+                dpkg: fields.strings("dpkg")?.unwrap_or_default(),
+                rpm: fields.strings("rpm")?.unwrap_or_default(),
+                pacman: fields.strings("pacman")?.unwrap_or_default(),
+            },
+        );
+    }
+    Ok(packages)
+}
+
+/// What a step parser may check against: variables, parameters, packages, scopes.
+pub(crate) struct StepContext<'a> {
+    /// Names usable in `{…}`.
+    pub vars: &'a [String],
+    /// The recipe's parameters.
+    pub params: &'a [Param],
+    /// The recipe's logical packages.
+    pub packages: &'a BTreeMap<String, PackageNames>,
+    /// The recipe's scopes.
+    pub scopes: &'a [Scope],
+}
+
+impl StepContext<'_> {
+    /// Checks that every `{name}` in a string is a known variable.
+    pub fn template(&self, fields: &Fields<'_>, key: &str, value: String) -> Result<Template> {
+        let template = Template(value);
+        for name in template.placeholders().map_err(|m| fields.error(key, m))? {
+            if !self.vars.iter().any(|v| v == name) {
+                return Err(fields.error(
+                    key,
+                    format!(
+                        "unknown variable `{{{name}}}`; allowed: {}",
+                        self.vars.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(template)
+    }
+
+    /// Checks that a logical package is declared in `[packages]`.
+    pub fn package(&self, fields: &Fields<'_>, key: &str, name: &str) -> Result<()> {
+        if self.packages.contains_key(name) {
+            Ok(())
+        } else {
+            let known: Vec<&str> = self.packages.keys().map(|k| k.as_str()).collect();
+            Err(fields.error(
+                key,
+                format!(
+                    "unknown package `{name}`; declared in [packages]: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ))
+        }
+    }
+}
+
+fn parse_step(
+    src: &Source,
+    table: &toml_edit::Table,
+    index: usize,
+    ctx: &StepContext<'_>,
+) -> Result<Step> {
+    let item = toml_edit::Item::Table(table.clone());
+    // The clone keeps spans; `Fields` borrows from it for the duration of this function.
+    let what = format!("steps[{index}]");
+    let fields = Fields::unchecked(src, &item, &what)?;
+    let kind_name = fields.string("kind")?.ok_or_else(|| {
+        src.error(
+            table.span(),
+            format!(
+                "{what}: missing required key `kind`; allowed: {}",
+                StepKind::names().join(", ")
+            ),
+        )
+    })?;
+    let kind = StepKind::from_name(&kind_name).ok_or_else(|| {
+        fields.error(
+            "kind",
+            format!(
+                "unknown step kind `{kind_name}`; allowed: {}",
+                StepKind::names().join(", ")
+            ),
+        )
+    })?;
+    let mut allowed: Vec<&str> = STEP_KEYS.to_vec();
+    allowed.extend_from_slice(kind.keys());
+    let id = fields.required("id")?;
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(fields.error("id", "use letters, digits, `-` and `_` only"));
+    }
+    let what = format!("step `{id}`");
+    let fields = Fields::of(src, &item, &what, &allowed)?;
+    let scopes = parse_scopes(&fields, "scope")?.unwrap_or_else(|| ctx.scopes.to_vec());
+    if let Some(bad) = scopes.iter().find(|s| !ctx.scopes.contains(s)) {
+        return Err(fields.error(
+            "scope",
+            format!("scope `{bad}` is not in the recipe's `scopes`"),
+        ));
+    }
+    let when = match fields.get("when") {
+        None => When::default(),
+        Some(item) => {
+            let w = Fields::of(src, item, &format!("{what}.when"), WHEN_KEYS)?;
+            let package = w.string("package")?;
+            if let Some(p) = &package {
+                ctx.package(&w, "package", p)?;
+            }
+            let min_version = w.string("min_version")?;
+            let below_version = w.string("below_version")?;
+            for (key, v) in [
+                ("min_version", &min_version),
+                ("below_version", &below_version),
+            ] {
+                if v.is_some() && package.is_none() {
+                    return Err(w.error(key, "needs `package`"));
+                }
+            }
+            let override_param = w.string("override")?;
+            if let Some(name) = &override_param {
+                match ctx.params.iter().find(|p| &p.name == name) {
+                    None => return Err(w.error("override", format!("unknown parameter `{name}`"))),
+                    Some(p)
+                        if p.allowed
+                            .iter()
+                            .map(|s| s.as_str())
+                            .ne(OVERRIDE_VALUES.iter().copied()) =>
+                    {
+                        return Err(w.error(
+                            "override",
+                            format!(
+                                "parameter `{name}` must allow exactly: {}",
+                                list(OVERRIDE_VALUES)
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            When {
+                package,
+                min_version,
+                below_version,
+                override_param,
+            }
+        }
+    };
+    let spec = kind.parse(&fields, ctx)?;
+    Ok(Step {
+        id,
+        summary: fields.string("summary")?.unwrap_or_default(),
+        why: fields.string("why")?.unwrap_or_default(),
+        scopes,
+        when,
+        spec,
+        location: src.location(table.span()),
+    })
+}
+
+/// A string with `{name}` placeholders (`{{` and `}}` for literal braces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(pub String);
+
+impl Template {
+    /// The placeholder names, or an error message for an unclosed `{`.
+    pub fn placeholders(&self) -> std::result::Result<Vec<&str>, String> {
+        let s = self.0.as_str();
+        let mut names = Vec::new();
+        let mut rest = s;
+        while let Some(pos) = rest.find(['{', '}']) {
+            let after = &rest[pos + 1..];
+            let c = rest.as_bytes()[pos];
+            if after.as_bytes().first() == Some(&c) {
+                rest = &after[1..];
+                continue;
+            }
+            if c == b'}' {
+                return Err("a lone `}`: write `}}` for a literal brace".into());
+            }
+            let end = after
+                .find('}')
+                .ok_or_else(|| "an unclosed `{`: write `{{` for a literal brace".to_string())?;
+            names.push(&after[..end]);
+            rest = &after[end + 1..];
+        }
+        Ok(names)
+    }
+
+    /// The text with placeholders replaced (unknown names are left as they are).
+    pub fn render(&self, vars: &BTreeMap<String, String>) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        let mut rest = self.0.as_str();
+        while let Some(pos) = rest.find(['{', '}']) {
+            out.push_str(&rest[..pos]);
+            let c = rest.as_bytes()[pos] as char;
+            let after = &rest[pos + 1..];
+            if after.starts_with(c) {
+                out.push(c);
+                rest = &after[1..];
+                continue;
+            }
+            match (c, after.find('}')) {
+                ('{', Some(end)) => {
+                    let name = &after[..end];
+                    match vars.get(name) {
+                        Some(v) => out.push_str(v),
+                        None => out.push_str(&rest[pos..pos + end + 2]),
+                    }
+                    rest = &after[end + 1..];
+                }
+                _ => {
+                    out.push(c);
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// All recipes: the built-in ones plus every `*.toml` in the extra directories.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// The recipes, sorted by name.
+    pub recipes: Vec<Recipe>,
+}
+
+impl Catalog {
+    /// Loads the built-in recipes and those in `dirs` (a name defined twice is an error).
+    pub fn load(dirs: &[impl AsRef<Path>]) -> Result<Catalog> {
+        let mut recipes: Vec<Recipe> = Vec::new();
+        let mut add = |recipe: Recipe| -> Result<()> {
+            if let Some(old) = recipes.iter().find(|r| r.name == recipe.name) {
+                return Err(Error::DuplicateRecipe {
+                    name: recipe.name.clone(),
+                    first: old.source.clone(),
+                    second: recipe.source.clone(),
+                });
+            }
+            recipes.push(recipe);
+            Ok(())
+        };
+        for (file, text) in BUILTIN {
+            let name = file.trim_end_matches(".toml");
+            add(parse(name, &format!("<built-in>/{file}"), text)?)?;
+        }
+        for dir in dirs {
+            let dir = dir.as_ref();
+            let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+            let mut files = Vec::new();
+            for entry in entries {
+                let path = entry.map_err(|e| Error::io(dir, e))?.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    files.push(path);
+                }
+            }
+            files.sort();
+            for path in files {
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                add(parse(&name, &path.display().to_string(), &text)?)?;
+            }
+        }
+        recipes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Catalog { recipes })
+    }
+
+    /// The recipe called `name`.
+    pub fn get(&self, name: &str) -> Result<&Recipe> {
+        self.recipes
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::UnknownRecipe {
+                name: name.to_string(),
+                available: self
+                    .recipes
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_and_escape() {
+        let vars: BTreeMap<String, String> = [("home".to_string(), "/home/u".to_string())].into();
+        let t = Template("{home}/.profile ${{X}}".into());
+        assert_eq!(t.placeholders().unwrap(), vec!["home"]);
+        assert_eq!(t.render(&vars), "/home/u/.profile ${X}");
+        assert!(Template("{oops".into()).placeholders().is_err());
+    }
+
+    #[test]
+    fn builtin_recipes_parse() {
+        let catalog = Catalog::load(&[] as &[&Path]).unwrap();
+        let names: Vec<&str> = catalog.recipes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["gtk-legacy", "qt-gtk"]);
+    }
+
+    fn err(text: &str) -> String {
+        parse("t", "t.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_allowed_values() {
+        assert_eq!(
+            err("summary = \"x\"\nscopes = [\"user\"]\nbogus = 1\n"),
+            "t.toml:3:1: recipe: unknown key `bogus`; allowed: summary, description, scopes, default_scope, params, packages, steps"
+        );
+        let e = err(
+            "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"teleport\"\n",
+        );
+        assert!(e.starts_with("t.toml:5:8: steps[0]: `kind`: unknown step kind `teleport`; allowed: line, ini, file, gsettings, package, manual"), "{e}");
+        let e = err(
+            "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"line\"\npath = \"{nope}/x\"\nline = \"y\"\n",
+        );
+        assert!(
+            e.starts_with("t.toml:6:8: step `a`: `path`: unknown variable `{nope}`"),
+            "{e}"
+        );
+        let e = err("summary = \"x\"\nscopes = [\"user\" \"system\"]\n");
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn params_are_checked() {
+        let r = parse(
+            "t",
+            "t.toml",
+            "summary = \"x\"\nscopes = [\"user\"]\n[params.theme]\ndefault = \"gtk3\"\nallowed = [\"gtk3\", \"qt5ct\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r.param_values(&["theme=qt5ct".into()]).unwrap()["theme"],
+            "qt5ct"
+        );
+        assert_eq!(
+            r.param_values(&["colour=red".into()])
+                .unwrap_err()
+                .to_string(),
+            "recipe t: unknown parameter `colour`; allowed: theme"
+        );
+        assert_eq!(
+            r.param_values(&["theme=kde".into()])
+                .unwrap_err()
+                .to_string(),
+            "recipe t: bad value `kde` for parameter `theme`; allowed: gtk3, qt5ct"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! `hostkit apply NAME [--dry-run]`.
+
+use crate::Outcome;
+use crate::cmd::recipe::{Format, TargetArgs, print_commands, print_diff, print_json, step_lines};
+use crate::printer::Printer;
+
+/// `hostkit apply` options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recipe.
+    pub name: String,
+    /// Print the unified diff of every file and the command line of every other effect;
+    /// change nothing (not even the state directory).
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Applies a recipe (or shows what it would do), printing the diff it applies.
+pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
+    let catalog = args.target.catalog.load()?;
+    let recipe = catalog.get(&args.name)?;
+    let opts = args.target.options(false);
+    let host = hostkit_recipes::RealHost;
+    let (report, error) = if args.dry_run {
+        (hostkit_recipes::dry_run(recipe, &opts, &host)?, None)
+    } else {
+        let applied = hostkit_recipes::apply(recipe, &opts, &host)?;
+        (applied.report, applied.error)
+    };
+    if args.target.catalog.format == Format::Json {
+        print_json(printer, std::slice::from_ref(&report), false)?;
+    } else {
+        print_diff(printer, &report.diff);
+        print_commands(printer, &report);
+        for line in step_lines(printer, &report, false) {
+            printer.note(line);
+        }
+        if report.steps.iter().any(|s| s.status == "reported") {
+            printer.warn("some commands were not run under --root: run them inside the image");
+        }
+        let suffix = if args.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        };
+        printer.note(format!("{}: {}{suffix}", report.recipe, report.message));
+    }
+    if let Some(error) = error {
+        return Err(error.into());
+    }
+    Ok(if report.pending() {
+        Outcome::Pending
+    } else {
+        Outcome::Success
+    })
+}

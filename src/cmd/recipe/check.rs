@@ -1,0 +1,58 @@
+//! `hostkit check NAME|all`.
+
+use crate::Outcome;
+use crate::cmd::recipe::{Format, TargetArgs, print_json, step_lines};
+use crate::printer::Printer;
+
+/// `hostkit check` options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recipe, or `all` for every recipe.
+    pub name: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Reports each step's status; exit 0 when all are satisfied, 1 when something would change.
+pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
+    let catalog = args.target.catalog.load()?;
+    let opts = args.target.options(false);
+    let many = args.name == "all";
+    let recipes: Vec<&hostkit_recipes::Recipe> = if many {
+        catalog.recipes.iter().collect()
+    } else {
+        vec![catalog.get(&args.name)?]
+    };
+    let mut reports = Vec::new();
+    for recipe in recipes {
+        let mut opts = opts.clone();
+        if many {
+            // `check all`: each recipe in the requested scope when it has it, else its default;
+            // `--set` applies to the recipes that have the parameter.
+            opts.scope = opts.scope.filter(|s| recipe.scopes.contains(s));
+            opts.sets.retain(|kv| {
+                let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+                recipe.params.iter().any(|p| p.name == key)
+            });
+        }
+        reports.push(hostkit_recipes::check(
+            recipe,
+            &opts,
+            &hostkit_recipes::RealHost,
+        )?);
+    }
+    if args.target.catalog.format == Format::Json {
+        print_json(printer, &reports, many)?;
+    } else {
+        for report in &reports {
+            for line in step_lines(printer, report, printer.color_stdout()) {
+                printer.out(line);
+            }
+        }
+    }
+    Ok(if reports.iter().any(|r| r.pending()) {
+        Outcome::Pending
+    } else {
+        Outcome::Success
+    })
+}

@@ -1,0 +1,41 @@
+//! `hostkit revert NAME`.
+
+use crate::Outcome;
+use crate::cmd::recipe::{Format, TargetArgs, print_commands, print_diff, print_json};
+use crate::printer::Printer;
+
+/// `hostkit revert` options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recipe.
+    pub name: String,
+    /// Revert files even when someone changed them since `apply`.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Puts back every file as it was before the first apply and undoes the other effects.
+pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
+    let catalog = args.target.catalog.load()?;
+    let recipe = catalog.get(&args.name)?;
+    let report = hostkit_recipes::revert(
+        recipe,
+        &args.target.options(args.force),
+        &hostkit_recipes::RealHost,
+    )?;
+    if args.target.catalog.format == Format::Json {
+        print_json(printer, std::slice::from_ref(&report), false)?;
+    } else {
+        print_diff(printer, &report.diff);
+        print_commands(printer, &report);
+        for step in &report.steps {
+            if let Some(reason) = &step.reason {
+                printer.warn(format!("{}: {reason}", step.id));
+            }
+        }
+        printer.note(format!("{}: {}", report.recipe, report.message));
+    }
+    Ok(Outcome::Success)
+}

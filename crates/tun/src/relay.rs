@@ -298,6 +298,8 @@ pub struct RelayOptions {
     pub log: PacketLog,
     /// Packet-log destination.
     pub sink: LogSink,
+    /// Nice value for the worker threads (e.g. -10), if any; needs CAP_SYS_NICE to lower it.
+    pub nice: Option<i32>,
 }
 
 impl std::fmt::Debug for RelayOptions {
@@ -305,6 +307,7 @@ impl std::fmt::Debug for RelayOptions {
         f.debug_struct("RelayOptions")
             .field("engine", &self.engine)
             .field("log", &self.log)
+            .field("nice", &self.nice)
             .finish()
     }
 }
@@ -362,6 +365,7 @@ impl Relay {
                             std::thread::Builder::new()
                                 .name(format!("relay-{}-{worker}", from.label()))
                                 .spawn(move || {
+                                    ctx.set_priority();
                                     let fwd = ctx.forwarder(from.as_ref(), to.as_ref(), dir);
                                     ctx.finish(pump(&fwd, &ctx.stop_rx))
                                 })?,
@@ -374,6 +378,7 @@ impl Relay {
                         std::thread::Builder::new()
                             .name(format!("relay-q{worker}"))
                             .spawn(move || {
+                                ctx.set_priority();
                                 let fwd = [
                                     ctx.forwarder(a.as_ref(), b.as_ref(), 0),
                                     ctx.forwarder(b.as_ref(), a.as_ref(), 1),
@@ -455,9 +460,32 @@ impl WorkerCtx {
         )
     }
 
+    /// Applies the configured nice value to the calling worker thread.
+    fn set_priority(&self) {
+        if let Some(nice) = self.opts.nice
+            && let Err(e) = set_thread_nice(nice)
+        {
+            log::warn!(
+                "cannot set the relay's nice value to {nice}: {e}; running at normal priority"
+            );
+        }
+    }
+
     fn finish(&self, res: Result<(), RelayError>) -> Result<(), RelayError> {
         self.finished.store(true, Ordering::SeqCst);
         res
+    }
+}
+
+/// Sets the calling thread's nice value (on Linux, nice is per thread).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers; `who` = 0 with PRIO_PROCESS means the calling
+    // thread on Linux. Nothing is borrowed.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -707,6 +735,7 @@ mod tests {
                     engine,
                     log: PacketLog::Off,
                     sink,
+                    nice: None,
                 },
             )
             .unwrap();

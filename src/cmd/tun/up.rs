@@ -22,6 +22,8 @@ use crate::printer::Printer;
 /// Transmit queue length the fast engine sets (the kernel's default of 500 overflows, and a
 /// full TUN ring drops silently).
 const FAST_TXQUEUELEN: u32 = 5000;
+/// Nice value of the fast engine's workers.
+const FAST_NICE: i32 = -10;
 /// Most queues per device the fast engine opens by default.
 const MAX_DEFAULT_QUEUES: usize = 4;
 
@@ -71,6 +73,11 @@ pub struct UpArgs {
     /// Queues per device for the fast engine (default: one per CPU, at most 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub queues: Option<u16>,
+    /// Nice value of the relay's worker threads (default: -10 with the fast engine — the relay
+    /// is the network path, like the kernel's softirqs it should win the CPU from the programs
+    /// whose traffic it carries — unchanged with the simple one). 0 keeps normal priority.
+    #[arg(long, value_name = "NICE", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: Option<i32>,
     /// Transmit queue length of both devices (default: 5000 with the fast engine, the kernel's
     /// 500 with the simple one).
     #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..))]
@@ -183,7 +190,11 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         undo: Vec::new(),
         stats: Vec::new(),
     };
-    let relay_opts = relay_options(printer, args.engine.engine());
+    let nice = args.nice.or(match args.engine {
+        EngineArg::Fast => Some(FAST_NICE),
+        EngineArg::Simple => None,
+    });
+    let relay_opts = relay_options(printer, args.engine.engine(), nice);
     let setup = device_setup(
         args.engine.engine(),
         args.queues,
@@ -227,7 +238,7 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         }
     };
     printer.note(format!(
-        "relay running: {} (fd {}) <-> {} (fd {}), {}; table {}; engine {}, {} queue(s), offloads {}; pid {} — stop with Ctrl-C, SIGTERM or `hostkit tun down`",
+        "relay running: {} (fd {}) <-> {} (fd {}), {}; table {}; engine {}, {} queue(s), offloads {}, nice {}; pid {} — stop with Ctrl-C, SIGTERM or `hostkit tun down`",
         spec.ends[0].dev,
         fds(&tunnel.devices[0]),
         spec.ends[1].dev,
@@ -237,6 +248,7 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         args.engine.engine().name(),
         tunnel.devices[0].len(),
         state.offloads,
+        nice.unwrap_or(0),
         std::process::id()
     ));
 

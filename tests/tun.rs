@@ -901,3 +901,43 @@ fn a_simple_relay_after_a_fast_one_on_persistent_devices_still_works() {
     assert!(status.success());
     assert!(relayed_bytes(&stdout, "tun1", "tun0") > 8 << 20, "{stdout}");
 }
+
+#[test]
+fn the_benchmark_script_runs_and_reports_every_figure() {
+    // Not a timed test: it only checks that `benches/tun-bench.py` still runs end to end and
+    // reports every figure for the three paths (speed is judged from its output, by people).
+    require_root!();
+    let dir = TestDir::new();
+    let json = dir.join("bench.json");
+    let out = run_ok(
+        Command::new(PYTHON)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/tun-bench.py"))
+            .args(["--runs", "1", "--seconds", "1", "--hostkit"])
+            .arg(crate::util::hostkit_bin())
+            .arg("--json")
+            .arg(&json),
+    );
+    for row in [
+        "ping RTT avg (ms)",
+        "TCP 1 stream (Gbit/s)",
+        "relay CPU at TCP 1 stream (s/GB)",
+        "TCP 4 streams retransmits",
+        "UDP 64 B at max: crossed to the far UDP layer (kpps)",
+        "relay peak RSS (MB)",
+    ] {
+        assert!(out.contains(&format!("| {row} |")), "missing {row}:\n{out}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for path in ["veth", "simple", "fast"] {
+        let gbit = v["summary"][path]["tcp1_gbit_s"]["median"]
+            .as_f64()
+            .unwrap();
+        assert!(gbit > 0.0, "{path}: no TCP throughput measured");
+    }
+    assert!(
+        v["summary"]["fast"]["tcp1_relay_cpu_s_per_gb"]["median"]
+            .as_f64()
+            .is_some()
+    );
+}

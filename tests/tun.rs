@@ -941,3 +941,40 @@ fn the_benchmark_script_runs_and_reports_every_figure() {
             .is_some()
     );
 }
+
+#[test]
+fn a_setup_failing_half_way_is_undone_exactly() {
+    // Debug builds honour HOSTKIT_TUN_FAIL_AT_STEP: fail before plan step 16 of a
+    // dual-stack plan, after devices, addresses, moved routes and most rules are in place.
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    let out = run(hostkit()
+        .args(["tun", "up", "--netns", ns.name(), "--run-dir"])
+        .arg(dir.join("run"))
+        .args([
+            "--addr0", "10.0.0.1", "--addr0", "fd00::1", "--addr1", "10.0.0.2", "--addr1",
+            "fd00::2",
+        ])
+        .env("HOSTKIT_TUN_FAIL_AT_STEP", "16"));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("injected failure before step 16"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("everything done so far was undone"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("done: remove IPv4 rule iif tun0 lookup 13"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&ns), before);
+    assert_eq!(
+        std::fs::read_dir(dir.join("run")).unwrap().count(),
+        0,
+        "state left behind"
+    );
+}

@@ -352,13 +352,20 @@ impl Netlink {
         Ok(msgs.into_iter().map(route_summary).collect())
     }
 
-    /// The `local` route of `addr` in table `table` (on any device), if present.
-    pub fn find_local_route(&self, addr: IpAddr, table: u32) -> Result<Option<RouteSummary>> {
+    /// The `local` route of `addr` in table `table` — through device `oif` if given, else on
+    /// any device — if present.
+    pub fn find_local_route(
+        &self,
+        addr: IpAddr,
+        table: u32,
+        oif: Option<u32>,
+    ) -> Result<Option<RouteSummary>> {
         Ok(self.routes(Family::of(&addr))?.into_iter().find(|r| {
             r.table == table
                 && r.kind == RouteType::Local
                 && r.dst == Some(addr)
                 && r.dst_len == full_prefix(&addr)
+                && oif.is_none_or(|i| r.oif == Some(i))
         }))
     }
 

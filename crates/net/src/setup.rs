@@ -46,6 +46,9 @@ pub enum SetupError {
         /// Seconds waited.
         secs: u64,
     },
+    /// A failure injected for testing (`HOSTKIT_TUN_FAIL_AT_STEP`, debug builds only).
+    #[error("injected failure before step {0} (HOSTKIT_TUN_FAIL_AT_STEP)")]
+    Injected(usize),
     /// The journal could not be written.
     #[error("cannot record the change in the state file: {0}")]
     Journal(std::io::Error),
@@ -214,9 +217,25 @@ fn establish_steps(
         }
     }
     // 2. The plan (device creation is done).
-    for step in spec.plan(*created) {
-        run_step(nl, &step, &before, spec, rec)?;
+    for (i, step) in spec.plan(*created).iter().enumerate() {
+        fail_point(i)?;
+        run_step(nl, step, &before, spec, rec)?;
     }
+    Ok(())
+}
+
+/// Debug builds only: `HOSTKIT_TUN_FAIL_AT_STEP=N` makes the setup fail before plan step N, so
+/// tests can check that a setup failing half-way is undone exactly.
+#[cfg(debug_assertions)]
+fn fail_point(step: usize) -> Result<(), SetupError> {
+    match std::env::var("HOSTKIT_TUN_FAIL_AT_STEP") {
+        Ok(n) if n.trim().parse() == Ok(step) => Err(SetupError::Injected(step)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn fail_point(_step: usize) -> Result<(), SetupError> {
     Ok(())
 }
 
@@ -291,7 +310,7 @@ fn run_step(
         }
         Step::MoveLocalRoute { dev, addr, table } => {
             let idx = index_of(nl, dev)?;
-            let route = wait_for_local_route(nl, dev, *addr)?;
+            let route = wait_for_local_route(nl, dev, idx, *addr)?;
             rec.push(Undo::RestoreLocalRoute {
                 dev: dev.clone(),
                 addr: *addr,
@@ -337,11 +356,12 @@ fn run_step(
 fn wait_for_local_route(
     nl: &Netlink,
     dev: &str,
+    index: u32,
     addr: IpAddr,
 ) -> Result<crate::netlink::RouteSummary, SetupError> {
     let start = Instant::now();
     loop {
-        if let Some(route) = nl.find_local_route(addr, TABLE_LOCAL)? {
+        if let Some(route) = nl.find_local_route(addr, TABLE_LOCAL, Some(index))? {
             return Ok(route);
         }
         if start.elapsed() > LOCAL_ROUTE_WAIT {

@@ -201,18 +201,24 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<bool, NetlinkError> {
                 .addresses(Some(l.index))?
                 .iter()
                 .any(|a| a.local == *addr);
-            if !has_addr || nl.find_local_route(*addr, TABLE_LOCAL)?.is_some() {
+            if !has_addr
+                || nl
+                    .find_local_route(*addr, TABLE_LOCAL, Some(l.index))?
+                    .is_some()
+            {
                 return Ok(false);
             }
             nl.add_local_route(*addr, l.index, dev, TABLE_LOCAL)
                 .map(|_| true)
         }
-        Undo::DelTableRoute { addr, table, .. } => match nl.find_local_route(*addr, *table)? {
-            None => Ok(false),
-            Some(r) => nl
-                .delete_route(&r, &format!("local {addr} table {}", table_name(*table)))
-                .map(|_| true),
-        },
+        Undo::DelTableRoute { dev, addr, table } => {
+            match nl.find_local_route(*addr, *table, link(dev)?.map(|l| l.index))? {
+                None => Ok(false),
+                Some(r) => nl
+                    .delete_route(&r, &format!("local {addr} table {}", table_name(*table)))
+                    .map(|_| true),
+            }
+        }
         Undo::DelRule { dev, family, table } => {
             let rules = nl.find_iif_rules(*family, dev, *table)?;
             let Some(rule) = rules.first() else {

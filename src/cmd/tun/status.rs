@@ -202,8 +202,8 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         moved.push(MovedStatus {
             address: *addr,
             device: dev.clone(),
-            in_local_table: nl.find_local_route(*addr, TABLE_LOCAL)?.is_some(),
-            in_tunnel_table: nl.find_local_route(*addr, table)?.is_some(),
+            in_local_table: nl.find_local_route(*addr, TABLE_LOCAL, None)?.is_some(),
+            in_tunnel_table: nl.find_local_route(*addr, table, None)?.is_some(),
         });
     }
     let local_routes_moved =

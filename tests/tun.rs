@@ -784,6 +784,13 @@ fn a_device_that_is_not_tun_is_refused_and_nothing_is_left() {
 #[test]
 fn without_cap_net_admin_up_says_so() {
     require_root!();
+    // Run a copy of the binary from a directory anyone can enter: the build directory may be
+    // private to root.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TestDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("hostkit");
+    std::fs::copy(crate::util::hostkit_bin(), &bin).unwrap();
     let out = run(Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -791,7 +798,7 @@ fn without_cap_net_admin_up_says_so() {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(crate::util::hostkit_bin())
+        .arg(&bin)
         .args(["tun", "up"]));
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -21,6 +21,10 @@ pub const MAX_PACKET: usize = 65_535 + 12;
 /// Packets handled per wake-up before the loop polls again (keeps the stop check responsive).
 const BATCH: usize = 256;
 
+/// A wake-up that finds at least this many packets queued means the device is busy: the fast
+/// engine then lets packets accumulate for [`RelayOptions::coalesce`] before waiting again.
+const BUSY_THRESHOLD: usize = 4;
+
 /// One end of the relay: something packets are read from and written to.
 pub trait PacketIo: Send + Sync {
     /// Reads one packet; `WouldBlock` when none is queued.
@@ -300,6 +304,12 @@ pub struct RelayOptions {
     pub sink: LogSink,
     /// Nice value for the worker threads (e.g. -10), if any; needs CAP_SYS_NICE to lower it.
     pub nice: Option<i32>,
+    /// Fast engine only: interrupt moderation. After a wake-up that found the device busy (at
+    /// least a few packets queued), sleep this long before waiting again, so that the next
+    /// wake-up moves a batch instead of one packet (one sleep and wake-up per batch rather than
+    /// per packet, like NAPI or a NIC's interrupt coalescing). Light traffic (a ping) never
+    /// waits. `None` or zero: off.
+    pub coalesce: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for RelayOptions {
@@ -308,6 +318,7 @@ impl std::fmt::Debug for RelayOptions {
             .field("engine", &self.engine)
             .field("log", &self.log)
             .field("nice", &self.nice)
+            .field("coalesce", &self.coalesce)
             .finish()
     }
 }
@@ -383,7 +394,8 @@ impl Relay {
                                     ctx.forwarder(a.as_ref(), b.as_ref(), 0),
                                     ctx.forwarder(b.as_ref(), a.as_ref(), 1),
                                 ];
-                                ctx.finish(epoll_worker(&fwd, &ctx.stop_rx))
+                                let coalesce = ctx.opts.coalesce.filter(|d| !d.is_zero());
+                                ctx.finish(epoll_worker(&fwd, &ctx.stop_rx, coalesce))
                             })?,
                     );
                 }
@@ -490,8 +502,13 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
 }
 
 /// The fast engine's worker: epoll over both devices of a queue pair and the stop pipe; each
-/// wake-up drains every ready device in a batch.
-fn epoll_worker(fwd: &[Forwarder<'_>; 2], stop_rx: &OwnedFd) -> Result<(), RelayError> {
+/// wake-up drains every ready device in a batch; a busy wake-up is followed by a short
+/// `coalesce` pause (see [`RelayOptions::coalesce`]).
+fn epoll_worker(
+    fwd: &[Forwarder<'_>; 2],
+    stop_rx: &OwnedFd,
+    coalesce: Option<std::time::Duration>,
+) -> Result<(), RelayError> {
     use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     let fail = |device: &str, e: nix::errno::Errno| RelayError {
         device: device.to_string(),
@@ -508,7 +525,14 @@ fn epoll_worker(fwd: &[Forwarder<'_>; 2], stop_rx: &OwnedFd) -> Result<(), Relay
         .map_err(|e| fail("stop pipe", e))?;
     let mut buf = vec![0u8; MAX_PACKET];
     let mut events = [EpollEvent::empty(); 3];
+    let mut busy = false;
     loop {
+        if let Some(pause) = coalesce
+            && busy
+        {
+            std::thread::sleep(pause);
+        }
+        busy = false;
         let n = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -521,7 +545,7 @@ fn epoll_worker(fwd: &[Forwarder<'_>; 2], stop_rx: &OwnedFd) -> Result<(), Relay
             }
             let flags = ev.events();
             if flags.contains(EpollFlags::EPOLLIN) {
-                drain(&fwd[which], &mut buf)?;
+                busy |= drain(&fwd[which], &mut buf)? >= BUSY_THRESHOLD;
             } else if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
                 return Err(RelayError {
                     device: fwd[which].from.label().to_string(),
@@ -736,6 +760,7 @@ mod tests {
                     log: PacketLog::Off,
                     sink,
                     nice: None,
+                    coalesce: Some(std::time::Duration::from_micros(50)),
                 },
             )
             .unwrap();

@@ -51,7 +51,12 @@ pub fn enter_namespace(netns: Option<&str>, what: &str) -> anyhow::Result<u64> {
 }
 
 /// The packet log level for the verbosity: `-v` classic lines, `-vv` decoded.
-pub fn relay_options(printer: &Printer, engine: Engine, nice: Option<i32>) -> RelayOptions {
+pub fn relay_options(
+    printer: &Printer,
+    engine: Engine,
+    nice: Option<i32>,
+    coalesce: Option<std::time::Duration>,
+) -> RelayOptions {
     let log = match printer.verbosity() {
         i8::MIN..=0 => PacketLog::Off,
         1 => PacketLog::Brief,
@@ -62,6 +67,7 @@ pub fn relay_options(printer: &Printer, engine: Engine, nice: Option<i32>) -> Re
         log,
         sink: Arc::new(|line: &str| eprintln!("{line}")),
         nice,
+        coalesce,
     }
 }
 

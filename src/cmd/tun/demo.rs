@@ -73,6 +73,7 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
             engine: Engine::Fast,
             log: PacketLog::Decoded,
             nice: None,
+            coalesce: None,
             sink: Arc::new(move |line: &str| {
                 let mut l = sink_log.lock().unwrap_or_else(|p| p.into_inner());
                 if l.len() < LOG_KEEP {

@@ -622,7 +622,7 @@ fn malformed_recipes_name_file_line_and_column() {
         ),
         (
             "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"symlink\"\n",
-            "bad.toml:5:8: steps[0]: `kind`: unknown step kind `symlink`; allowed: line, ini, file, gsettings, package, manual",
+            "bad.toml:5:8: steps[0]: `kind`: unknown step kind `symlink`; allowed: line, ini, file, gsettings, package, manual, probe",
         ),
         (
             "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"line\"\npath = \"/x\"\nline = \"y\"\ncolour = 1\n",

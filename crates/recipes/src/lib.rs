@@ -26,6 +26,7 @@ pub mod fsutil;
 pub mod host;
 pub mod pkg;
 pub mod plan;
+pub mod probes;
 pub mod recipe;
 pub mod state;
 pub mod steps;

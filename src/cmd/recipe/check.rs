@@ -48,6 +48,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             for line in step_lines(printer, report, printer.color_stdout()) {
                 printer.out(line);
             }
+            printer.out(format!("  => {}: {}", report.recipe, report.message));
         }
     }
     Ok(if reports.iter().any(|r| r.pending()) {

@@ -6,6 +6,7 @@ pub mod check;
 pub mod list;
 pub mod revert;
 pub mod show;
+pub mod source;
 
 use std::path::PathBuf;
 
@@ -166,7 +167,12 @@ pub fn step_lines(printer: &Printer, report: &Report, color: bool) -> Vec<String
         };
         lines.push(format!("  {status} {:<26} {}", step.id, step.summary));
         if let Some(reason) = &step.reason {
-            lines.push(format!("  {:<15} -> {reason}", ""));
+            let mut first = true;
+            for part in reason.lines() {
+                let arrow = if first { "->" } else { "  " };
+                lines.push(format!("  {:<15} {arrow} {part}", ""));
+                first = false;
+            }
         }
         if printer.verbosity() > 0 && !step.why.is_empty() {
             lines.push(format!("  {:<15} why: {}", "", step.why));

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use crate::util::{TestDir, hostkit, is_root, run, run_ok, texts};
 
 /// What a tree looks like: every path with its type, mode, owner and contents.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .expect("read_dir")
@@ -62,7 +62,11 @@ macro_rules! require_mount_ns {
 
 /// Asserts two snapshots are equal, showing only the paths that differ.
 #[track_caller]
-fn same_tree(now: &BTreeMap<PathBuf, String>, want: &BTreeMap<PathBuf, String>, what: &str) {
+pub(crate) fn same_tree(
+    now: &BTreeMap<PathBuf, String>,
+    want: &BTreeMap<PathBuf, String>,
+    what: &str,
+) {
     let mut diffs = Vec::new();
     for key in now
         .keys()
@@ -86,7 +90,7 @@ fn same_tree(now: &BTreeMap<PathBuf, String>, want: &BTreeMap<PathBuf, String>, 
 }
 
 /// A `dpkg` database with these packages installed (for `dpkg-query --admindir`).
-fn dpkg_status(dir: &TestDir, packages: &[(&str, &str)]) {
+pub(crate) fn dpkg_status(dir: &TestDir, packages: &[(&str, &str)]) {
     let mut text = String::new();
     for (name, version) in packages {
         text.push_str(&format!(
@@ -106,7 +110,7 @@ const DEBIAN_12: &[(&str, &str)] = &[
 ];
 
 /// `hostkit` with a given HOME and no XDG or GSettings variables from the outside.
-fn hk(home: &Path) -> Command {
+pub(crate) fn hk(home: &Path) -> Command {
     let mut cmd = hostkit();
     cmd.env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
@@ -118,18 +122,18 @@ fn hk(home: &Path) -> Command {
 }
 
 /// `hostkit ARGS --root DIR` with HOME=/home/u (inside the root).
-fn in_root(dir: &TestDir, args: &[&str]) -> Command {
+pub(crate) fn in_root(dir: &TestDir, args: &[&str]) -> Command {
     let mut cmd = hk(Path::new("/home/u"));
     cmd.args(args).arg("--root").arg(dir.path());
     cmd
 }
 
-fn code(out: &Output) -> i32 {
+pub(crate) fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
 /// Asserts an exit code, showing the output when it differs.
-fn expect(out: &Output, want: i32) -> (String, String) {
+pub(crate) fn expect(out: &Output, want: i32) -> (String, String) {
     let (stdout, stderr) = texts(out);
     assert_eq!(code(out), want, "stdout:\n{stdout}\nstderr:\n{stderr}");
     (stdout, stderr)
@@ -137,20 +141,20 @@ fn expect(out: &Output, want: i32) -> (String, String) {
 
 /// Runs `hostkit ARGS --root DIR` and asserts its exit code; returns stdout and stderr.
 #[track_caller]
-fn at(dir: &TestDir, args: &[&str], want: i32) -> (String, String) {
+pub(crate) fn at(dir: &TestDir, args: &[&str], want: i32) -> (String, String) {
     expect(&run(&mut in_root(dir, args)), want)
 }
 
 /// Asserts that `text` contains `needle`, showing the text when it does not.
 #[track_caller]
-fn has(text: &str, needle: &str) {
+pub(crate) fn has(text: &str, needle: &str) {
     assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
 }
 
 /// The full cycle on a root: dry run shows `diff` and changes nothing; apply prints the same
 /// and makes exactly the change; a second apply is a no-op; check is 0; revert restores the
 /// tree byte for byte. Returns the tree as applied.
-fn cycle(dir: &TestDir, args: &[&str], diff: &str) -> BTreeMap<PathBuf, String> {
+pub(crate) fn cycle(dir: &TestDir, args: &[&str], diff: &str) -> BTreeMap<PathBuf, String> {
     let before = snapshot(dir.path());
     let (dry, _) = at(dir, &[&["apply", "--dry-run"], args].concat(), 0);
     assert_eq!(dry, diff);

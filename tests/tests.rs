@@ -6,4 +6,5 @@ mod util;
 
 mod patch;
 mod recipes;
+mod sysrecipes;
 mod tun;

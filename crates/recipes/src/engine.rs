@@ -297,9 +297,10 @@ fn applied_report(
         report.steps.push(sr);
     }
     report.changed = !done.is_empty();
-    let changes_host = plan.steps.iter().any(|s| {
-        s.status == Status::Ok && !matches!(s.kind, StepKind::Probe | StepKind::Manual)
-    });
+    let changes_host = plan
+        .steps
+        .iter()
+        .any(|s| s.status == Status::Ok && !matches!(s.kind, StepKind::Probe | StepKind::Manual));
     report.message = if plan.satisfied() && !changes_host {
         "nothing to do on this host: no step here needs a change (the others only report)"
             .to_string()

@@ -17,10 +17,16 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "gtk-legacy.toml",
         include_str!("../../../recipes/gtk-legacy.toml"),
     ),
-    ("ngroups.toml", include_str!("../../../recipes/ngroups.toml")),
+    (
+        "ngroups.toml",
+        include_str!("../../../recipes/ngroups.toml"),
+    ),
     ("procps.toml", include_str!("../../../recipes/procps.toml")),
     ("qt-gtk.toml", include_str!("../../../recipes/qt-gtk.toml")),
-    ("rtl8139.toml", include_str!("../../../recipes/rtl8139.toml")),
+    (
+        "rtl8139.toml",
+        include_str!("../../../recipes/rtl8139.toml"),
+    ),
     (
         "udisks2-media.toml",
         include_str!("../../../recipes/udisks2-media.toml"),

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use crate::Outcome;
-use crate::cmd::recipe::{source, Format, TargetArgs, print_commands, print_diff, print_json, step_lines};
+use crate::cmd::recipe::{
+    Format, TargetArgs, print_commands, print_diff, print_json, source, step_lines,
+};
 use crate::printer::Printer;
 
 /// `hostkit apply` options.

@@ -100,7 +100,10 @@ fn read_conf(root: &Path, path: &Path) -> Result<(String, bool)> {
         }
     }
     match std::fs::read(&target) {
-        Ok(bytes) => Ok((String::from_utf8_lossy(&bytes).into_owned(), bytes.is_empty())),
+        Ok(bytes) => Ok((
+            String::from_utf8_lossy(&bytes).into_owned(),
+            bytes.is_empty(),
+        )),
         // A dangling link contributes nothing.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((String::new(), true)),
         Err(e) => Err(Error::io(&target, e)),
@@ -153,9 +156,12 @@ mod tests {
         w("lib/modprobe.d/notes.txt", "ignored\n");
         std::os::unix::fs::symlink("/dev/null", root.path().join("etc/modprobe.d/c.conf")).unwrap();
         w("lib/modprobe.d/c.conf", "blacklist masked\n");
-        let (files, present) =
-            effective(root.path(), &["/etc/modprobe.d", "/run/modprobe.d", "/lib/modprobe.d"], ".conf")
-                .unwrap();
+        let (files, present) = effective(
+            root.path(),
+            &["/etc/modprobe.d", "/run/modprobe.d", "/lib/modprobe.d"],
+            ".conf",
+        )
+        .unwrap();
         assert_eq!(present, ["/etc/modprobe.d", "/lib/modprobe.d"]);
         let names: Vec<(&str, &str, bool)> = files
             .iter()

@@ -154,7 +154,10 @@ pub fn live_root(ctx: &Context, host: &dyn Host) -> std::result::Result<(), Stri
         );
     }
     if host.ids().0 != 0 {
-        return Err("live probe, needs root (CAP_SETGID) to give a child a large group list; run as root".into());
+        return Err(
+            "live probe, needs root (CAP_SETGID) to give a child a large group list; run as root"
+                .into(),
+        );
     }
     Ok(())
 }

@@ -36,9 +36,9 @@ pub fn kernel_limit(ctx: &Context) -> Result<Option<u64>> {
 /// Probe `ngroups-kernel`.
 pub fn kernel(ctx: &Context) -> Result<Outcome> {
     Ok(match kernel_limit(ctx)? {
-        None if ctx.live => Outcome::NotApplicable(format!(
-            "{NGROUPS_MAX} is missing: is /proc mounted?"
-        )),
+        None if ctx.live => {
+            Outcome::NotApplicable(format!("{NGROUPS_MAX} is missing: is /proc mounted?"))
+        }
         None => Outcome::NotApplicable(format!(
             "{} is not under the root: the kernel's limit is live-host state (copy the running kernel's file there to check it)",
             shown(NGROUPS_MAX)

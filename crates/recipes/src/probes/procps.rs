@@ -27,7 +27,10 @@ fn names() -> PackageNames {
 fn ps_version(text: &str) -> Option<String> {
     text.split_whitespace()
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_digit()).to_string())
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .to_string()
+        })
 }
 
 /// Probe `procps-version`.
@@ -183,11 +186,11 @@ mod tests {
             ps_version("ps from procps-ng 4.0.2").as_deref(),
             Some("4.0.2")
         );
-        assert_eq!(
-            ps_version("procps version 3.2.8").as_deref(),
-            Some("3.2.8")
-        );
+        assert_eq!(ps_version("procps version 3.2.8").as_deref(), Some("3.2.8"));
         let (a, b, c) = sections("==supgid==\n1,2\n==supgrp==\na,b\n==status==\nGroups:\t1 2\n");
-        assert_eq!((a.as_str(), b.as_str(), c.as_str()), ("1,2\n", "a,b\n", "Groups:\t1 2\n"));
+        assert_eq!(
+            (a.as_str(), b.as_str(), c.as_str()),
+            ("1,2\n", "a,b\n", "Groups:\t1 2\n")
+        );
     }
 }

@@ -50,9 +50,9 @@ impl Card {
     }
 
     fn describe(&self) -> String {
-        let rev = self
-            .revision
-            .map_or("unknown revision".to_string(), |r| format!("revision {r:#04x}"));
+        let rev = self.revision.map_or("unknown revision".to_string(), |r| {
+            format!("revision {r:#04x}")
+        });
         let chip = if self.is_cplus() {
             "a genuine 8139C+: 8139cp is its driver"
         } else {
@@ -263,9 +263,7 @@ pub fn directives(files: &[ConfFile]) -> Vec<Directive> {
 
 /// What the directives do to 8139cp.
 fn verdict(directives: &[&str]) -> String {
-    let install = directives
-        .iter()
-        .find(|d| d.starts_with("install 8139cp "));
+    let install = directives.iter().find(|d| d.starts_with("install 8139cp "));
     let blacklist = directives.iter().any(|d| *d == "blacklist 8139cp");
     match (install, blacklist) {
         (Some(cmd), _) => format!(
@@ -276,8 +274,9 @@ fn verdict(directives: &[&str]) -> String {
     }
 }
 
-/// The real `modprobe -c` over the same directories.
-fn kmod_view(ctx: &Context, host: &dyn Host, present: &[String]) -> Result<Option<Vec<String>>> {
+/// `modprobe -C DIR…` over the directories read (in precedence order: kmod, like the
+/// default search, lets the first same-named file win), then `args`.
+fn modprobe_cmd(ctx: &Context, present: &[String], args: &[&str]) -> crate::host::Cmd {
     let mut argv: Vec<String> = vec!["modprobe".into()];
     let dirs: Vec<&str> = if present.is_empty() {
         vec![MODPROBE_DIRS[0]]
@@ -288,8 +287,13 @@ fn kmod_view(ctx: &Context, host: &dyn Host, present: &[String]) -> Result<Optio
         argv.push("-C".into());
         argv.push(join(&ctx.root, Path::new(d)).display().to_string());
     }
-    argv.push("-c".into());
-    let out = match try_run(host, &bounded(argv))? {
+    argv.extend(args.iter().map(|a| a.to_string()));
+    bounded(argv)
+}
+
+/// The real `modprobe -c` over the same directories.
+fn kmod_view(ctx: &Context, host: &dyn Host, present: &[String]) -> Result<Option<Vec<String>>> {
+    let out = match try_run(host, &modprobe_cmd(ctx, present, &["-c"]))? {
         Ran::Done(out) if out.success() => out,
         _ => return Ok(None),
     };
@@ -306,6 +310,14 @@ fn kmod_view(ctx: &Context, host: &dyn Host, present: &[String]) -> Result<Optio
     Ok(Some(lines))
 }
 
+fn same_set(kmod: &[String], ours: &[&str]) -> bool {
+    let mut a: Vec<&str> = kmod.iter().map(String::as_str).collect();
+    let mut b = ours.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
 /// Probe `rtl8139-modprobe`.
 pub fn modprobe(ctx: &Context, host: &dyn Host) -> Result<Outcome> {
     let (files, present) = effective(&ctx.root, MODPROBE_DIRS, ".conf")?;
@@ -319,7 +331,11 @@ pub fn modprobe(ctx: &Context, host: &dyn Host) -> Result<Outcome> {
         text.push_str(&format!(
             "\n{} overrides {}",
             shown(&f.logical),
-            f.hides.iter().map(|h| shown(h)).collect::<Vec<_>>().join(", ")
+            f.hides
+                .iter()
+                .map(|h| shown(h))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     text.push_str(&format!(
@@ -332,8 +348,21 @@ pub fn modprobe(ctx: &Context, host: &dyn Host) -> Result<Outcome> {
     ));
     match kmod_view(ctx, host, &present)? {
         None => text.push_str("\nnot confirmed: kmod's modprobe is not installed or failed"),
-        Some(kmod) if kmod.iter().map(String::as_str).eq(ours.iter().copied()) => {
+        // kmod dumps its configuration grouped by directive, not in file order.
+        Some(kmod) if same_set(&kmod, &ours) => {
             text.push_str("\nconfirmed by the real `modprobe -C DIR… -c` (kmod)");
+            if ours.iter().any(|d| d.starts_with("install 8139cp ")) {
+                // An install command needs no module files: kmod's dry run shows it.
+                if let Ran::Done(out) =
+                    try_run(host, &modprobe_cmd(ctx, &present, &["-n", "-v", "8139cp"]))?
+                {
+                    let said = format!("{}{}", out.stdout, out.stderr);
+                    text.push_str(&format!(
+                        "\n`modprobe -n -v 8139cp` (kmod): {}",
+                        said.split_whitespace().collect::<Vec<_>>().join(" ")
+                    ));
+                }
+            }
         }
         Some(kmod) => {
             return Ok(Outcome::Manual(format!(

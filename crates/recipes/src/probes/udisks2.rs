@@ -131,8 +131,8 @@ pub fn udev_rules(ctx: &Context) -> Result<Outcome> {
         Some((at, value)) if value == "1" => format!(
             "{PROPERTY}=1 set by {at} (the last assignment in udev's order): udisks2 mounts those filesystems under /media/LABEL, shared ({tail})"
         ),
-        Some((at, value)) => format!(
-            "{PROPERTY}={value} set last by {at}: mounts stay per user ({tail})"
-        ),
+        Some((at, value)) => {
+            format!("{PROPERTY}={value} set last by {at}: mounts stay per user ({tail})")
+        }
     }))
 }

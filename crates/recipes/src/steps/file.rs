@@ -34,7 +34,10 @@ pub(crate) fn parse(f: &Fields<'_>, ctx: &StepContext<'_>) -> Result<Spec> {
         mode: parse_mode(f)?,
         reload: match f.strings("reload")? {
             Some(argv) if argv.is_empty() => {
-                return Err(f.error("reload", "an empty command; give the program and its arguments"));
+                return Err(f.error(
+                    "reload",
+                    "an empty command; give the program and its arguments",
+                ));
             }
             other => other,
         },

@@ -533,7 +533,17 @@ fn json_output_has_the_documented_shape() {
         .iter()
         .map(|r| r["recipe"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["gtk-legacy", "qt-gtk"]);
+    assert_eq!(
+        names,
+        [
+            "gtk-legacy",
+            "ngroups",
+            "procps",
+            "qt-gtk",
+            "rtl8139",
+            "udisks2-media"
+        ]
+    );
 }
 
 #[test]
@@ -563,13 +573,17 @@ fn check_exit_codes_and_check_all() {
     at(&dir, &["check", "all", "--scope", "system"], 1);
     at(&dir, &["apply", "gtk-legacy", "--scope", "system"], 0);
     at(&dir, &["apply", "qt-gtk", "--scope", "system"], 0);
+    at(&dir, &["apply", "rtl8139"], 0);
     let (out, _) = at(&dir, &["check", "all", "--scope", "system"], 0);
     assert!(
         out.contains("gtk-legacy (system scope") && out.contains("qt-gtk (system scope"),
         "{out}"
     );
     let (_, err) = at(&dir, &["check", "nope"], 2);
-    has(&err, "unknown recipe `nope`; available: gtk-legacy, qt-gtk");
+    has(
+        &err,
+        "unknown recipe `nope`; available: gtk-legacy, ngroups, procps, qt-gtk, rtl8139, udisks2-media",
+    );
     let (_, err) = at(&dir, &["check", "qt-gtk", "--set", "colour=red"], 2);
     has(
         &err,
@@ -589,12 +603,16 @@ fn list_and_show() {
     assert_eq!(
         out,
         "gtk-legacy     user,system  GTK3 as it used to behave: classic scrollbars, folders first in the file chooser\n\
-         qt-gtk         user,system  Qt applications look like the GTK desktop: Qt4 style GTK+, Qt5/Qt6 GTK3 platform theme\n"
+         ngroups        system       Can a user be in more than 32 groups? Kernel and C library limits, largest membership, NFS AUTH_SYS\n\
+         procps         system       Does ps show all groups of a process in hundreds of groups? procps version and a live check\n\
+         qt-gtk         user,system  Qt applications look like the GTK desktop: Qt4 style GTK+, Qt5/Qt6 GTK3 platform theme\n\
+         rtl8139        system       Realtek 8139 cards get 8139too, not 8139cp: a modprobe.d drop-in, checked against kmod\n\
+         udisks2-media  system       Mount removable media under /media instead of /run/media/$USER (udisks2 udev rule)\n"
     );
     let json: serde_json::Value =
         serde_json::from_str(&run_ok(hk(dir.path()).args(["list", "--format", "json"]))).unwrap();
-    assert_eq!(json[1]["name"], "qt-gtk");
-    assert_eq!(json[1]["scopes"], serde_json::json!(["user", "system"]));
+    assert_eq!(json[3]["name"], "qt-gtk");
+    assert_eq!(json[3]["scopes"], serde_json::json!(["user", "system"]));
     let json: serde_json::Value = serde_json::from_str(&run_ok(
         hk(dir.path()).args(["show", "qt-gtk", "--format", "json"]),
     ))

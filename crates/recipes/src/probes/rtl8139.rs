@@ -264,7 +264,7 @@ pub fn directives(files: &[ConfFile]) -> Vec<Directive> {
 /// What the directives do to 8139cp.
 fn verdict(directives: &[&str]) -> String {
     let install = directives.iter().find(|d| d.starts_with("install 8139cp "));
-    let blacklist = directives.iter().any(|d| *d == "blacklist 8139cp");
+    let blacklist = directives.contains(&"blacklist 8139cp");
     match (install, blacklist) {
         (Some(cmd), _) => format!(
             "8139cp cannot load at all (`{cmd}`: not by name, alias or as a dependency); 8139too drives the card"

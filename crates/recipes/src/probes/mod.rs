@@ -146,6 +146,44 @@ pub fn shown(logical: &str) -> &str {
     logical.trim_start_matches('/')
 }
 
+/// Runs `argv` in a child process with `n` supplementary groups ([`probe_gids`]), through
+/// util-linux `setpriv --groups`, bounded in time. `Ok(Err(outcome))` when it cannot run here
+/// (not live, not root, no setpriv) or the child failed; otherwise the gids and its output.
+pub fn in_groups(
+    ctx: &Context,
+    host: &dyn Host,
+    n: usize,
+    argv: &[&str],
+) -> Result<std::result::Result<(Vec<u32>, Output), Outcome>> {
+    if let Err(why) = live_root(ctx, host) {
+        return Ok(Err(Outcome::NotApplicable(why)));
+    }
+    let gids = probe_gids(n);
+    let list = gids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut words = vec!["setpriv", "--groups", &list, "--"];
+    words.extend_from_slice(argv);
+    let out = match try_run(host, &bounded(words))? {
+        Ran::Done(out) => out,
+        Ran::Missing(why) => {
+            return Ok(Err(Outcome::NotApplicable(format!(
+                "setpriv (util-linux) or {} is not available: {why}",
+                argv[0]
+            ))));
+        }
+    };
+    if !out.success() {
+        return Ok(Err(Outcome::Manual(format!(
+            "a child process with {n} supplementary groups (`setpriv --groups …`) failed: {}",
+            out.stderr.trim()
+        ))));
+    }
+    Ok(Ok((gids, out)))
+}
+
 /// True when the probe may start children with other group lists: the live system, as root.
 pub fn live_root(ctx: &Context, host: &dyn Host) -> std::result::Result<(), String> {
     if !ctx.live {
@@ -160,4 +198,83 @@ pub fn live_root(ctx: &Context, host: &dyn Host) -> std::result::Result<(), Stri
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Options;
+    use crate::host::fake::FakeHost;
+    use crate::plan::{Effect, Status, plan};
+    use crate::recipe::Catalog;
+
+    fn root_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = root.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        root
+    }
+
+    fn planned(name: &str, root: &Path, host: &FakeHost, sets: &[&str]) -> crate::plan::Plan {
+        let catalog = Catalog::load(&[] as &[&Path]).unwrap();
+        let recipe = catalog.get(name).unwrap();
+        let opts = Options {
+            root: Some(root.to_path_buf()),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            ..Options::default()
+        };
+        let ctx = Context::new(recipe, &opts, host).unwrap();
+        plan(recipe, &ctx, host).unwrap()
+    }
+
+    #[test]
+    fn the_udev_rule_carries_a_reload_that_is_only_reported_under_root() {
+        let root = root_with(&[("etc/os-release", "ID=arch\n")]);
+        let host = FakeHost::default();
+        let p = planned("udisks2-media", root.path(), &host, &[]);
+        let rule = &p.steps[1];
+        assert_eq!(
+            (rule.id.as_str(), rule.status),
+            ("shared-rule", Status::WouldChange)
+        );
+        let Effect::Reload(reload) = &rule.effects[1] else {
+            panic!("expected a reload after the file: {:?}", rule.effects)
+        };
+        assert_eq!(reload.cmd.display(), "udevadm control --reload");
+        assert!(!reload.run);
+        // Nothing but probes ran: no udevadm while planning.
+        assert!(host.calls.borrow().iter().all(|c| !c.contains("udevadm")));
+    }
+
+    #[test]
+    fn kmod_disagreeing_with_the_directory_reading_needs_a_person() {
+        let root = root_with(&[("etc/modprobe.d/a.conf", "blacklist 8139cp\n")]);
+        let mut host = FakeHost::default();
+        let conf = root.path().join("etc/modprobe.d").display().to_string();
+        host.answer(
+            &format!("timeout -k 2 20 modprobe -C {conf} -c"),
+            0,
+            "install 8139cp /bin/true\n# End of configuration files. Dumping indexes now:\nblacklist 8139cp\n",
+        );
+        let p = planned("rtl8139", root.path(), &host, &[]);
+        let config = p.steps.iter().find(|s| s.id == "modprobe-config").unwrap();
+        assert_eq!(config.status, Status::Manual);
+        assert!(
+            config
+                .reason
+                .as_deref()
+                .unwrap()
+                .ends_with("kmod's `modprobe -c` disagrees with this reading; it says:\ninstall 8139cp /bin/true"),
+            "{:?}",
+            config.reason
+        );
+        // The guard, `when.param` and `when.exists`: one drop-in step applies, legacy does not.
+        let status = |id: &str| p.steps.iter().find(|s| s.id == id).unwrap().status;
+        assert_eq!(status("blacklist"), Status::WouldChange);
+        assert_eq!(status("install-false"), Status::NotApplicable);
+        assert_eq!(status("legacy-pcimapfile"), Status::NotApplicable);
+    }
 }

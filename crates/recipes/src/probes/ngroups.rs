@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::probes::{Ran, bounded, live_root, probe_gids, read_text, shown, try_run};
+use crate::probes::{in_groups, read_text, shown};
 use crate::steps::Outcome;
 
 const NGROUPS_MAX: &str = "/proc/sys/kernel/ngroups_max";
@@ -283,31 +283,11 @@ pub fn nfs(ctx: &Context) -> Result<Outcome> {
 
 /// Probe `ngroups-live`: a child process set a large group list and reads it back.
 pub fn live(ctx: &Context, host: &dyn Host) -> Result<Outcome> {
-    if let Err(why) = live_root(ctx, host) {
-        return Ok(Outcome::NotApplicable(why));
-    }
     let n = kernel_limit(ctx)?.map_or(PROOF_GROUPS, |l| l.min(PROOF_GROUPS)) as usize;
-    let gids = probe_gids(n);
-    let list = gids
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let cmd = bounded(["setpriv", "--groups", &list, "--", "id", "-G"]);
-    let out = match try_run(host, &cmd)? {
-        Ran::Done(out) => out,
-        Ran::Missing(why) => {
-            return Ok(Outcome::NotApplicable(format!(
-                "setpriv (util-linux) or id is not available: {why}"
-            )));
-        }
+    let (gids, out) = match in_groups(ctx, host, n, &["id", "-G"])? {
+        Ok(ran) => ran,
+        Err(outcome) => return Ok(outcome),
     };
-    if !out.success() {
-        return Ok(Outcome::Manual(format!(
-            "a child process could not take {n} supplementary groups: `setpriv --groups …` failed: {}",
-            out.stderr.trim()
-        )));
-    }
     let got: BTreeSet<u32> = out
         .stdout
         .split_whitespace()

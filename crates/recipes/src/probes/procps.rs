@@ -8,7 +8,7 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::host::Host;
 use crate::pkg::{Presence, at_least, presence};
-use crate::probes::{Ran, bounded, live_root, probe_gids, try_run};
+use crate::probes::{Ran, bounded, in_groups, try_run};
 use crate::recipe::PackageNames;
 use crate::steps::Outcome;
 
@@ -99,30 +99,10 @@ fn sections(text: &str) -> (String, String, String) {
 
 /// Probe `procps-live`.
 pub fn live(ctx: &Context, host: &dyn Host) -> Result<Outcome> {
-    if let Err(why) = live_root(ctx, host) {
-        return Ok(Outcome::NotApplicable(why));
-    }
-    let gids = probe_gids(LIVE_GROUPS);
-    let list = gids
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let cmd = bounded(["setpriv", "--groups", &list, "--", "sh", "-c", SCRIPT]);
-    let out = match try_run(host, &cmd)? {
-        Ran::Done(out) => out,
-        Ran::Missing(why) => {
-            return Ok(Outcome::NotApplicable(format!(
-                "setpriv (util-linux) is not available: {why}"
-            )));
-        }
+    let (gids, out) = match in_groups(ctx, host, LIVE_GROUPS, &["sh", "-c", SCRIPT])? {
+        Ok(ran) => ran,
+        Err(outcome) => return Ok(outcome),
     };
-    if !out.success() {
-        return Ok(Outcome::Manual(format!(
-            "the child with {LIVE_GROUPS} groups failed: {}",
-            out.stderr.trim()
-        )));
-    }
     let (supgid, supgrp, status) = sections(&out.stdout);
     let status: BTreeSet<u32> = status
         .trim()

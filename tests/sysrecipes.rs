@@ -145,6 +145,14 @@ fn ngroups_on_a_modern_image_is_fine_and_bad_files_are_errors() {
         &stderr,
         "proc/sys/kernel/ngroups_max:1: expected a number, found `lots`",
     );
+    // `check all` still checks the other recipes, then fails naming the one it could not.
+    let (stdout, stderr) = at(&dir, &["check", "all", "--scope", "system"], 2);
+    has(&stdout, "  => rtl8139: ");
+    has(&stderr, "error: recipe ngroups");
+    has(
+        &stderr,
+        "error: could not check ngroups (see the errors above)",
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

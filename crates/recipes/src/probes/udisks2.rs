@@ -126,7 +126,7 @@ pub fn udev_rules(ctx: &Context) -> Result<Outcome> {
     let tail = masked.join("; ");
     Ok(Outcome::Ok(match found.last() {
         None => format!(
-            "{PROPERTY} is set by no rules file: udisks2 mounts under its MOUNT_BASE/$USER ({tail})"
+            "no rules file sets {PROPERTY}: udisks2 would mount per user, under /media/$USER or /run/media/$USER as its build decides (step udisks2) ({tail})"
         ),
         Some((at, value)) if value == "1" => format!(
             "{PROPERTY}=1 set by {at} (the last assignment in udev's order): udisks2 mounts those filesystems under /media/LABEL, shared ({tail})"

@@ -681,3 +681,47 @@ fn dry_runs_show_the_drop_ins_and_write_nothing() {
         same_tree(&snapshot(dir.path()), &before, "a dry run wrote something");
     }
 }
+
+#[test]
+fn report_only_recipes_write_nothing_and_bad_values_are_refused() {
+    let dir = TestDir::new();
+    dpkg_status(&dir, &[("procps", "2:4.0.2-3")]);
+    let before = snapshot(dir.path());
+    for recipe in ["procps", "ngroups"] {
+        let (stdout, stderr) = at(&dir, &["apply", recipe], 0);
+        assert_eq!(stdout, "");
+        has(&stderr, &format!("{recipe}: nothing to do on this host"));
+        at(&dir, &["apply", recipe, "--dry-run"], 0);
+        let (_, stderr) = at(&dir, &["revert", recipe], 0);
+        has(&stderr, "nothing to revert");
+    }
+    same_tree(
+        &snapshot(dir.path()),
+        &before,
+        "a report-only recipe wrote something",
+    );
+    for (args, message) in [
+        (
+            vec!["check", "udisks2-media", "--set", "shared=sometimes"],
+            "error: recipe udisks2-media: bad value `sometimes` for parameter `shared`; allowed: auto, always, never",
+        ),
+        (
+            vec!["check", "procps", "--set", "size=4096"],
+            "error: recipe procps: unknown parameter `size`; allowed: none",
+        ),
+        (
+            vec!["apply", "rtl8139", "--scope", "user"],
+            "error: recipe rtl8139 does not support scope `user`; supported: system",
+        ),
+    ] {
+        let (_, stderr) = at(&dir, &args, 2);
+        has(&stderr, message);
+    }
+    let src = fixture("procps", "procps-3.2.8");
+    let out = run(hostkit()
+        .args(["apply", "procps", "--set", "size=100", "--source"])
+        .arg(src.path()));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    has(&stderr, "size");
+}

@@ -725,3 +725,78 @@ fn report_only_recipes_write_nothing_and_bad_values_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     has(&stderr, "size");
 }
+
+/// Two stand-in kernel modules (ELF objects with a `.modinfo` alias for 10ec:8139, built with
+/// the C compiler) indexed by the real `depmod -b ROOT KVER`; false (test skipped, saying so)
+/// when cc or depmod is missing.
+fn fake_modules(dir: &TestDir, kver: &str) -> bool {
+    let moddir = dir.join(format!(
+        "lib/modules/{kver}/kernel/drivers/net/ethernet/realtek"
+    ));
+    std::fs::create_dir_all(&moddir).expect("mkdir");
+    let src = TestDir::new();
+    for m in ["8139cp", "8139too"] {
+        let c = src.write(
+            format!("{m}.c"),
+            format!(
+                "#define MI(n, s) __attribute__((section(\".modinfo\"), used, aligned(1))) static const char n[] = s;\n\
+                 MI(a, \"alias=pci:v000010ECd00008139sv*sd*bc*sc*i*\")\nMI(l, \"license=GPL\")\nMI(n, \"name={m}\")\n\
+                 __attribute__((section(\".gnu.linkonce.this_module\"), used)) static const char t[64] = \"{m}\";\n"
+            ),
+        );
+        let ok = Command::new("cc")
+            .arg("-c")
+            .arg("-o")
+            .arg(moddir.join(format!("{m}.ko")))
+            .arg(&c)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED fake kernel modules: no C compiler (cc)");
+            return false;
+        }
+    }
+    let ok = Command::new("depmod")
+        .arg("-b")
+        .arg(dir.path())
+        .arg(kver)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED fake kernel modules: depmod (kmod) failed or is missing");
+    }
+    ok
+}
+
+#[test]
+fn rtl8139_kmod_autoload_skips_8139cp_once_blacklisted() {
+    let dir = TestDir::new();
+    if !fake_modules(&dir, "6.1.0-hk") {
+        return;
+    }
+    pci(&dir, "0000:02:00.0", "0x10ec", "0x8139", "0x10");
+    dir.write(
+        "sys/bus/pci/devices/0000:02:00.0/modalias",
+        "pci:v000010ECd00008139sv00001186sd00001300bc02sc00i00\n",
+    );
+    let line = |s: &[(String, String, String)]| {
+        step(s, "modprobe-config")
+            .1
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string()
+    };
+    let s = statuses(&dir, &["rtl8139"], 1);
+    assert_eq!(
+        line(&s),
+        "hardware autoload, kernel 6.1.0-hk (`modprobe -n -v pci:v000010ECd00008139sv00001186sd00001300bc02sc00i00`, kmod): 8139cp, 8139too"
+    );
+    at(&dir, &["apply", "rtl8139"], 0);
+    let s = statuses(&dir, &["rtl8139"], 0);
+    assert_eq!(
+        line(&s),
+        "hardware autoload, kernel 6.1.0-hk (`modprobe -n -v pci:v000010ECd00008139sv00001186sd00001300bc02sc00i00`, kmod): 8139too"
+    );
+    at(&dir, &["revert", "rtl8139"], 0);
+}

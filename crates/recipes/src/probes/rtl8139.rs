@@ -318,6 +318,81 @@ fn same_set(kmod: &[String], ours: &[&str]) -> bool {
     a == b
 }
 
+/// A card's modalias when one is present, else a plain 8139's.
+fn modalias(ctx: &Context) -> String {
+    let dir = join(&ctx.root, Path::new(PCI_DEVICES));
+    cards(&ctx.root)
+        .and_then(|(cards, _)| cards.into_iter().next())
+        .and_then(|c| std::fs::read_to_string(dir.join(&c.address).join("modalias")).ok())
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "pci:v000010ECd00008139sv000010ECsd00008139bc02sc00i00".into())
+}
+
+/// The kernels under `ROOT/lib/modules` with kmod indexes (`modules.alias.bin`), at most 4.
+fn kernels(ctx: &Context) -> Vec<String> {
+    let base = join(&ctx.root, Path::new("/lib/modules"));
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("modules.alias.bin").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v.truncate(4);
+    v
+}
+
+/// What hardware autoload would do: the real `modprobe -d ROOT -S KVER -C … -n -v ALIAS`
+/// for each kernel with module indexes (kmod skips blacklisted modules reached by alias).
+/// Each line comes with whether 8139cp would be loaded.
+fn autoload(ctx: &Context, host: &dyn Host, present: &[String]) -> Result<Vec<(String, bool)>> {
+    let alias = modalias(ctx);
+    let root = ctx.root.display().to_string();
+    let mut lines = Vec::new();
+    for kver in kernels(ctx) {
+        let cmd = modprobe_cmd(
+            ctx,
+            present,
+            &["-d", &root, "-S", &kver, "-n", "-v", &alias],
+        );
+        let Ran::Done(out) = try_run(host, &cmd)? else {
+            continue;
+        };
+        let mut loads = Vec::new();
+        for line in out.stdout.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["insmod", path, ..] => loads.push(
+                    Path::new(path)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().trim_end_matches(".ko").to_string())
+                        .unwrap_or_default(),
+                ),
+                ["install", rest @ ..] => {
+                    loads.push(format!("install command `{}`", rest.join(" ")))
+                }
+                _ => {}
+            }
+        }
+        let said = if !out.success() {
+            format!("failed: {}", out.stderr.trim())
+        } else if loads.is_empty() {
+            "nothing (already loaded, or no module claims it)".into()
+        } else {
+            loads.join(", ")
+        };
+        let loads_cp = out.success() && loads.iter().any(|m| m == "8139cp");
+        lines.push((
+            format!("hardware autoload, kernel {kver} (`modprobe -n -v {alias}`, kmod): {said}"),
+            loads_cp,
+        ));
+    }
+    Ok(lines)
+}
+
 /// Probe `rtl8139-modprobe`.
 pub fn modprobe(ctx: &Context, host: &dyn Host) -> Result<Outcome> {
     let (files, present) = effective(&ctx.root, MODPROBE_DIRS, ".conf")?;
@@ -361,6 +436,18 @@ pub fn modprobe(ctx: &Context, host: &dyn Host) -> Result<Outcome> {
                         "\n`modprobe -n -v 8139cp` (kmod): {}",
                         said.split_whitespace().collect::<Vec<_>>().join(" ")
                     ));
+                }
+            }
+            let blocked = ours
+                .iter()
+                .any(|d| *d == "blacklist 8139cp" || d.starts_with("install 8139cp "));
+            for (line, loads_cp) in autoload(ctx, host, &present)? {
+                text.push('\n');
+                text.push_str(&line);
+                if blocked && loads_cp {
+                    return Ok(Outcome::Manual(format!(
+                        "{text}\n8139cp is blocked in modprobe.d, yet kmod would still load it for the card"
+                    )));
                 }
             }
         }

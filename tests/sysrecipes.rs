@@ -710,6 +710,10 @@ fn report_only_recipes_write_nothing_and_bad_values_are_refused() {
             "error: recipe procps: unknown parameter `size`; allowed: none",
         ),
         (
+            vec!["apply", "procps", "--set", "size=8192"],
+            "hint: `size` is a parameter of the source-tree fix: hostkit apply procps --source DIR --set size=…",
+        ),
+        (
             vec!["apply", "rtl8139", "--scope", "user"],
             "error: recipe rtl8139 does not support scope `user`; supported: system",
         ),

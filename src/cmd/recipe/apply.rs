@@ -31,6 +31,9 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     let catalog = args.target.catalog.load()?;
     let recipe = catalog.get(&args.name)?;
     if let Some(source) = &args.source {
+        if args.target.catalog.format == Format::Json {
+            anyhow::bail!("--format json is not available with --source: the output is a diff");
+        }
         return source::run(
             &recipe.name,
             source,
@@ -40,6 +43,12 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         );
     }
     let opts = args.target.options(false);
+    if let Err(e) = recipe.param_values(&opts.sets) {
+        if let Some(hint) = source::set_hint(&recipe.name, &opts.sets) {
+            printer.note(hint);
+        }
+        return Err(e.into());
+    }
     let host = hostkit_recipes::RealHost;
     let (report, error) = if args.dry_run {
         (hostkit_recipes::dry_run(recipe, &opts, &host)?, None)

@@ -16,6 +16,22 @@ pub fn has_rules(recipe: &str) -> bool {
     hostkit_patch::load_builtin().is_ok_and(|set| set.for_recipe(recipe).next().is_some())
 }
 
+/// When a `--set KEY=…` names no recipe parameter but a parameter of the recipe's source
+/// rules, a hint to use `--source`.
+pub fn set_hint(recipe: &str, sets: &[String]) -> Option<String> {
+    let rules = hostkit_patch::load_builtin().ok()?;
+    let key = sets.iter().find_map(|kv| {
+        let key = kv.split_once('=')?.0;
+        rules
+            .for_recipe(recipe)
+            .any(|r| r.params().iter().any(|p| p.name == key))
+            .then_some(key)
+    })?;
+    Some(format!(
+        "hint: `{key}` is a parameter of the source-tree fix: hostkit apply {recipe} --source DIR --set {key}=…"
+    ))
+}
+
 /// Plans the recipe's rules on `source` and applies them (or, `dry_run`, only shows them).
 pub fn run(
     recipe: &str,

@@ -100,22 +100,28 @@ where
 pub enum Ran {
     /// It ran (whatever its exit status).
     Done(Output),
-    /// It could not start (not installed), with the error text.
-    Missing(String),
+    /// It could not start (not installed) or timed out, with why.
+    Unavailable(String),
 }
 
-/// Runs a probe command; a failure to start is [`Ran::Missing`], not an error.
+/// Runs a probe command; a failure to start is [`Ran::Unavailable`], not an error.
 pub fn try_run(host: &dyn Host, cmd: &Cmd) -> Result<Ran> {
     match host.run(cmd) {
         Ok(out) => {
             // coreutils `timeout` exits 127 when it cannot run the program.
             if out.code == Some(127) {
-                Ok(Ran::Missing(out.stderr.trim().to_string()))
+                Ok(Ran::Unavailable(out.stderr.trim().to_string()))
+            } else if out.code == Some(124) || out.code.is_none() {
+                // The program's name: the command line may hold a thousand group ids.
+                let program = cmd.argv.get(4).map_or("the probe", String::as_str);
+                Ok(Ran::Unavailable(format!(
+                    "{program} timed out after {TIMEOUT_SECS} s"
+                )))
             } else {
                 Ok(Ran::Done(out))
             }
         }
-        Err(e) if not_started(&e) => Ok(Ran::Missing(e.to_string())),
+        Err(e) if not_started(&e) => Ok(Ran::Unavailable(e.to_string())),
         Err(e) => Err(e),
     }
 }
@@ -168,9 +174,9 @@ pub fn in_groups(
     words.extend_from_slice(argv);
     let out = match try_run(host, &bounded(words))? {
         Ran::Done(out) => out,
-        Ran::Missing(why) => {
+        Ran::Unavailable(why) => {
             return Ok(Err(Outcome::NotApplicable(format!(
-                "setpriv (util-linux) or {} is not available: {why}",
+                "setpriv (util-linux) or {} could not run: {why}",
                 argv[0]
             ))));
         }

@@ -527,23 +527,19 @@ fn json_output_has_the_documented_shape() {
     }
     let (out, _) = at(&dir, &["check", "all", "--format", "json"], 1);
     let all: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    let names: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["recipe"].as_str().unwrap())
-        .collect();
     // Every recipe `list` knows, in its order.
     let listed: serde_json::Value =
         serde_json::from_str(&run_ok(hk(dir.path()).args(["list", "--format", "json"]))).unwrap();
-    let listed: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, listed);
-    assert_eq!(names.len(), 6);
+    let names = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[key].as_str().unwrap().to_string())
+            .collect()
+    };
+    let names = (names(&all, "recipe"), names(&listed, "name"));
+    assert_eq!(names.0, names.1);
+    assert_eq!(names.0.len(), 6);
 }
 
 #[test]

@@ -37,6 +37,12 @@ fn step<'a>(all: &'a [(String, String, String)], id: &str) -> (&'a str, &'a str)
     (s.1.as_str(), s.2.as_str())
 }
 
+/// Asserts one step's status and reason.
+#[track_caller]
+fn expect_step(all: &[(String, String, String)], id: &str, status: &str, reason: &str) {
+    assert_eq!(step(all, id), (status, reason), "step {id}");
+}
+
 /// `/etc/passwd` and `/etc/group` where alice is in 40 groups (39 + her primary).
 fn many_groups(dir: &TestDir) {
     dir.write(
@@ -67,19 +73,17 @@ fn ngroups_offline_on_an_old_image_reports_limits_memberships_and_nfs() {
     let before = snapshot(dir.path());
     // Nothing would change (every step reports), so check exits 0 even with `manual` steps.
     let s = statuses(&dir, &["ngroups"], 0);
-    assert_eq!(
-        step(&s, "kernel-limit"),
-        (
-            "ok",
-            "kernel limit 32 (/proc/sys/kernel/ngroups_max): a fixed group array; a user in more groups loses the rest at login (rebuild: hostkit apply ngroups --source KERNEL-TREE --set limit=N)"
-        )
+    expect_step(
+        &s,
+        "kernel-limit",
+        "ok",
+        "kernel limit 32 (/proc/sys/kernel/ngroups_max): a fixed group array; a user in more groups loses the rest at login (rebuild: hostkit apply ngroups --source KERNEL-TREE --set limit=N)",
     );
-    assert_eq!(
-        step(&s, "libc-limit"),
-        (
-            "not applicable",
-            "live probe, not run under --root: sysconf(_SC_NGROUPS_MAX) answers for the running C library, not the image's"
-        )
+    expect_step(
+        &s,
+        "libc-limit",
+        "not applicable",
+        "live probe, not run under --root: sysconf(_SC_NGROUPS_MAX) answers for the running C library, not the image's",
     );
     let (status, reason) = step(&s, "memberships");
     assert_eq!(status, "manual");
@@ -91,19 +95,17 @@ fn ngroups_offline_on_an_old_image_reports_limits_memberships_and_nfs() {
             "alice is in 40 groups but the kernel allows 32: the groups past the 32th are lost at login; build a kernel with a larger limit (hostkit apply ngroups --source KERNEL-TREE --set limit=N) or trim the memberships",
         ]
     );
-    assert_eq!(
-        step(&s, "nfs-auth-sys"),
-        (
-            "manual",
-            "users in more than 16 groups: alice (40), bob (21); NFS with sec=sys (AUTH_SYS carries 16 groups and silently drops the rest): srv:/home on /home (etc/fstab:2); use sec=krb5 (the server looks the groups up), or `rpc.mountd --manage-gids` on the server"
-        )
+    expect_step(
+        &s,
+        "nfs-auth-sys",
+        "manual",
+        "users in more than 16 groups: alice (40), bob (21); NFS with sec=sys (AUTH_SYS carries 16 groups and silently drops the rest): srv:/home on /home (etc/fstab:2); use sec=krb5 (the server looks the groups up), or `rpc.mountd --manage-gids` on the server",
     );
-    assert_eq!(
-        step(&s, "live-proof"),
-        (
-            "not applicable",
-            "live probe, not run under --root: it starts a child process on this host"
-        )
+    expect_step(
+        &s,
+        "live-proof",
+        "not applicable",
+        "live probe, not run under --root: it starts a child process on this host",
     );
     // apply has nothing to do, says so, exits 0 and writes nothing.
     let (stdout, stderr) = at(&dir, &["apply", "ngroups"], 0);
@@ -132,12 +134,11 @@ fn ngroups_on_a_modern_image_is_fine_and_bad_files_are_errors() {
     );
     let s = statuses(&dir, &["ngroups"], 0);
     assert_eq!(step(&s, "kernel-limit").0, "ok");
-    assert_eq!(
-        step(&s, "nfs-auth-sys"),
-        (
-            "ok",
-            "NFS with sec=sys: srv:/data on /data (proc/mounts:1); no user is in more than 16 groups, so AUTH_SYS loses none"
-        )
+    expect_step(
+        &s,
+        "nfs-auth-sys",
+        "ok",
+        "NFS with sec=sys: srv:/data on /data (proc/mounts:1); no user is in more than 16 groups, so AUTH_SYS loses none",
     );
     dir.write("proc/sys/kernel/ngroups_max", "lots\n");
     let (_, stderr) = at(&dir, &["check", "ngroups"], 2);
@@ -206,12 +207,11 @@ fn procps_version_from_an_images_package_database() {
     let dir = TestDir::new();
     dpkg_status(&dir, &[("procps", "1:3.2.8-9")]);
     let s = statuses(&dir, &["procps"], 0);
-    assert_eq!(
-        step(&s, "version"),
-        (
-            "manual",
-            "package procps 1:3.2.8-9: this procps reads /proc/PID/status into a fixed buffer; processes in about 100 groups or more give random \"Internal error\" messages; rebuild it: hostkit apply procps --source PROCPS-TREE [--set size=N]"
-        )
+    expect_step(
+        &s,
+        "version",
+        "manual",
+        "package procps 1:3.2.8-9: this procps reads /proc/PID/status into a fixed buffer; processes in about 100 groups or more give random \"Internal error\" messages; rebuild it: hostkit apply procps --source PROCPS-TREE [--set size=N]",
     );
     dpkg_status(&dir, &[("procps", "2:4.0.2-3")]);
     let s = statuses(&dir, &["procps"], 0);
@@ -373,24 +373,24 @@ fn rtl8139_blacklist_cycle_with_a_plain_8139_and_the_real_modprobe() {
     );
     dir.write("lib/modprobe.d/50-vendor.conf", "options 8139too debug=1\n");
     let s = statuses(&dir, &["rtl8139"], 1);
-    assert_eq!(
-        step(&s, "card"),
-        (
-            "ok",
-            "0000:02:00.0 10ec:8139 revision 0x10 (8139/8139A/B/C: 8139too is its driver; no driver bound)"
-        )
+    expect_step(
+        &s,
+        "card",
+        "ok",
+        "0000:02:00.0 10ec:8139 revision 0x10 (8139/8139A/B/C: 8139too is its driver; no driver bound)",
     );
-    assert_eq!(
-        step(&s, "kernel-hint"),
-        (
-            "ok",
-            "the kernel's own hint (var/log/kern.log): \"Jan  1 00:00:01 host kernel: 8139cp 0000:02:00.0: This (id 10ec:8139 rev 10) is not an 8139C+ compatible chip, use 8139too\": 8139cp looked at the card, found it is not an 8139C+ and left it to 8139too; blocking 8139cp only saves that failed probe"
-        )
+    expect_step(
+        &s,
+        "kernel-hint",
+        "ok",
+        "the kernel's own hint (var/log/kern.log): \"Jan  1 00:00:01 host kernel: 8139cp 0000:02:00.0: This (id 10ec:8139 rev 10) is not an 8139C+ compatible chip, use 8139too\": 8139cp looked at the card, found it is not an 8139C+ and left it to 8139too; blocking 8139cp only saves that failed probe",
     );
     assert_eq!(step(&s, "blacklist").0, "would change");
-    assert_eq!(
-        step(&s, "install-false"),
-        ("not applicable", "only with --set hard=true")
+    expect_step(
+        &s,
+        "install-false",
+        "not applicable",
+        "only with --set hard=true",
     );
     assert_eq!(
         step(&s, "modprobe-config").1.lines().collect::<Vec<_>>(),
@@ -401,9 +401,11 @@ fn rtl8139_blacklist_cycle_with_a_plain_8139_and_the_real_modprobe() {
             "confirmed by the real `modprobe -C DIR… -c` (kmod)",
         ]
     );
-    assert_eq!(
-        step(&s, "legacy-pcimapfile"),
-        ("not applicable", "/etc/modules.conf does not exist")
+    expect_step(
+        &s,
+        "legacy-pcimapfile",
+        "not applicable",
+        "/etc/modules.conf does not exist",
     );
 
     let applied = cycle(&dir, &["rtl8139"], BLACKLIST);
@@ -465,12 +467,11 @@ fn rtl8139_refuses_to_block_8139cp_for_a_genuine_8139c_plus() {
     pci(&dir, "0000:03:00.0", "0x10ec", "0x8139", "0x20");
     let before = snapshot(dir.path());
     let s = statuses(&dir, &["rtl8139"], 0);
-    assert_eq!(
-        step(&s, "blacklist"),
-        (
-            "not applicable",
-            "refused: a genuine RTL8139C+ is present (0000:03:00.0 10ec:8139 revision 0x20 (a genuine 8139C+: 8139cp is its driver; no driver bound)); blocking 8139cp would leave it without its proper driver (--set blacklist=always to apply anyway)"
-        )
+    expect_step(
+        &s,
+        "blacklist",
+        "not applicable",
+        "refused: a genuine RTL8139C+ is present (0000:03:00.0 10ec:8139 revision 0x20 (a genuine 8139C+: 8139cp is its driver; no driver bound)); blocking 8139cp would leave it without its proper driver (--set blacklist=always to apply anyway)",
     );
     let (stdout, _) = at(&dir, &["apply", "rtl8139"], 0);
     assert_eq!(stdout, "");
@@ -608,19 +609,17 @@ fn udisks2_on_debian_is_already_under_media() {
     );
     dpkg_status(&dir, &[("udisks2", "2.9.4-4+deb12u2")]);
     let s = statuses(&dir, &["udisks2-media"], 0);
-    assert_eq!(
-        step(&s, "udisks2"),
-        (
-            "ok",
-            "udisks2 2.9.4-4+deb12u2 is installed; Debian GNU/Linux 12 (bookworm) builds udisks2 with --enable-fhs-media: it mounts under /media/$USER already"
-        )
+    expect_step(
+        &s,
+        "udisks2",
+        "ok",
+        "udisks2 2.9.4-4+deb12u2 is installed; Debian GNU/Linux 12 (bookworm) builds udisks2 with --enable-fhs-media: it mounts under /media/$USER already",
     );
-    assert_eq!(
-        step(&s, "shared-rule"),
-        (
-            "not applicable",
-            "Debian GNU/Linux 12 (bookworm)'s udisks2 already mounts under /media/$USER (built with --enable-fhs-media); the rule would move mounts to /media/LABEL, shared by all users (--set shared=always to apply anyway)"
-        )
+    expect_step(
+        &s,
+        "shared-rule",
+        "not applicable",
+        "Debian GNU/Linux 12 (bookworm)'s udisks2 already mounts under /media/$USER (built with --enable-fhs-media); the rule would move mounts to /media/LABEL, shared by all users (--set shared=always to apply anyway)",
     );
     let (dry, _) = at(
         &dir,

@@ -166,6 +166,18 @@ pub fn step_lines(printer: &Printer, report: &Report, color: bool) -> Vec<String
             status
         };
         lines.push(format!("  {status} {:<26} {}", step.id, step.summary));
+        if step.status == "would change" && step.reason.is_none() {
+            // What exactly would change: the files (as paths inside the root) and commands.
+            let what: Vec<String> = step
+                .files
+                .iter()
+                .map(|f| format!("/{f}"))
+                .chain(step.commands.iter().map(|c| format!("`{}`", c.command)))
+                .collect();
+            if !what.is_empty() {
+                lines.push(format!("  {:<15} -> {}", "", what.join(", ")));
+            }
+        }
         if let Some(reason) = &step.reason {
             let mut first = true;
             for part in reason.lines() {

@@ -803,3 +803,53 @@ fn rtl8139_kmod_autoload_skips_8139cp_once_blacklisted() {
     );
     at(&dir, &["revert", "rtl8139"], 0);
 }
+
+#[test]
+fn udisks2_rule_on_a_live_system_reloads_udev_and_revert_reloads_again() {
+    require_mount_ns!();
+    // The live system as seen from a private mount namespace whose /etc and /var/lib are fresh
+    // tmpfs mounts (`set -e`: nothing runs unless the mounts succeeded). udev is not installed
+    // here, so a stand-in `udevadm` on PATH records how hostkit calls it.
+    let bin = TestDir::new();
+    let log = bin.join("udevadm.log");
+    let fake = bin.write(
+        "udevadm",
+        format!("#!/bin/sh\necho \"udevadm $*\" >> {}\n", log.display()),
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let script = r#"
+        set -e
+        mount -t tmpfs tmpfs /etc
+        mount -t tmpfs tmpfs /var/lib
+        tree() { find /etc /var/lib -type f -exec sha256sum {} + | sort -k2; }
+        tree > "$TMPDIR/before"
+        hk() { "$HK" "$@" --set shared=always; }
+        hk apply udisks2-media | grep '^\$'
+        cat /etc/udev/rules.d/99-hostkit-udisks2.rules | grep -c UDISKS_FILESYSTEM_SHARED
+        hk check udisks2-media >/dev/null && echo "check: 0"
+        hk revert udisks2-media | grep '^\$'
+        tree | diff "$TMPDIR/before" - && echo "identical"
+    "#;
+    let tmp = TestDir::new();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("HK", crate::util::hostkit_bin())
+        .env("PATH", path)
+        .env("TMPDIR", tmp.path()));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout, "$ udevadm control --reload\n1\ncheck: 0\n$ udevadm control --reload\nidentical\n",
+        "stderr:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("udevadm log"),
+        "udevadm control --reload\nudevadm control --reload\n"
+    );
+}

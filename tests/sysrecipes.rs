@@ -807,9 +807,9 @@ fn rtl8139_kmod_autoload_skips_8139cp_once_blacklisted() {
 #[test]
 fn udisks2_rule_on_a_live_system_reloads_udev_and_revert_reloads_again() {
     require_mount_ns!();
-    // The live system as seen from a private mount namespace whose /etc and /var/lib are fresh
-    // tmpfs mounts (`set -e`: nothing runs unless the mounts succeeded). udev is not installed
-    // here, so a stand-in `udevadm` on PATH records how hostkit calls it.
+    // The live paths, in a private mount namespace. udev is not installed here, so a stand-in
+    // `udevadm` on PATH records how hostkit calls it.
+
     let bin = TestDir::new();
     let log = bin.join("udevadm.log");
     let fake = bin.write(
@@ -818,32 +818,16 @@ fn udisks2_rule_on_a_live_system_reloads_udev_and_revert_reloads_again() {
     );
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    let script = r#"
-        set -e
-        mount -t tmpfs tmpfs /etc
-        mount -t tmpfs tmpfs /var/lib
-        tree() { find /etc /var/lib -type f -exec sha256sum {} + | sort -k2; }
-        tree > "$TMPDIR/before"
+    let (stdout, stderr) = in_private_mounts(
+        r#"
         hk() { "$HK" "$@" --set shared=always; }
         hk apply udisks2-media | grep '^\$'
         cat /etc/udev/rules.d/99-hostkit-udisks2.rules | grep -c UDISKS_FILESYSTEM_SHARED
         hk check udisks2-media >/dev/null && echo "check: 0"
         hk revert udisks2-media | grep '^\$'
-        tree | diff "$TMPDIR/before" - && echo "identical"
-    "#;
-    let tmp = TestDir::new();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
+    "#,
+        Some(bin.path()),
     );
-    let out = run(Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", script])
-        .env("HK", crate::util::hostkit_bin())
-        .env("PATH", path)
-        .env("TMPDIR", tmp.path()));
-    let (stdout, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert_eq!(
         stdout, "$ udevadm control --reload\n1\ncheck: 0\n$ udevadm control --reload\nidentical\n",
         "stderr:\n{stderr}"
@@ -851,5 +835,57 @@ fn udisks2_rule_on_a_live_system_reloads_udev_and_revert_reloads_again() {
     assert_eq!(
         std::fs::read_to_string(&log).expect("udevadm log"),
         "udevadm control --reload\nudevadm control --reload\n"
+    );
+}
+
+/// Runs `body` (sh) in a private mount namespace whose /etc and /var/lib are fresh tmpfs
+/// mounts, so the live paths are written and nothing reaches the host (`set -e`: nothing runs
+/// unless the mounts succeeded); `$HK` is hostkit, `extra_path` goes first on PATH. Prints
+/// "identical" at the end when /etc and /var/lib are back as they were. Returns stdout and
+/// stderr, asserting exit 0.
+fn in_private_mounts(body: &str, extra_path: Option<&std::path::Path>) -> (String, String) {
+    let script = format!(
+        r#"
+        set -e
+        mount -t tmpfs tmpfs /etc
+        mount -t tmpfs tmpfs /var/lib
+        tree() {{ find /etc /var/lib -type f -exec sha256sum {{}} + | sort -k2; }}
+        tree > "$TMPDIR/before"
+        {body}
+        tree | diff "$TMPDIR/before" - && echo "identical"
+    "#
+    );
+    let tmp = TestDir::new();
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(extra) = extra_path {
+        path = format!("{}:{path}", extra.display());
+    }
+    let out = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("HK", crate::util::hostkit_bin())
+        .env("PATH", path)
+        .env("TMPDIR", tmp.path()));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn rtl8139_on_a_live_system_writes_the_drop_in_that_the_real_modprobe_reads() {
+    require_mount_ns!();
+    let (stdout, stderr) = in_private_mounts(
+        r#"
+        "$HK" apply rtl8139 >/dev/null
+        modprobe -c | grep -x 'blacklist 8139cp'
+        "$HK" check rtl8139 --format json | grep -c 'confirmed by the real'
+        "$HK" check rtl8139 >/dev/null && echo "check: 0"
+        "$HK" revert rtl8139 >/dev/null
+        modprobe -c | grep -c 8139cp || true
+    "#,
+        None,
+    );
+    assert_eq!(
+        stdout, "blacklist 8139cp\n1\ncheck: 0\n0\nidentical\n",
+        "stderr:\n{stderr}"
     );
 }

@@ -809,7 +809,6 @@ fn udisks2_rule_on_a_live_system_reloads_udev_and_revert_reloads_again() {
     require_mount_ns!();
     // The live paths, in a private mount namespace. udev is not installed here, so a stand-in
     // `udevadm` on PATH records how hostkit calls it.
-
     let bin = TestDir::new();
     let log = bin.join("udevadm.log");
     let fake = bin.write(

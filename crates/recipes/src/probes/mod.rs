@@ -177,7 +177,7 @@ pub fn in_groups(
         Ran::Unavailable(why) => {
             return Ok(Err(Outcome::NotApplicable(format!(
                 "setpriv (util-linux) or {} could not run: {why}",
-                argv[0]
+                argv.first().unwrap_or(&"the command")
             ))));
         }
     };

@@ -59,11 +59,10 @@ pub fn libc(ctx: &Context) -> Outcome {
             "live probe, not run under --root: sysconf(_SC_NGROUPS_MAX) answers for the running C library, not the image's".into(),
         );
     }
-    // SAFETY: sysconf has no preconditions; it only reads.
-    let n = unsafe { libc::sysconf(libc::_SC_NGROUPS_MAX) };
-    if n < 0 {
-        return Outcome::NotApplicable("sysconf(_SC_NGROUPS_MAX) gave no answer".into());
-    }
+    let n = match nix::unistd::sysconf(nix::unistd::SysconfVar::NGROUPS_MAX) {
+        Ok(Some(n)) => n,
+        _ => return Outcome::NotApplicable("sysconf(_SC_NGROUPS_MAX) gave no answer".into()),
+    };
     Outcome::Ok(format!(
         "C library limit {n} (sysconf(_SC_NGROUPS_MAX); glibc reads {NGROUPS_MAX}); it may exceed the kernel's, which refuses more with EINVAL"
     ))

@@ -21,11 +21,11 @@ const PENDING: &[(&str, &str)] = &[
     ("gtk-single-click", "gtk-3.22"),
 ];
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/patch")
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read fixture dir") {
         let entry = entry.expect("fixture entry");
         let dest = to.join(entry.file_name());
@@ -39,7 +39,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// A fresh copy of a fixture tree.
-fn fixture(rule: &str, tree: &str) -> TestDir {
+pub(crate) fn fixture(rule: &str, tree: &str) -> TestDir {
     let dir = TestDir::new();
     copy_tree(&fixtures().join(rule).join(tree), dir.path());
     dir
@@ -92,7 +92,7 @@ fn expect_exit(out: &Output, code: i32) -> (String, String) {
 }
 
 /// Asserts that each of `lines` is a whole line of the diff.
-fn assert_diff_has(diff: &str, lines: &[&str]) {
+pub(crate) fn assert_diff_has(diff: &str, lines: &[&str]) {
     for line in lines {
         assert!(
             diff.lines().any(|l| l == *line),
@@ -101,7 +101,7 @@ fn assert_diff_has(diff: &str, lines: &[&str]) {
     }
 }
 
-fn gnu_patch(dir: &Path, diff: &Path) {
+pub(crate) fn gnu_patch(dir: &Path, diff: &Path) {
     run_ok(
         Command::new("patch")
             .args([

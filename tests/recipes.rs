@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use crate::util::{TestDir, hostkit, is_root, run, run_ok, texts};
 
 /// What a tree looks like: every path with its type, mode, owner and contents.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .expect("read_dir")
@@ -62,7 +62,11 @@ macro_rules! require_mount_ns {
 
 /// Asserts two snapshots are equal, showing only the paths that differ.
 #[track_caller]
-fn same_tree(now: &BTreeMap<PathBuf, String>, want: &BTreeMap<PathBuf, String>, what: &str) {
+pub(crate) fn same_tree(
+    now: &BTreeMap<PathBuf, String>,
+    want: &BTreeMap<PathBuf, String>,
+    what: &str,
+) {
     let mut diffs = Vec::new();
     for key in now
         .keys()
@@ -86,7 +90,7 @@ fn same_tree(now: &BTreeMap<PathBuf, String>, want: &BTreeMap<PathBuf, String>, 
 }
 
 /// A `dpkg` database with these packages installed (for `dpkg-query --admindir`).
-fn dpkg_status(dir: &TestDir, packages: &[(&str, &str)]) {
+pub(crate) fn dpkg_status(dir: &TestDir, packages: &[(&str, &str)]) {
     let mut text = String::new();
     for (name, version) in packages {
         text.push_str(&format!(
@@ -106,7 +110,7 @@ const DEBIAN_12: &[(&str, &str)] = &[
 ];
 
 /// `hostkit` with a given HOME and no XDG or GSettings variables from the outside.
-fn hk(home: &Path) -> Command {
+pub(crate) fn hk(home: &Path) -> Command {
     let mut cmd = hostkit();
     cmd.env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
@@ -118,18 +122,18 @@ fn hk(home: &Path) -> Command {
 }
 
 /// `hostkit ARGS --root DIR` with HOME=/home/u (inside the root).
-fn in_root(dir: &TestDir, args: &[&str]) -> Command {
+pub(crate) fn in_root(dir: &TestDir, args: &[&str]) -> Command {
     let mut cmd = hk(Path::new("/home/u"));
     cmd.args(args).arg("--root").arg(dir.path());
     cmd
 }
 
-fn code(out: &Output) -> i32 {
+pub(crate) fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
 /// Asserts an exit code, showing the output when it differs.
-fn expect(out: &Output, want: i32) -> (String, String) {
+pub(crate) fn expect(out: &Output, want: i32) -> (String, String) {
     let (stdout, stderr) = texts(out);
     assert_eq!(code(out), want, "stdout:\n{stdout}\nstderr:\n{stderr}");
     (stdout, stderr)
@@ -137,20 +141,20 @@ fn expect(out: &Output, want: i32) -> (String, String) {
 
 /// Runs `hostkit ARGS --root DIR` and asserts its exit code; returns stdout and stderr.
 #[track_caller]
-fn at(dir: &TestDir, args: &[&str], want: i32) -> (String, String) {
+pub(crate) fn at(dir: &TestDir, args: &[&str], want: i32) -> (String, String) {
     expect(&run(&mut in_root(dir, args)), want)
 }
 
 /// Asserts that `text` contains `needle`, showing the text when it does not.
 #[track_caller]
-fn has(text: &str, needle: &str) {
+pub(crate) fn has(text: &str, needle: &str) {
     assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
 }
 
 /// The full cycle on a root: dry run shows `diff` and changes nothing; apply prints the same
 /// and makes exactly the change; a second apply is a no-op; check is 0; revert restores the
 /// tree byte for byte. Returns the tree as applied.
-fn cycle(dir: &TestDir, args: &[&str], diff: &str) -> BTreeMap<PathBuf, String> {
+pub(crate) fn cycle(dir: &TestDir, args: &[&str], diff: &str) -> BTreeMap<PathBuf, String> {
     let before = snapshot(dir.path());
     let (dry, _) = at(dir, &[&["apply", "--dry-run"], args].concat(), 0);
     assert_eq!(dry, diff);
@@ -523,13 +527,19 @@ fn json_output_has_the_documented_shape() {
     }
     let (out, _) = at(&dir, &["check", "all", "--format", "json"], 1);
     let all: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    let names: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["recipe"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["gtk-legacy", "qt-gtk"]);
+    // Every recipe `list` knows, in its order.
+    let listed: serde_json::Value =
+        serde_json::from_str(&run_ok(hk(dir.path()).args(["list", "--format", "json"]))).unwrap();
+    let names = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[key].as_str().unwrap().to_string())
+            .collect()
+    };
+    let names = (names(&all, "recipe"), names(&listed, "name"));
+    assert_eq!(names.0, names.1);
+    assert_eq!(names.0.len(), 6);
 }
 
 #[test]
@@ -559,13 +569,17 @@ fn check_exit_codes_and_check_all() {
     at(&dir, &["check", "all", "--scope", "system"], 1);
     at(&dir, &["apply", "gtk-legacy", "--scope", "system"], 0);
     at(&dir, &["apply", "qt-gtk", "--scope", "system"], 0);
+    at(&dir, &["apply", "rtl8139"], 0);
     let (out, _) = at(&dir, &["check", "all", "--scope", "system"], 0);
     assert!(
         out.contains("gtk-legacy (system scope") && out.contains("qt-gtk (system scope"),
         "{out}"
     );
     let (_, err) = at(&dir, &["check", "nope"], 2);
-    has(&err, "unknown recipe `nope`; available: gtk-legacy, qt-gtk");
+    has(
+        &err,
+        "unknown recipe `nope`; available: gtk-legacy, ngroups, procps, qt-gtk, rtl8139, udisks2-media",
+    );
     let (_, err) = at(&dir, &["check", "qt-gtk", "--set", "colour=red"], 2);
     has(
         &err,
@@ -585,12 +599,16 @@ fn list_and_show() {
     assert_eq!(
         out,
         "gtk-legacy     user,system  GTK3 as it used to behave: classic scrollbars, folders first in the file chooser\n\
-         qt-gtk         user,system  Qt applications look like the GTK desktop: Qt4 style GTK+, Qt5/Qt6 GTK3 platform theme\n"
+         ngroups        system       Can a user be in more than 32 groups? Kernel and C library limits, largest membership, NFS AUTH_SYS\n\
+         procps         system       Does ps show all groups of a process in hundreds of groups? procps version and a live check\n\
+         qt-gtk         user,system  Qt applications look like the GTK desktop: Qt4 style GTK+, Qt5/Qt6 GTK3 platform theme\n\
+         rtl8139        system       Realtek 8139 cards get 8139too, not 8139cp: a modprobe.d drop-in, checked against kmod\n\
+         udisks2-media  system       Mount removable media under /media instead of /run/media/$USER (udisks2 udev rule)\n"
     );
     let json: serde_json::Value =
         serde_json::from_str(&run_ok(hk(dir.path()).args(["list", "--format", "json"]))).unwrap();
-    assert_eq!(json[1]["name"], "qt-gtk");
-    assert_eq!(json[1]["scopes"], serde_json::json!(["user", "system"]));
+    assert_eq!(json[3]["name"], "qt-gtk");
+    assert_eq!(json[3]["scopes"], serde_json::json!(["user", "system"]));
     let json: serde_json::Value = serde_json::from_str(&run_ok(
         hk(dir.path()).args(["show", "qt-gtk", "--format", "json"]),
     ))
@@ -622,7 +640,7 @@ fn malformed_recipes_name_file_line_and_column() {
         ),
         (
             "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"symlink\"\n",
-            "bad.toml:5:8: steps[0]: `kind`: unknown step kind `symlink`; allowed: line, ini, file, gsettings, package, manual",
+            "bad.toml:5:8: steps[0]: `kind`: unknown step kind `symlink`; allowed: line, ini, file, gsettings, package, manual, probe",
         ),
         (
             "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"line\"\npath = \"/x\"\nline = \"y\"\ncolour = 1\n",

@@ -5,5 +5,7 @@
 mod util;
 
 mod patch;
+#[macro_use]
 mod recipes;
+mod sysrecipes;
 mod tun;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use hostkit_patch::{PlanStatus, RuleSet, ScanProgress};
+use hostkit_patch::{PatchPlan, PlanStatus, RuleSet, ScanProgress};
 
 use crate::Outcome;
 use crate::printer::Printer;
@@ -144,48 +144,14 @@ fn run_plan(s: &Settings, printer: &Printer) -> anyhow::Result<Outcome> {
             ));
         }
     }
-    for w in plan.warnings() {
-        printer.warn(w);
-    }
-    let dir = s.target.source.display();
-    match plan.status() {
-        PlanStatus::AlreadyApplied => {
-            printer.note(format!(
-                "rule {} is already applied under {dir}; nothing to do",
-                rule.name()
-            ));
-            return Ok(Outcome::Success);
-        }
-        PlanStatus::NotApplicable { reason, file, line } => {
-            printer.note(format!(
-                "rule {} is not applicable under {dir}: {reason} ({file}:{line}); nothing was changed",
-                rule.name()
-            ));
-            return Ok(Outcome::Success);
-        }
-        PlanStatus::Pending => {}
+    if !announce(&plan, printer) {
+        return Ok(Outcome::Success);
     }
     let files: Vec<&str> = plan.changes().iter().map(|c| c.path()).collect();
+    let dir = s.target.source.display();
     match s.action {
-        Action::DryRun => {
-            printer.out_bytes(&plan.unified_diff_bytes());
-            printer.note(format!(
-                "dry run: rule {} would change {} file(s) ({}); nothing was written",
-                rule.name(),
-                files.len(),
-                files.join(", ")
-            ));
-        }
-        Action::Apply => {
-            let report = plan.apply()?;
-            printer.out_bytes(&plan.unified_diff_bytes());
-            printer.note(format!(
-                "applied rule {}: changed {} file(s) ({})",
-                rule.name(),
-                report.files.len(),
-                report.files.join(", ")
-            ));
-        }
+        Action::DryRun => apply_or_show(&plan, true, printer)?,
+        Action::Apply => apply_or_show(&plan, false, printer)?,
         Action::Export => match &s.output {
             Some(path) => {
                 std::fs::write(path, plan.unified_diff_bytes())
@@ -201,4 +167,55 @@ fn run_plan(s: &Settings, printer: &Printer) -> anyhow::Result<Outcome> {
         },
     }
     Ok(Outcome::Success)
+}
+
+/// Prints a plan's warnings and, when it has nothing to change, why (already applied, or not
+/// applicable with the evidence); returns true when it has changes.
+pub fn announce(plan: &PatchPlan, printer: &Printer) -> bool {
+    for w in plan.warnings() {
+        printer.warn(w);
+    }
+    let dir = plan.source_dir().display();
+    match plan.status() {
+        PlanStatus::AlreadyApplied => {
+            printer.note(format!(
+                "rule {} is already applied under {dir}; nothing to do",
+                plan.rule()
+            ));
+            false
+        }
+        PlanStatus::NotApplicable { reason, file, line } => {
+            printer.note(format!(
+                "rule {} is not applicable under {dir}: {reason} ({file}:{line}); nothing was changed",
+                plan.rule()
+            ));
+            false
+        }
+        PlanStatus::Pending => true,
+    }
+}
+
+/// Prints a pending plan's diff on stdout and, unless `dry_run`, applies it (all files or
+/// none); a summary goes to stderr.
+pub fn apply_or_show(plan: &PatchPlan, dry_run: bool, printer: &Printer) -> anyhow::Result<()> {
+    let files: Vec<&str> = plan.changes().iter().map(|c| c.path()).collect();
+    if dry_run {
+        printer.out_bytes(&plan.unified_diff_bytes());
+        printer.note(format!(
+            "dry run: rule {} would change {} file(s) ({}); nothing was written",
+            plan.rule(),
+            files.len(),
+            files.join(", ")
+        ));
+    } else {
+        let report = plan.apply()?;
+        printer.out_bytes(&plan.unified_diff_bytes());
+        printer.note(format!(
+            "applied rule {}: changed {} file(s) ({})",
+            plan.rule(),
+            report.files.len(),
+            report.files.join(", ")
+        ));
+    }
+    Ok(())
 }

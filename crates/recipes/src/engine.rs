@@ -141,12 +141,24 @@ fn plan_report(ctx: &Context, plan: &Plan, action: &'static str) -> Report {
         .iter()
         .filter(|s| s.status == Status::WouldChange)
         .count();
+    let manual = plan
+        .steps
+        .iter()
+        .filter(|s| s.status == Status::Manual)
+        .count();
     report.changed = n > 0;
     report.message = match n {
         0 => "nothing to change".to_string(),
         1 => "1 step would change".to_string(),
         n => format!("{n} steps would change"),
     };
+    match manual {
+        0 => {}
+        1 => report.message.push_str("; 1 step needs a person (manual)"),
+        m => report
+            .message
+            .push_str(&format!("; {m} steps need a person (manual)")),
+    }
     report.finish()
 }
 
@@ -285,7 +297,14 @@ fn applied_report(
         report.steps.push(sr);
     }
     report.changed = !done.is_empty();
-    report.message = if plan.satisfied() {
+    let changes_host = plan
+        .steps
+        .iter()
+        .any(|s| s.status == Status::Ok && !matches!(s.kind, StepKind::Probe | StepKind::Manual));
+    report.message = if plan.satisfied() && !changes_host {
+        "nothing to do on this host: no step here needs a change (the others only report)"
+            .to_string()
+    } else if plan.satisfied() {
         "already applied, nothing to change".to_string()
     } else if done.is_empty() {
         "nothing changed".to_string()
@@ -388,6 +407,21 @@ fn apply_step(
                 }
                 state.save(journal)?;
             }
+            Effect::Reload(r) => {
+                let known = journal.entries.iter().any(
+                    |e| matches!(e, Entry::Reload { step, cmd } if *step == sp.id && *cmd == r.cmd),
+                );
+                if !known {
+                    journal.entries.push(Entry::Reload {
+                        step: sp.id.clone(),
+                        cmd: r.cmd.clone(),
+                    });
+                    state.save(journal)?;
+                }
+                if r.run {
+                    run(host, &r.cmd)?;
+                }
+            }
             Effect::Install(i) => {
                 if !i.run {
                     continue;
@@ -471,6 +505,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
     }
     let mut steps: Vec<StepReport> = Vec::new();
     let mut rebuild: Vec<(Cmd, Option<PathBuf>)> = Vec::new();
+    let mut reloads: Vec<Cmd> = Vec::new();
     for (entry, (decision, current)) in journal.entries.iter().zip(decisions).rev() {
         let mut files = Vec::new();
         let mut commands = Vec::new();
@@ -529,6 +564,12 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                     run: ctx.live,
                 });
             }
+            Entry::Reload { cmd, .. } => {
+                // Run once every file is restored (below); under --root only reported.
+                if !reloads.contains(cmd) {
+                    reloads.push(cmd.clone());
+                }
+            }
             Entry::Packages {
                 manager, packages, ..
             } => {
@@ -573,6 +614,17 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                     run: true,
                 });
             }
+        }
+    }
+    for cmd in &reloads {
+        if ctx.live {
+            run(host, cmd)?;
+        }
+        if let Some(step) = steps.first_mut() {
+            step.commands.push(CommandReport {
+                command: cmd.display(),
+                run: ctx.live,
+            });
         }
     }
     state.finish()?;

@@ -200,6 +200,24 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A host file a probe reads (`/etc/group`, `/proc/sys/kernel/ngroups_max`, …) is malformed.
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        /// The file, relative to the root.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A probe named in a recipe does not exist.
+    #[error("unknown probe `{name}`; known: {known}")]
+    UnknownProbe {
+        /// The name.
+        name: String,
+        /// The known probes, comma-separated.
+        known: String,
+    },
     /// The environment does not allow planning (e.g. `HOME` unset or relative).
     #[error("{0}")]
     Environment(String),

@@ -11,6 +11,10 @@
 //! * [`apply`] / [`revert`]: make the change, safely (atomic writes, trusted symbolic links
 //!   only, a lock, a journal with backups) and reversibly (byte-for-byte).
 //!
+//! Report-only `probe` steps ([`probes`]) look at the host without changing it (group limits,
+//! the procps version, the Realtek card and the effective modprobe.d configuration, udev rules)
+//! and can guard other steps (`when.probe`).
+//!
 //! The flow is: [`Catalog::load`] → [`Recipe`] → [`Context`] (root, scope, parameters) →
 //! [`plan::plan`] (pure: before and after contents per file) → report or apply. Host effects
 //! (running `gsettings`, `dconf`, `dpkg-query`, the package manager) go through the [`Host`]
@@ -26,6 +30,7 @@ pub mod fsutil;
 pub mod host;
 pub mod pkg;
 pub mod plan;
+pub mod probes;
 pub mod recipe;
 pub mod state;
 pub mod steps;

@@ -100,6 +100,15 @@ pub struct Install {
     pub run: bool,
 }
 
+/// A command that makes a service re-read the files a step wrote (`udevadm control --reload`).
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// The command.
+    pub cmd: Cmd,
+    /// False under `--root`: the command is reported, not run.
+    pub run: bool,
+}
+
 /// One thing a step changes.
 #[derive(Debug, Clone)]
 pub enum Effect {
@@ -111,6 +120,8 @@ pub enum Effect {
     Regenerate(Regenerate),
     /// Packages.
     Install(Install),
+    /// A reload command, run after the step's files are written.
+    Reload(Reload),
 }
 
 impl Effect {
@@ -121,12 +132,17 @@ impl Effect {
             Effect::Gsettings(g) => Some(&g.cmd),
             Effect::Regenerate(r) => Some(&r.cmd),
             Effect::Install(i) => Some(&i.cmd),
+            Effect::Reload(r) => Some(&r.cmd),
         }
     }
 
     /// Whether apply runs it (false: reported only, under `--root`).
     pub fn runs(&self) -> bool {
-        !matches!(self, Effect::Install(i) if !i.run)
+        match self {
+            Effect::Install(i) => i.run,
+            Effect::Reload(r) => r.run,
+            _ => true,
+        }
     }
 }
 
@@ -223,7 +239,7 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
         summary: if step.summary.is_empty() {
             step.spec.describe(ctx)
         } else {
-            step.summary.clone()
+            ctx.render(&crate::recipe::Template(step.summary.clone()))
         },
         location: step.location.clone(),
         why: step.why.clone(),
@@ -231,7 +247,7 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
         reason: None,
         effects: Vec::new(),
     };
-    if let Some(reason) = not_applicable(recipe, step, ctx, host) {
+    if let Some(reason) = not_applicable(recipe, step, ctx, host)? {
         planned.status = Status::NotApplicable;
         planned.reason = Some(reason);
         return Ok(planned);
@@ -244,6 +260,10 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
                 Status::WouldChange
             };
             planned.effects = effects;
+        }
+        Outcome::Ok(finding) => {
+            planned.status = Status::Ok;
+            planned.reason = Some(finding);
         }
         Outcome::NotApplicable(reason) => {
             planned.status = Status::NotApplicable;
@@ -258,21 +278,56 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
 }
 
 /// Why a step's `when` excludes it here, if it does.
-fn not_applicable(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Option<String> {
+fn not_applicable(
+    recipe: &Recipe,
+    step: &Step,
+    ctx: &Context,
+    host: &dyn Host,
+) -> Result<Option<String>> {
     let when = &step.when;
+    if let Some((param, value)) = &when.param_equals
+        && ctx.var(param) != Some(value.as_str())
+    {
+        return Ok(Some(format!("only with --set {param}={value}")));
+    }
     let hint = when
         .override_param
         .as_ref()
         .map(|p| format!(" (--set {p}=always to apply anyway)"));
     if let Some(param) = &when.override_param {
         match ctx.var(param) {
-            Some(v) if v == OVERRIDE_VALUES[1] => return None,
+            Some(v) if v == OVERRIDE_VALUES[1] => return Ok(None),
             Some(v) if v == OVERRIDE_VALUES[2] => {
-                return Some(format!("disabled by --set {param}=never"));
+                return Ok(Some(format!("disabled by --set {param}=never")));
             }
             _ => {}
         }
     }
+    if let Some(path) = &when.exists {
+        let logical = ctx.path(path)?;
+        if std::fs::symlink_metadata(crate::context::join(&ctx.root, &logical)).is_err() {
+            return Ok(Some(format!(
+                "{} does not exist{}",
+                logical.display(),
+                hint.as_deref().unwrap_or("")
+            )));
+        }
+    }
+    if let Some(guard) = &when.guard
+        && let Some(objection) = crate::probes::guard(guard, ctx, host)?
+    {
+        return Ok(Some(objection + hint.as_deref().unwrap_or("")));
+    }
+    Ok(package_reason(recipe, when, ctx, host).map(|r| r + hint.as_deref().unwrap_or("")))
+}
+
+/// Why `when.package` (with its versions) excludes a step, if it does.
+fn package_reason(
+    recipe: &Recipe,
+    when: &crate::recipe::When,
+    ctx: &Context,
+    host: &dyn Host,
+) -> Option<String> {
     let logical = when.package.as_ref()?;
     let names = recipe.packages.get(logical).cloned().unwrap_or_default();
     let reason = match presence(host, &ctx.root, logical, &names) {
@@ -288,7 +343,7 @@ fn not_applicable(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) 
         Presence::Missing(names) => format!("{logical} is not installed ({})", names.join(", ")),
         Presence::Unknown(reason) => reason,
     };
-    Some(reason + hint.as_deref().unwrap_or(""))
+    Some(reason)
 }
 
 #[cfg(test)]

@@ -17,7 +17,20 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "gtk-legacy.toml",
         include_str!("../../../recipes/gtk-legacy.toml"),
     ),
+    (
+        "ngroups.toml",
+        include_str!("../../../recipes/ngroups.toml"),
+    ),
+    ("procps.toml", include_str!("../../../recipes/procps.toml")),
     ("qt-gtk.toml", include_str!("../../../recipes/qt-gtk.toml")),
+    (
+        "rtl8139.toml",
+        include_str!("../../../recipes/rtl8139.toml"),
+    ),
+    (
+        "udisks2-media.toml",
+        include_str!("../../../recipes/udisks2-media.toml"),
+    ),
 ];
 
 /// Whose configuration a recipe changes.
@@ -89,6 +102,14 @@ pub struct When {
     pub below_version: Option<String>,
     /// A parameter that overrides the test: `always`, `never` or `auto`.
     pub override_param: Option<String>,
+    /// The step applies only when this file exists under the root (e.g. `/etc/modules.conf`
+    /// on a legacy modutils system).
+    pub exists: Option<Template>,
+    /// The step applies only when parameter `.0` has the value `.1` (`param`, `equals`).
+    pub param_equals: Option<(String, String)>,
+    /// A guard probe (see [`crate::probes`]): the step applies only when it raises no
+    /// objection (e.g. no genuine 8139C+ card is present).
+    pub guard: Option<String>,
 }
 
 /// One step of a recipe.
@@ -213,7 +234,16 @@ const TOP_KEYS: &[&str] = &[
 const PARAM_KEYS: &[&str] = &["default", "allowed", "help"];
 const PACKAGE_KEYS: &[&str] = &["dpkg", "rpm", "pacman"];
 const STEP_KEYS: &[&str] = &["id", "kind", "summary", "why", "scope", "when"];
-const WHEN_KEYS: &[&str] = &["package", "min_version", "below_version", "override"];
+const WHEN_KEYS: &[&str] = &[
+    "package",
+    "min_version",
+    "below_version",
+    "override",
+    "exists",
+    "param",
+    "equals",
+    "probe",
+];
 const SCOPES: &[&str] = &["user", "system"];
 
 /// Parses one recipe file. `name` is the recipe's name (the file stem), `file` what errors show.
@@ -502,11 +532,50 @@ fn parse_step(
                     Some(_) => {}
                 }
             }
+            let exists = match w.string("exists")? {
+                Some(p) => Some(ctx.template(&w, "exists", p)?),
+                None => None,
+            };
+            let param_equals = match (w.string("param")?, w.string("equals")?) {
+                (None, None) => None,
+                (Some(name), Some(value)) => {
+                    let Some(p) = ctx.params.iter().find(|p| p.name == name) else {
+                        return Err(w.error("param", format!("unknown parameter `{name}`")));
+                    };
+                    if !p.allowed.is_empty() && !p.allowed.contains(&value) {
+                        return Err(w.error(
+                            "equals",
+                            format!(
+                                "`{value}` is not an allowed value of `{name}`: {}",
+                                p.allowed.join(", ")
+                            ),
+                        ));
+                    }
+                    Some((name, value))
+                }
+                (Some(_), None) => return Err(w.error("param", "needs `equals`")),
+                (None, Some(_)) => return Err(w.error("equals", "needs `param`")),
+            };
+            let guard = w.string("probe")?;
+            if let Some(name) = &guard
+                && !crate::probes::GUARDS.contains(&name.as_str())
+            {
+                return Err(w.error(
+                    "probe",
+                    format!(
+                        "unknown guard probe `{name}`; allowed: {}",
+                        crate::probes::GUARDS.join(", ")
+                    ),
+                ));
+            }
             When {
                 package,
                 min_version,
                 below_version,
                 override_param,
+                exists,
+                param_equals,
+                guard,
             }
         }
     };
@@ -668,7 +737,17 @@ mod tests {
     fn builtin_recipes_parse() {
         let catalog = Catalog::load(&[] as &[&Path]).unwrap();
         let names: Vec<&str> = catalog.recipes.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["gtk-legacy", "qt-gtk"]);
+        assert_eq!(
+            names,
+            [
+                "gtk-legacy",
+                "ngroups",
+                "procps",
+                "qt-gtk",
+                "rtl8139",
+                "udisks2-media"
+            ]
+        );
     }
 
     fn err(text: &str) -> String {
@@ -684,7 +763,7 @@ mod tests {
         let e = err(
             "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"teleport\"\n",
         );
-        assert!(e.starts_with("t.toml:5:8: steps[0]: `kind`: unknown step kind `teleport`; allowed: line, ini, file, gsettings, package, manual"), "{e}");
+        assert!(e.starts_with("t.toml:5:8: steps[0]: `kind`: unknown step kind `teleport`; allowed: line, ini, file, gsettings, package, manual, probe"), "{e}");
         let e = err(
             "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"line\"\npath = \"{nope}/x\"\nline = \"y\"\n",
         );

@@ -79,6 +79,14 @@ pub enum Entry {
         /// Whether that was the default (revert resets the key).
         previous_is_default: bool,
     },
+    /// A command that makes a service re-read files (`udevadm control --reload`): revert runs
+    /// it again, on the live system, after the files are restored.
+    Reload {
+        /// The step.
+        step: String,
+        /// The command.
+        cmd: Cmd,
+    },
     /// Packages installed by the package manager.
     Packages {
         /// The step.
@@ -95,7 +103,9 @@ impl Entry {
     pub fn step(&self) -> &str {
         match self {
             Entry::File(f) | Entry::Generated { file: f, .. } => &f.step,
-            Entry::Gsettings { step, .. } | Entry::Packages { step, .. } => step,
+            Entry::Gsettings { step, .. }
+            | Entry::Packages { step, .. }
+            | Entry::Reload { step, .. } => step,
         }
     }
 

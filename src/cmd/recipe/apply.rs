@@ -1,7 +1,11 @@
 //! `hostkit apply NAME [--dry-run]`.
 
+use std::path::PathBuf;
+
 use crate::Outcome;
-use crate::cmd::recipe::{Format, TargetArgs, print_commands, print_diff, print_json, step_lines};
+use crate::cmd::recipe::{
+    Format, TargetArgs, print_commands, print_diff, print_json, source, step_lines,
+};
 use crate::printer::Printer;
 
 /// `hostkit apply` options.
@@ -13,6 +17,11 @@ pub struct Args {
     /// change nothing (not even the state directory).
     #[arg(long)]
     pub dry_run: bool,
+    /// Instead of this host, edit an old source tree with the recipe's classic fix (the rules
+    /// of `hostkit patch list` made for it; `--set` then sets their parameters, e.g.
+    /// `--set limit=1024`) and print the diff.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["root", "scope"])]
+    pub source: Option<PathBuf>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -21,7 +30,25 @@ pub struct Args {
 pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     let catalog = args.target.catalog.load()?;
     let recipe = catalog.get(&args.name)?;
+    if let Some(source) = &args.source {
+        if args.target.catalog.format == Format::Json {
+            anyhow::bail!("--format json is not available with --source: the output is a diff");
+        }
+        return source::run(
+            &recipe.name,
+            source,
+            &args.target.set,
+            args.dry_run,
+            printer,
+        );
+    }
     let opts = args.target.options(false);
+    if let Err(e) = recipe.param_values(&opts.sets) {
+        if let Some(hint) = source::set_hint(&recipe.name, &opts.sets) {
+            printer.note(hint);
+        }
+        return Err(e.into());
+    }
     let host = hostkit_recipes::RealHost;
     let (report, error) = if args.dry_run {
         (hostkit_recipes::dry_run(recipe, &opts, &host)?, None)
@@ -46,6 +73,12 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             ""
         };
         printer.note(format!("{}: {}{suffix}", report.recipe, report.message));
+        if !report.changed && source::has_rules(&recipe.name) {
+            printer.note(format!(
+                "for an old source tree, the classic fix: hostkit apply {} --source DIR [--set KEY=VALUE] (hostkit show {})",
+                recipe.name, recipe.name
+            ));
+        }
     }
     if let Some(error) = error {
         return Err(error.into());

@@ -24,6 +24,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         vec![catalog.get(&args.name)?]
     };
     let mut reports = Vec::new();
+    let mut failed: Vec<&str> = Vec::new();
     for recipe in recipes {
         let mut opts = opts.clone();
         if many {
@@ -35,11 +36,15 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                 recipe.params.iter().any(|p| p.name == key)
             });
         }
-        reports.push(hostkit_recipes::check(
-            recipe,
-            &opts,
-            &hostkit_recipes::RealHost,
-        )?);
+        match hostkit_recipes::check(recipe, &opts, &hostkit_recipes::RealHost) {
+            Ok(report) => reports.push(report),
+            // `check all` goes on with the other recipes and fails at the end.
+            Err(e) if many => {
+                printer.error(&anyhow::Error::new(e).context(format!("recipe {}", recipe.name)));
+                failed.push(recipe.name.as_str());
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     if args.target.catalog.format == Format::Json {
         print_json(printer, &reports, many)?;
@@ -48,7 +53,14 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             for line in step_lines(printer, report, printer.color_stdout()) {
                 printer.out(line);
             }
+            printer.out(format!("  => {}: {}", report.recipe, report.message));
         }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "could not check {} (see the errors above)",
+            failed.join(", ")
+        );
     }
     Ok(if reports.iter().any(|r| r.pending()) {
         Outcome::Pending

@@ -6,6 +6,7 @@ pub mod check;
 pub mod list;
 pub mod revert;
 pub mod show;
+pub mod source;
 
 use std::path::PathBuf;
 
@@ -165,8 +166,25 @@ pub fn step_lines(printer: &Printer, report: &Report, color: bool) -> Vec<String
             status
         };
         lines.push(format!("  {status} {:<26} {}", step.id, step.summary));
+        if step.status == "would change" && step.reason.is_none() {
+            // What exactly would change: the files (as paths inside the root) and commands.
+            let what: Vec<String> = step
+                .files
+                .iter()
+                .map(|f| format!("/{f}"))
+                .chain(step.commands.iter().map(|c| format!("`{}`", c.command)))
+                .collect();
+            if !what.is_empty() {
+                lines.push(format!("  {:<15} -> {}", "", what.join(", ")));
+            }
+        }
         if let Some(reason) = &step.reason {
-            lines.push(format!("  {:<15} -> {reason}", ""));
+            let mut first = true;
+            for part in reason.lines() {
+                let arrow = if first { "->" } else { "  " };
+                lines.push(format!("  {:<15} {arrow} {part}", ""));
+                first = false;
+            }
         }
         if printer.verbosity() > 0 && !step.why.is_empty() {
             lines.push(format!("  {:<15} why: {}", "", step.why));

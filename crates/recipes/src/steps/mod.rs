@@ -12,6 +12,7 @@ pub mod ini;
 pub mod line;
 pub mod manual;
 pub mod package;
+pub mod probe;
 
 use std::path::Path;
 
@@ -40,6 +41,9 @@ pub enum StepKind {
     Package,
     /// Something no setting can do: reported as `manual` with what a person must do.
     Manual,
+    /// A report-only probe of the host (see [`crate::probes`]): `ok` with what it found,
+    /// `manual` when a person must act, `not applicable` when it cannot run here.
+    Probe,
 }
 
 const KINDS: &[StepKind] = &[
@@ -49,6 +53,7 @@ const KINDS: &[StepKind] = &[
     StepKind::Gsettings,
     StepKind::Package,
     StepKind::Manual,
+    StepKind::Probe,
 ];
 
 impl StepKind {
@@ -61,6 +66,7 @@ impl StepKind {
             StepKind::Gsettings => "gsettings",
             StepKind::Package => "package",
             StepKind::Manual => "manual",
+            StepKind::Probe => "probe",
         }
     }
 
@@ -83,6 +89,7 @@ impl StepKind {
             StepKind::Gsettings => gsettings::KEYS,
             StepKind::Package => package::KEYS,
             StepKind::Manual => manual::KEYS,
+            StepKind::Probe => probe::KEYS,
         }
     }
 
@@ -94,6 +101,7 @@ impl StepKind {
             StepKind::Gsettings => StepSpec::Gsettings(gsettings::parse(f, ctx)?),
             StepKind::Package => StepSpec::Package(package::parse(f, ctx)?),
             StepKind::Manual => StepSpec::Manual(manual::parse(f, ctx)?),
+            StepKind::Probe => StepSpec::Probe(probe::parse(f)?),
         })
     }
 }
@@ -113,6 +121,8 @@ pub enum StepSpec {
     Package(package::Spec),
     /// See [`manual::Spec`].
     Manual(manual::Spec),
+    /// See [`probe::Spec`].
+    Probe(probe::Spec),
 }
 
 /// What a step's planner found.
@@ -120,6 +130,8 @@ pub enum StepSpec {
 pub enum Outcome {
     /// These effects are needed (none: the step is satisfied).
     Effects(Vec<Effect>),
+    /// Satisfied, with what a probe found (shown as the step's reason; may span lines).
+    Ok(String),
     /// The step does not apply here, and why.
     NotApplicable(String),
     /// No setting can do it; what a person must do.
@@ -136,6 +148,7 @@ impl StepSpec {
             StepSpec::Gsettings(_) => StepKind::Gsettings,
             StepSpec::Package(_) => StepKind::Package,
             StepSpec::Manual(_) => StepKind::Manual,
+            StepSpec::Probe(_) => StepKind::Probe,
         }
     }
 
@@ -148,6 +161,7 @@ impl StepSpec {
             StepSpec::Gsettings(s) => s.describe(ctx),
             StepSpec::Package(s) => s.describe(),
             StepSpec::Manual(s) => s.describe(),
+            StepSpec::Probe(s) => s.describe(),
         }
     }
 
@@ -165,6 +179,7 @@ impl StepSpec {
             StepSpec::Gsettings(s) => s.plan(id, ctx, host),
             StepSpec::Package(s) => s.plan(recipe, ctx, host),
             StepSpec::Manual(s) => Ok(s.plan(ctx)),
+            StepSpec::Probe(s) => s.plan(ctx, host),
         }
     }
 }

@@ -144,7 +144,12 @@ pub fn no_cplus(ctx: &Context) -> Option<String> {
 }
 
 /// The kernel log's 8139cp lines, and where they were read.
-fn kernel_lines(ctx: &Context, host: &dyn Host) -> Result<(Vec<String>, String)> {
+/// The 8139 lines of the kernel log, and where they were read from (`Err`: why no log could
+/// be read at all).
+fn kernel_lines(
+    ctx: &Context,
+    host: &dyn Host,
+) -> Result<(Vec<String>, std::result::Result<String, String>)> {
     let pick = |text: &str| -> Vec<String> {
         text.lines()
             .filter(|l| l.contains("8139cp") || l.contains("8139too"))
@@ -159,13 +164,15 @@ fn kernel_lines(ctx: &Context, host: &dyn Host) -> Result<(Vec<String>, String)>
             if let Ran::Done(out) = try_run(host, &bounded(argv.clone()))?
                 && out.success()
             {
-                return Ok((pick(&out.stdout), format!("`{}`", argv.join(" "))));
+                return Ok((pick(&out.stdout), Ok(format!("`{}`", argv.join(" ")))));
             }
         }
         return Ok((
             Vec::new(),
-            "no kernel log: `dmesg` and `journalctl -k` both failed (no permission in a container?)"
-                .into(),
+            Err(
+                "no kernel log: `dmesg` and `journalctl -k` both failed (no permission in a container?)"
+                    .into(),
+            ),
         ));
     }
     let mut lines = Vec::new();
@@ -178,12 +185,12 @@ fn kernel_lines(ctx: &Context, host: &dyn Host) -> Result<(Vec<String>, String)>
         }
     }
     let from = if read.is_empty() {
-        format!(
+        Err(format!(
             "no kernel log under the root (looked for {})",
             LOGS.iter().map(|l| shown(l)).collect::<Vec<_>>().join(", ")
-        )
+        ))
     } else {
-        read.join(", ")
+        Ok(read.join(", "))
     };
     Ok((lines, from))
 }
@@ -209,7 +216,10 @@ fn read_tail(path: &Path) -> Result<Option<String>> {
 
 /// Probe `rtl8139-kernel-log`.
 pub fn kernel_log(ctx: &Context, host: &dyn Host) -> Result<Outcome> {
-    let (lines, from) = kernel_lines(ctx, host)?;
+    let (lines, from) = match kernel_lines(ctx, host)? {
+        (_, Err(why)) => return Ok(Outcome::Ok(why)),
+        (lines, Ok(from)) => (lines, from),
+    };
     if let Some(hint) = lines.iter().find(|l| l.contains(HINT)) {
         return Ok(Outcome::Ok(format!(
             "the kernel's own hint ({from}): \"{hint}\": 8139cp looked at the card, found it is not an 8139C+ and left it to 8139too; blocking 8139cp only saves that failed probe"

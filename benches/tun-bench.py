@@ -35,7 +35,11 @@ PATHS = ["veth", "simple", "fast"]
 
 
 def sh(*argv, timeout=120, check=True):
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    # Every program in its own session: with sched_autogroup (the default on desktops and many
+    # servers) each session is its own scheduling group, as independent programs would be;
+    # sharing one would let the benchmark's own process layout decide who gets the CPU.
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                         start_new_session=True)
     if check and res.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
     return res.stdout
@@ -75,7 +79,7 @@ class Path:
             self.relay = subprocess.Popen(
                 [hostkit, "tun", "up", "--netns", ns, "--engine", name,
                  "--run-dir", f"/run/hostkit-bench-{tag}"],
-                stdout=subprocess.DEVNULL, stderr=self.log)
+                stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True)
             deadline = time.time() + 15
             while True:
                 self.log.seek(0)
@@ -126,7 +130,7 @@ class Path:
     def iperf(self, seconds, extra):
         server = subprocess.Popen(
             in_ns(self.server_ns, "iperf3", "-s", "-1", "-B", "10.0.0.2", "-p", str(self.port)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             deadline = time.time() + 10
             while f":{self.port}" not in sh(*in_ns(self.server_ns, "ss", "-Hltn")):
@@ -305,6 +309,9 @@ def main():
                     part.strip() for part in paths[n].relay_note.split(" — ")[0].split(";")
                     if part.strip().startswith("engine"))
                 for n in ("simple", "fast")),
+            "each program (relay, iperf3 client, iperf3 server) runs in its own session, so with "
+            f"sched_autogroup ({open('/proc/sys/kernel/sched_autogroup_enabled').read().strip()} "
+            "here) each is its own scheduling group, as independent programs are.",
             "load on the machine during the run: " + open("/proc/loadavg").read().split()[0]
             + " (1-min load average at the end; the machine is shared).",
             "CPU per GB counts every relay thread (utime+stime of the hostkit process).",

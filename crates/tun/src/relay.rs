@@ -21,9 +21,14 @@ pub const MAX_PACKET: usize = 65_535 + 12;
 /// Packets handled per wake-up before the loop polls again (keeps the stop check responsive).
 const BATCH: usize = 256;
 
-/// A wake-up that finds at least this many packets queued means the device is busy: the fast
-/// engine then lets packets accumulate for [`RelayOptions::coalesce`] before waiting again.
+/// A wake-up that finds at least this many wire-sized packets queued means the device is busy
+/// with a high packet rate: the fast engine then lets packets accumulate for
+/// [`RelayOptions::coalesce`] before waiting again.
 const BUSY_THRESHOLD: usize = 4;
+
+/// Packets up to this size (on average, headers included) count as wire-sized for
+/// [`Drained::is_busy_with_small_packets`]; GSO super-packets are far larger.
+const SMALL_PACKET: usize = 1600;
 
 /// One end of the relay: something packets are read from and written to.
 pub trait PacketIo: Send + Sync {
@@ -246,14 +251,32 @@ pub struct RelayError {
     pub source: io::Error,
 }
 
+/// What one [`drain`] moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Drained {
+    /// Packets read.
+    pub packets: usize,
+    /// Bytes read (headers included).
+    pub bytes: usize,
+}
+
+impl Drained {
+    /// Many wire-sized packets queued at once: a high packet rate, where one wake-up per
+    /// packet would cost more than the packets themselves (super-packets never count).
+    pub fn is_busy_with_small_packets(&self) -> bool {
+        self.packets >= BUSY_THRESHOLD && self.bytes <= self.packets * SMALL_PACKET
+    }
+}
+
 /// Reads and forwards queued packets until none is left (or a batch is done).
-/// Returns the number of packets read; a read error other than "nothing queued" is fatal.
-pub fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<usize, RelayError> {
-    let mut n = 0;
-    while n < BATCH {
+/// Returns what was read; a read error other than "nothing queued" is fatal.
+pub fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<Drained, RelayError> {
+    let mut got = Drained::default();
+    while got.packets < BATCH {
         match fwd.from.recv(buf) {
             Ok(len) => {
-                n += 1;
+                got.packets += 1;
+                got.bytes += len;
                 fwd.forward(&buf[..len]);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -267,7 +290,7 @@ pub fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<usize, RelayError> {
             }
         }
     }
-    Ok(n)
+    Ok(got)
 }
 
 /// How the relay moves packets.
@@ -304,11 +327,11 @@ pub struct RelayOptions {
     pub sink: LogSink,
     /// Nice value for the worker threads (e.g. -10), if any; needs CAP_SYS_NICE to lower it.
     pub nice: Option<i32>,
-    /// Fast engine only: interrupt moderation. After a wake-up that found the device busy (at
-    /// least a few packets queued), sleep this long before waiting again, so that the next
-    /// wake-up moves a batch instead of one packet (one sleep and wake-up per batch rather than
-    /// per packet, like NAPI or a NIC's interrupt coalescing). Light traffic (a ping) never
-    /// waits. `None` or zero: off.
+    /// Fast engine only: interrupt moderation. After a wake-up that found the device busy with
+    /// small packets (several wire-sized packets queued), sleep this long before waiting again,
+    /// so that the next wake-up moves a batch instead of one packet (one sleep and wake-up per
+    /// batch rather than per packet, like NAPI or a NIC's interrupt coalescing). Light traffic
+    /// (a ping) and GSO super-packets (TCP bulk) never wait. `None` or zero: off.
     pub coalesce: Option<std::time::Duration>,
 }
 
@@ -545,7 +568,7 @@ fn epoll_worker(
             }
             let flags = ev.events();
             if flags.contains(EpollFlags::EPOLLIN) {
-                busy |= drain(&fwd[which], &mut buf)? >= BUSY_THRESHOLD;
+                busy |= drain(&fwd[which], &mut buf)?.is_busy_with_small_packets();
             } else if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
                 return Err(RelayError {
                     device: fwd[which].from.label().to_string(),
@@ -682,7 +705,13 @@ mod tests {
         let (sink, lines) = collecting_sink();
         let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
         let mut buf = vec![0u8; MAX_PACKET];
-        assert_eq!(drain(&fwd, &mut buf).unwrap(), 5);
+        assert_eq!(
+            drain(&fwd, &mut buf).unwrap(),
+            Drained {
+                packets: 5,
+                bytes: 25
+            }
+        );
         assert_eq!(*b.sent.lock().unwrap(), pkts);
         assert_eq!(counters.packets.load(Ordering::Relaxed), 5);
         assert_eq!(counters.bytes.load(Ordering::Relaxed), 25);
@@ -720,7 +749,7 @@ mod tests {
         let (sink, _) = collecting_sink();
         let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
         let mut buf = vec![0u8; 64];
-        assert_eq!(drain(&fwd, &mut buf).unwrap(), 3);
+        assert_eq!(drain(&fwd, &mut buf).unwrap().packets, 3);
         assert_eq!(*b.sent.lock().unwrap(), vec![vec![0x45, 0], vec![0x45, 2]]);
         assert_eq!(counters.packets.load(Ordering::Relaxed), 2);
         assert_eq!(counters.write_errors.load(Ordering::Relaxed), 1);
@@ -807,6 +836,18 @@ mod tests {
             lines.lock().unwrap()[0].ends_with("echo-request, length 84"),
             "{:?}",
             lines.lock().unwrap()
+        );
+    }
+
+    #[test]
+    fn only_many_small_packets_count_as_busy() {
+        let d = |packets, bytes| Drained { packets, bytes };
+        assert!(d(4, 4 * 84).is_busy_with_small_packets());
+        assert!(d(200, 200 * 1500).is_busy_with_small_packets());
+        assert!(!d(3, 3 * 84).is_busy_with_small_packets(), "a ping or two");
+        assert!(
+            !d(8, 8 * 65_000).is_busy_with_small_packets(),
+            "TCP super-packets"
         );
     }
 

@@ -108,26 +108,62 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         .find(|(_, s, _)| {
             args.dev0.as_deref().is_none_or(|d| d == s.spec.ends[0].dev)
                 && args.dev1.as_deref().is_none_or(|d| d == s.spec.ends[1].dev)
-        });
-    let spec = recorded.as_ref().map(|(_, s, _)| s.spec.clone());
-    let devs = [
-        args.dev0
+        })
+        .map(|(_, state, running)| (state, running));
+    let spec = recorded.as_ref().map(|(s, _)| &s.spec);
+    let pick = |given: &Option<String>, side: usize| {
+        given
             .clone()
-            .or_else(|| spec.as_ref().map(|s| s.ends[0].dev.clone()))
-            .unwrap_or_else(|| spec::DEFAULT_DEVICES[0].into()),
-        args.dev1
-            .clone()
-            .or_else(|| spec.as_ref().map(|s| s.ends[1].dev.clone()))
-            .unwrap_or_else(|| spec::DEFAULT_DEVICES[1].into()),
-    ];
+            .or_else(|| spec.map(|s| s.ends[side].dev.clone()))
+            .unwrap_or_else(|| spec::DEFAULT_DEVICES[side].into())
+    };
+    let devs = [pick(&args.dev0, 0), pick(&args.dev1, 1)];
     let table = args
         .table
-        .or(spec.as_ref().map(|s| s.table))
+        .or(spec.map(|s| s.table))
         .unwrap_or(spec::DEFAULT_TABLE);
 
+    let (devices, addrs) = device_status(&nl, &devs)?;
+    let addresses = moved_status(&nl, &addrs, table)?;
+    let status = Status {
+        netns: args.place.netns.clone(),
+        table,
+        devices,
+        rules: rule_status(&nl, &devs)?,
+        table_routes: table_routes(&nl, table)?,
+        local_routes_moved: !addresses.is_empty()
+            && addresses
+                .iter()
+                .all(|m| !m.in_local_table && m.in_tunnel_table),
+        addresses,
+        relay: recorded.as_ref().map(|(s, running)| RelayStatus {
+            running: *running,
+            pid: s.pid,
+            engine: s.engine.name().to_string(),
+            offloads: s.offloads.clone(),
+            started_unix: s.started_unix,
+            directions: s.stats.clone(),
+        }),
+        sysctls: sysctl_status(recorded.as_ref().map(|(s, _)| s)),
+    };
+    match args.format {
+        Format::Json => printer.out(serde_json::to_string_pretty(&status)?),
+        Format::Text => print_text(&status, printer),
+    }
+    Ok(Outcome::Success)
+}
+
+/// Addresses, each with the device it is on.
+type DeviceAddrs = Vec<(IpAddr, String)>;
+
+/// The devices, and their (non-link-local) addresses with the device they are on.
+fn device_status(
+    nl: &Netlink,
+    devs: &[String; 2],
+) -> anyhow::Result<(Vec<DeviceStatus>, DeviceAddrs)> {
     let mut devices = Vec::new();
-    let mut addrs: Vec<(IpAddr, String)> = Vec::new();
-    for dev in &devs {
+    let mut addrs = Vec::new();
+    for dev in devs {
         let link = nl.link_by_name(dev)?;
         let mut d = DeviceStatus {
             name: dev.clone(),
@@ -144,10 +180,8 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
             d.mtu = l.mtu;
             d.tx_dropped = l.stats.map(|s| s.tx_dropped);
             for a in nl.addresses(Some(l.index))? {
-                if let IpAddr::V6(v6) = a.local {
-                    if v6.is_unicast_link_local() {
-                        continue;
-                    }
+                if matches!(a.local, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+                    continue;
                 }
                 d.addresses.push(match a.peer {
                     Some(p) => format!("{} peer {p}/{}", a.local, a.prefix_len),
@@ -158,68 +192,74 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         }
         devices.push(d);
     }
+    Ok((devices, addrs))
+}
+
+/// The rules whose `iif` is one of the devices.
+fn rule_status(nl: &Netlink, devs: &[String; 2]) -> anyhow::Result<Vec<RuleStatus>> {
     let mut rules = Vec::new();
-    let mut table_routes = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         for r in nl.rules(family)? {
-            if let Some(iif) = &r.iif {
-                if devs.contains(iif) {
-                    rules.push(RuleStatus {
-                        family,
-                        priority: r.priority,
-                        iif: iif.clone(),
-                        table: r.table,
-                    });
-                }
-            }
-        }
-        for r in nl.routes(family)? {
-            if r.table == table {
-                let dev = r
-                    .oif
-                    .and_then(|i| nl.links().ok()?.into_iter().find(|l| l.index == i))
-                    .map(|l| l.name)
-                    .unwrap_or_else(|| "?".into());
-                table_routes.push(
-                    format!(
-                        "{:?} {}{} dev {dev}",
-                        r.kind,
-                        r.dst
-                            .map(|d| d.to_string())
-                            .unwrap_or_else(|| "default".into()),
-                        match r.dst {
-                            Some(d) if r.dst_len != full_prefix(&d) => format!("/{}", r.dst_len),
-                            _ => String::new(),
-                        }
-                    )
-                    .to_lowercase(),
-                );
+            if let Some(iif) = r.iif.as_ref().filter(|i| devs.contains(i)) {
+                rules.push(RuleStatus {
+                    family,
+                    priority: r.priority,
+                    iif: iif.clone(),
+                    table: r.table,
+                });
             }
         }
     }
-    let mut moved = Vec::new();
-    for (addr, dev) in &addrs {
-        moved.push(MovedStatus {
-            address: *addr,
-            device: dev.clone(),
-            in_local_table: nl.find_local_route(*addr, TABLE_LOCAL, None)?.is_some(),
-            in_tunnel_table: nl.find_local_route(*addr, table, None)?.is_some(),
-        });
+    Ok(rules)
+}
+
+/// The routes of `table`, one line each (`local 10.0.0.1 dev tun0`).
+fn table_routes(nl: &Netlink, table: u32) -> anyhow::Result<Vec<String>> {
+    let links = nl.links()?;
+    let mut lines = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        for r in nl.routes(family)?.into_iter().filter(|r| r.table == table) {
+            let dev = r
+                .oif
+                .and_then(|i| links.iter().find(|l| l.index == i))
+                .map(|l| l.name.as_str())
+                .unwrap_or("?");
+            let dst = match r.dst {
+                Some(d) if r.dst_len != full_prefix(&d) => format!("{d}/{}", r.dst_len),
+                Some(d) => d.to_string(),
+                None => "default".into(),
+            };
+            lines.push(format!("{:?} {dst} dev {dev}", r.kind).to_lowercase());
+        }
     }
-    let local_routes_moved =
-        !moved.is_empty() && moved.iter().all(|m| !m.in_local_table && m.in_tunnel_table);
-    let relay = recorded.as_ref().map(|(_, s, running)| RelayStatus {
-        running: *running,
-        pid: s.pid,
-        engine: s.engine.name().to_string(),
-        offloads: s.offloads.clone(),
-        started_unix: s.started_unix,
-        directions: s.stats.clone(),
-    });
+    Ok(lines)
+}
+
+/// For each address: is its local route in table `local`, in the tunnel's table, or both.
+fn moved_status(
+    nl: &Netlink,
+    addrs: &[(IpAddr, String)],
+    table: u32,
+) -> anyhow::Result<Vec<MovedStatus>> {
+    addrs
+        .iter()
+        .map(|(addr, dev)| {
+            Ok(MovedStatus {
+                address: *addr,
+                device: dev.clone(),
+                in_local_table: nl.find_local_route(*addr, TABLE_LOCAL, None)?.is_some(),
+                in_tunnel_table: nl.find_local_route(*addr, table, None)?.is_some(),
+            })
+        })
+        .collect()
+}
+
+/// The non-local-bind sysctls, with the values `up` recorded before changing them.
+fn sysctl_status(recorded: Option<&state::TunnelState>) -> Vec<SysctlStatus> {
     let mut sysctls = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         let key = nonlocal_bind_key(family);
-        let before_up = recorded.as_ref().and_then(|(_, s, _)| {
+        let before_up = recorded.and_then(|s| {
             s.undo.iter().find_map(|u| match u {
                 hostkit_net::Undo::RestoreSysctl { key: k, value } if k == key => {
                     Some(value.clone())
@@ -235,22 +275,7 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
             });
         }
     }
-    let status = Status {
-        netns: args.place.netns.clone(),
-        table,
-        devices,
-        rules,
-        table_routes,
-        addresses: moved,
-        local_routes_moved,
-        relay,
-        sysctls,
-    };
-    match args.format {
-        Format::Json => printer.out(serde_json::to_string_pretty(&status)?),
-        Format::Text => print_text(&status, printer),
-    }
-    Ok(Outcome::Success)
+    sysctls
 }
 
 fn print_text(s: &Status, printer: &Printer) {
@@ -266,8 +291,8 @@ fn print_text(s: &Status, printer: &Printer) {
     match &s.relay {
         Some(r) if r.running => {
             printer.out(format!(
-                "relay: running, pid {}, engine {}",
-                r.pid, r.engine
+                "relay: running, pid {}, engine {}, offloads {}",
+                r.pid, r.engine, r.offloads
             ));
             for line in super::up::stats_of(&r.directions) {
                 printer.out(format!("  {line}"));

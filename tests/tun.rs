@@ -158,10 +158,18 @@ fn snapshot(ns: &NetNs) -> String {
         &["-6", "rule"],
         &["route", "show", "table", "all"],
         &["-6", "route", "show", "table", "all"],
-        &["-br", "link"],
         &["-br", "address"],
     ] {
         s.push_str(&format!("$ ip {}\n{}", args.join(" "), ns.ip(args)));
+    }
+    // Links: name, flags, state, MTU and transmit queue length. (Not the qdisc or the IPv6
+    // address-generation mode: the kernel sets those on a device's first `up` and keeps them.)
+    let links: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link"])).unwrap();
+    for l in links.as_array().unwrap() {
+        s.push_str(&format!(
+            "link {} {} {} mtu {} qlen {}\n",
+            l["ifname"], l["flags"], l["operstate"], l["mtu"], l["txqlen"]
+        ));
     }
     for key in ["net.ipv4.ip_nonlocal_bind", "net.ipv6.ip_nonlocal_bind"] {
         s.push_str(&run_ok(&mut ns.exec(["sysctl", key])));

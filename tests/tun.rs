@@ -993,3 +993,29 @@ fn a_setup_failing_half_way_is_undone_exactly() {
         "state left behind"
     );
 }
+
+#[test]
+fn a_device_deleted_under_the_relay_stops_it_and_everything_is_undone() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    let mut up = Up::start(&ns, &dir, "fast", &[], &[]);
+    ns.ip(&["link", "del", "tun0"]);
+    let mut child = up.child.take().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "relay did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = up.stderr();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("reading from tun0 failed"), "{stderr}");
+    assert!(stderr.contains("the tunnel was torn down"), "{stderr}");
+    assert_eq!(snapshot(&ns), before);
+}

@@ -242,7 +242,7 @@ impl<'a> Forwarder<'a> {
 
 /// Why a direction stopped on its own.
 #[derive(Debug, thiserror::Error)]
-#[error("reading from {device} failed: {source}")]
+#[error("reading from {device} failed")]
 pub struct RelayError {
     /// The device that failed.
     pub device: String,
@@ -572,7 +572,9 @@ fn epoll_worker(
             } else if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
                 return Err(RelayError {
                     device: fwd[which].from.label().to_string(),
-                    source: io::Error::other(format!("device reported {flags:?}")),
+                    source: io::Error::other(format!(
+                        "the device reported {flags:?} (was it deleted?)"
+                    )),
                 });
             }
         }
@@ -612,7 +614,9 @@ fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayError> {
         {
             return Err(RelayError {
                 device: fwd.from.label().to_string(),
-                source: io::Error::other(format!("device reported {dev_events:?}")),
+                source: io::Error::other(format!(
+                    "the device reported {dev_events:?} (was it deleted?)"
+                )),
             });
         }
     }

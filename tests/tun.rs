@@ -1019,3 +1019,38 @@ fn a_device_deleted_under_the_relay_stops_it_and_everything_is_undone() {
     assert!(stderr.contains("the tunnel was torn down"), "{stderr}");
     assert_eq!(snapshot(&ns), before);
 }
+
+#[test]
+fn after_sigkill_on_persistent_devices_tun_down_puts_them_back() {
+    // Persistent devices survive the relay: their addresses, table routes and queue length
+    // stay behind after SIGKILL, and the kernel's local routes stay moved. `down` must undo
+    // all of it from the record.
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun", "multi_queue"]);
+    ns.ip(&["tuntap", "add", "dev", "tun1", "mode", "tun", "multi_queue"]);
+    let before = snapshot(&ns);
+    let up = Up::start(
+        &ns,
+        &dir,
+        "fast",
+        &[],
+        &["--addr0", "fd00::1", "--addr1", "fd00::2"],
+    );
+    run_ok(&mut ns.exec(["ping", "-6", "-c", "1", "-W", "2", "fd00::2"]));
+    let mut down = up.hostkit("down", &[]);
+    up.stop(nix::sys::signal::Signal::SIGKILL);
+    let left = snapshot(&ns);
+    assert!(left.contains("local fd00::1 dev tun0 table 13"), "{left}");
+    assert!(left.contains("qlen 5000"), "{left}");
+    let out = run_ok(&mut down);
+    assert!(
+        out.contains("done: restore route local fd00::1 dev tun0 table local"),
+        "{out}"
+    );
+    assert!(
+        out.contains("done: restore txqueuelen 500 on tun0"),
+        "{out}"
+    );
+    assert_eq!(snapshot(&ns), before);
+}

@@ -22,6 +22,7 @@ figures as JSON. No traffic ever leaves the namespaces it created.
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -328,6 +329,8 @@ def main():
     finally:
         for p in paths.values():
             p.close()
+        # The relays removed their state files; remove the run directory they shared.
+        shutil.rmtree(f"/run/hostkit-bench-{tag}", ignore_errors=True)
 
 
 if __name__ == "__main__":

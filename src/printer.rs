@@ -48,7 +48,6 @@ impl Printer {
     }
 
     /// Whether stdout gets colour.
-    #[allow(dead_code)]
     pub fn color_stdout(&self) -> bool {
         self.color_out
     }
@@ -77,7 +76,6 @@ impl Printer {
     }
 
     /// Several lines of results on stdout, written as given.
-    #[allow(dead_code)]
     pub fn out_raw(&self, text: impl AsRef<str>) {
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(text.as_ref().as_bytes());
@@ -110,7 +108,6 @@ impl Printer {
     }
 
     /// Wraps `text` in an ANSI colour when stdout is coloured.
-    #[allow(dead_code)]
     pub fn paint(&self, text: &str, color: Color) -> String {
         if self.color_out {
             format!("\x1b[{}m{}\x1b[0m", color.code(), text)
@@ -128,7 +125,6 @@ impl Printer {
     }
 
     /// A warning on stderr (shown unless `-q`).
-    #[allow(dead_code)]
     pub fn warn(&self, line: impl AsRef<str>) {
         if self.verbosity >= 0 {
             let prefix = self.err_paint("warning:", Color::Yellow);
@@ -162,7 +158,6 @@ impl Printer {
 
 /// The few colours we use.
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)]
 pub enum Color {
     /// Errors, removed lines.
     Red,

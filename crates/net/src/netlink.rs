@@ -58,11 +58,6 @@ impl NetlinkError {
     pub fn is_exists(&self) -> bool {
         self.errno == Some(libc::EEXIST)
     }
-
-    /// Whether the error is a permission problem.
-    pub fn is_permission(&self) -> bool {
-        matches!(self.errno, Some(libc::EPERM | libc::EACCES))
-    }
 }
 
 /// Result of a netlink operation.
@@ -239,34 +234,37 @@ impl Netlink {
 
     /// `ip link set dev DEV up`.
     pub fn set_link_up(&self, index: u32, name: &str) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index).up().build();
-        self.rt
-            .block_on(self.handle.link().set(msg).execute())
-            .map_err(|e| NetlinkError::new(format!("set link {name} up"), e))
+        self.set_link(LinkUnspec::new_with_index(index).up().build(), || {
+            format!("set link {name} up")
+        })
     }
 
     /// `ip link set dev DEV down`.
     pub fn set_link_down(&self, index: u32, name: &str) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index).down().build();
-        self.rt
-            .block_on(self.handle.link().set(msg).execute())
-            .map_err(|e| NetlinkError::new(format!("set link {name} down"), e))
+        self.set_link(LinkUnspec::new_with_index(index).down().build(), || {
+            format!("set link {name} down")
+        })
     }
 
     /// `ip link set dev DEV mtu MTU`.
     pub fn set_link_mtu(&self, index: u32, name: &str, mtu: u32) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        self.rt
-            .block_on(self.handle.link().set(msg).execute())
-            .map_err(|e| NetlinkError::new(format!("set link {name} mtu {mtu}"), e))
+        self.set_link(LinkUnspec::new_with_index(index).mtu(mtu).build(), || {
+            format!("set link {name} mtu {mtu}")
+        })
     }
 
     /// `ip link set dev DEV txqueuelen LEN`.
     pub fn set_link_txqueuelen(&self, index: u32, name: &str, len: u32) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index).txqueuelen(len).build();
+        self.set_link(
+            LinkUnspec::new_with_index(index).txqueuelen(len).build(),
+            || format!("set link {name} txqueuelen {len}"),
+        )
+    }
+
+    fn set_link(&self, msg: LinkMessage, op: impl FnOnce() -> String) -> Result<()> {
         self.rt
             .block_on(self.handle.link().set(msg).execute())
-            .map_err(|e| NetlinkError::new(format!("set link {name} txqueuelen {len}"), e))
+            .map_err(|e| NetlinkError::new(op(), e))
     }
 
     /// `ip link del dev DEV`.
@@ -300,19 +298,9 @@ impl Netlink {
         local: IpAddr,
         peer: IpAddr,
     ) -> Result<()> {
+        // A missing address is the kernel's EADDRNOTAVAIL, which `is_gone` recognises.
         let op = format!("delete address {local} peer {peer} dev {name}");
-        let found = self
-            .addresses(Some(index))?
-            .into_iter()
-            .any(|a| a.local == local);
-        if !found {
-            return Err(NetlinkError {
-                op,
-                message: "no such address".into(),
-                errno: Some(libc::EADDRNOTAVAIL),
-            });
-        }
-        let mut msg = rtnetlink::AddressMessageBuilder::<std::net::Ipv4Addr>::new().build();
+        let mut msg = AddressMessage::default();
         msg.header.index = index;
         msg.header.prefix_len = full_prefix(&local);
         msg.header.family = family_of(&local);
@@ -498,8 +486,9 @@ fn set_peer(msg: &mut AddressMessage, local: IpAddr, peer: IpAddr) {
     }
 }
 
+/// The kernel's own shape of a local route (IPv6 local routes keep the universe scope).
 fn local_route_message(addr: IpAddr, index: u32, table: u32) -> RouteMessage {
-    let mut msg = match addr {
+    match addr {
         IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
             .destination_prefix(a, 32)
             .pref_source(a)
@@ -517,12 +506,7 @@ fn local_route_message(addr: IpAddr, index: u32, table: u32) -> RouteMessage {
             .protocol(RouteProtocol::Kernel)
             .priority(0)
             .build(),
-    };
-    if addr.is_ipv6() {
-        // The kernel's own IPv6 local routes are RT_SCOPE_UNIVERSE; keep the builder's default.
-        msg.header.scope = RouteScope::Universe;
     }
-    msg
 }
 
 fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {

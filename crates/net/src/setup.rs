@@ -105,15 +105,16 @@ pub struct Tunnel {
     pub created: [bool; 2],
 }
 
-struct Recorder<'a, 'j> {
-    undo: Vec<Undo>,
-    journal: &'a mut Journal<'j>,
+/// The tunnel being built, and the journal each recorded change is handed to.
+struct Recorder<'j> {
+    tunnel: Tunnel,
+    journal: Journal<'j>,
 }
 
-impl Recorder<'_, '_> {
+impl Recorder<'_> {
     fn push(&mut self, u: Undo) -> Result<(), SetupError> {
-        self.undo.push(u);
-        (self.journal)(&self.undo).map_err(SetupError::Journal)
+        self.tunnel.undo.push(u);
+        (self.journal)(&self.tunnel.undo).map_err(SetupError::Journal)
     }
 }
 
@@ -124,37 +125,26 @@ impl Tunnel {
         nl: &Netlink,
         spec: &TunnelSpec,
         setup: &DeviceSetup,
-        mut journal: Journal<'_>,
+        journal: Journal<'_>,
     ) -> Result<Tunnel, FailedSetup> {
         let mut rec = Recorder {
-            undo: Vec::new(),
-            journal: &mut journal,
+            tunnel: Tunnel {
+                devices: [Vec::new(), Vec::new()],
+                offloads: [0, 0],
+                undo: Vec::new(),
+                created: [false, false],
+            },
+            journal,
         };
-        let mut opened: [Vec<Arc<TunDevice>>; 2] = [Vec::new(), Vec::new()];
-        let mut created = [false, false];
-        let mut offloads = [0, 0];
-        let res = establish_steps(
-            nl,
-            spec,
-            setup,
-            &mut rec,
-            &mut opened,
-            &mut created,
-            &mut offloads,
-        );
-        match res {
-            Ok(()) => Ok(Tunnel {
-                devices: opened,
-                offloads,
-                undo: rec.undo,
-                created,
+        match establish_steps(nl, spec, setup, &mut rec) {
+            Ok(()) => Ok(rec.tunnel),
+            // The journal keeps every item: if part of this teardown fails, `tun down` retries
+            // from it (undoing what is already gone is a no-op). The devices stay open until
+            // the teardown is done.
+            Err(error) => Err(FailedSetup {
+                error,
+                teardown: rec.tunnel.teardown(nl),
             }),
-            Err(error) => {
-                let teardown = undo::teardown(nl, &rec.undo);
-                drop(opened);
-                let _ = (rec.journal)(&[]);
-                Err(FailedSetup { error, teardown })
-            }
         }
     }
 
@@ -170,10 +160,7 @@ fn establish_steps(
     nl: &Netlink,
     spec: &TunnelSpec,
     setup: &DeviceSetup,
-    rec: &mut Recorder<'_, '_>,
-    opened: &mut [Vec<Arc<TunDevice>>; 2],
-    created: &mut [bool; 2],
-    offloads: &mut [u32; 2],
+    rec: &mut Recorder<'_>,
 ) -> Result<(), SetupError> {
     // 1. Devices: create, or attach to an existing TUN device.
     let mut before = Vec::new();
@@ -191,7 +178,7 @@ fn establish_steps(
                     .unwrap_or_else(|| "a device without a kind".into()),
             });
         }
-        created[side] = existing.is_none();
+        rec.tunnel.created[side] = existing.is_none();
         before.push(existing);
     }
     for (side, dev) in spec.devs().into_iter().enumerate() {
@@ -208,16 +195,16 @@ fn establish_steps(
                 name: dev.to_string(),
                 source,
             })?;
-        offloads[side] = negotiated;
-        opened[side] = queues.into_iter().map(Arc::new).collect();
-        if created[side] {
+        rec.tunnel.offloads[side] = negotiated;
+        rec.tunnel.devices[side] = queues.into_iter().map(Arc::new).collect();
+        if rec.tunnel.created[side] {
             rec.push(Undo::DeleteLink {
                 dev: dev.to_string(),
             })?;
         }
     }
     // 2. The plan (device creation is done).
-    for (i, step) in spec.plan(*created).iter().enumerate() {
+    for (i, step) in spec.plan(rec.tunnel.created).iter().enumerate() {
         fail_point(i)?;
         run_step(nl, step, &before, spec, rec)?;
     }
@@ -254,7 +241,7 @@ fn run_step(
     step: &Step,
     before: &[Option<crate::netlink::LinkInfoSummary>],
     spec: &TunnelSpec,
-    rec: &mut Recorder<'_, '_>,
+    rec: &mut Recorder<'_>,
 ) -> Result<(), SetupError> {
     let side_of = |dev: &str| spec.devs().iter().position(|d| *d == dev).unwrap_or(0);
     match step {

@@ -142,11 +142,15 @@ pub fn teardown(nl: &Netlink, undo: &[Undo]) -> Vec<TeardownItem> {
         .collect()
 }
 
-/// Whether every item of a report was undone or already gone.
-pub fn all_ok(report: &[TeardownItem]) -> bool {
+/// The items of a report that failed, as `what: why` lines.
+pub fn failures(report: &[TeardownItem]) -> Vec<String> {
     report
         .iter()
-        .all(|i| !matches!(i.outcome, Outcome::Failed(_)))
+        .filter_map(|i| match &i.outcome {
+            Outcome::Failed(e) => Some(format!("{}: {e}", i.undo)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn sysctl_err(e: std::io::Error, op: &str) -> NetlinkError {
@@ -179,19 +183,12 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<bool, NetlinkError> {
             }
             _ => Ok(false),
         },
+        // An address already gone is the kernel's EADDRNOTAVAIL: `teardown` reports it so.
         Undo::DelAddress { dev, local, peer } => match link(dev)? {
             None => Ok(false),
-            Some(l) => {
-                if !nl
-                    .addresses(Some(l.index))?
-                    .iter()
-                    .any(|a| a.local == *local)
-                {
-                    return Ok(false);
-                }
-                nl.delete_peer_address(l.index, dev, *local, *peer)
-                    .map(|_| true)
-            }
+            Some(l) => nl
+                .delete_peer_address(l.index, dev, *local, *peer)
+                .map(|_| true),
         },
         Undo::RestoreLocalRoute { dev, addr } => {
             let Some(l) = link(dev)? else {

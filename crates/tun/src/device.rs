@@ -17,10 +17,9 @@ pub const MAX_NAME_LEN: usize = 15;
 mod sys {
     #![allow(missing_docs)]
     nix::ioctl_write_ptr_bad!(ioctl_tunsetiff, libc::TUNSETIFF, libc::ifreq);
-    nix::ioctl_read_bad!(ioctl_tungetiff, libc::TUNGETIFF, libc::ifreq);
     nix::ioctl_write_int_bad!(ioctl_tunsetoffload, libc::TUNSETOFFLOAD);
 }
-use sys::{ioctl_tungetiff, ioctl_tunsetiff, ioctl_tunsetoffload};
+use sys::{ioctl_tunsetiff, ioctl_tunsetoffload};
 
 /// Why a device could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -82,18 +81,6 @@ pub struct TunOptions {
     /// Offload flags to accept on read (`TUNSETOFFLOAD`); set explicitly on every attach,
     /// since the state is per device and survives on persistent devices.
     pub offload: u32,
-}
-
-impl TunOptions {
-    /// A plain single-queue TUN device without packet info or offloads.
-    pub fn plain(name: impl Into<String>) -> TunOptions {
-        TunOptions {
-            name: name.into(),
-            vnet_hdr: false,
-            multi_queue: false,
-            offload: 0,
-        }
-    }
 }
 
 /// Checks an interface name the way the kernel's `dev_valid_name` does.
@@ -285,16 +272,6 @@ impl TunDevice {
         self.vnet_hdr
     }
 
-    /// The flags the kernel reports for this queue (`TUNGETIFF`).
-    pub fn flags(&self) -> io::Result<i32> {
-        let mut req = ifreq_with("", 0);
-        // SAFETY: the fd is an attached TUN queue; TUNGETIFF writes into `req`, which is a
-        // valid, exclusively borrowed ifreq.
-        unsafe { ioctl_tungetiff(self.fd.as_raw_fd(), &mut req) }.map_err(io::Error::from)?;
-        // SAFETY: TUNGETIFF fills `ifru_flags`; every bit pattern is a valid c_short.
-        Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }) & 0xffff)
-    }
-
     /// Sets the offloads userspace accepts on read (`TUNSETOFFLOAD`). Per device, sticky.
     pub fn set_offload(&self, flags: u32) -> io::Result<()> {
         // SAFETY: the fd is an attached TUN queue; TUNSETOFFLOAD takes its argument by value.
@@ -367,7 +344,12 @@ mod tests {
     fn missing_clone_device_is_reported() {
         let err = TunDevice::open_at(
             Path::new("/nonexistent/dev/net/tun"),
-            &TunOptions::plain("tun0"),
+            &TunOptions {
+                name: "tun0".into(),
+                vnet_hdr: false,
+                multi_queue: false,
+                offload: 0,
+            },
         )
         .unwrap_err();
         assert!(matches!(err, DeviceError::NoTunNode { .. }), "{err}");

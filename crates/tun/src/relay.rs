@@ -169,6 +169,8 @@ pub struct Forwarder<'a> {
     pub log: PacketLog,
     /// Packet-log destination.
     pub sink: &'a LogSink,
+    /// `from`'s per-packet metadata length, read once.
+    hdr: usize,
 }
 
 impl<'a> Forwarder<'a> {
@@ -186,13 +188,14 @@ impl<'a> Forwarder<'a> {
             counters,
             log,
             sink,
+            hdr: from.header_len(),
         }
     }
 
     /// Handles one packet read from `from` (with its metadata header, if the device has one);
     /// returns whether it was written. Logs and counts the IP packet's own length.
     pub fn forward(&self, pkt: &[u8]) -> bool {
-        let ip = pkt.get(self.from.header_len()..).unwrap_or(&[]);
+        let ip = pkt.get(self.hdr..).unwrap_or(&[]);
         match self.log {
             PacketLog::Off => {}
             PacketLog::Brief => {
@@ -355,15 +358,6 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts relaying between `a` and `b` (one queue each).
-    pub fn start(
-        a: Arc<dyn PacketIo>,
-        b: Arc<dyn PacketIo>,
-        opts: RelayOptions,
-    ) -> io::Result<Relay> {
-        Self::start_queues(vec![(a, b)], opts)
-    }
-
     /// Starts relaying between queue pairs `(a_i, b_i)` of two devices.
     pub fn start_queues(
         pairs: Vec<(Arc<dyn PacketIo>, Arc<dyn PacketIo>)>,

@@ -73,15 +73,11 @@ pub fn relay_options(
 
 /// Prints a teardown report (one line per item); returns the failures.
 pub fn report_teardown(printer: &Printer, items: &[TeardownItem], to_stdout: bool) -> Vec<String> {
-    let mut failures = Vec::new();
     for item in items {
         let line = match &item.outcome {
             UndoOutcome::Done => format!("done: {}", item.undo),
             UndoOutcome::AlreadyGone => format!("already gone: {}", item.undo),
-            UndoOutcome::Failed(e) => {
-                failures.push(format!("{}: {e}", item.undo));
-                format!("FAILED: {}: {e}", item.undo)
-            }
+            UndoOutcome::Failed(e) => format!("FAILED: {}: {e}", item.undo),
         };
         if to_stdout {
             printer.out(line);
@@ -89,7 +85,7 @@ pub fn report_teardown(printer: &Printer, items: &[TeardownItem], to_stdout: boo
             printer.note(line);
         }
     }
-    failures
+    hostkit_net::undo::failures(items)
 }
 
 /// Seconds since the Unix epoch.

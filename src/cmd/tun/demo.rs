@@ -89,11 +89,7 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let relay_errors = relay.stop();
     let report = tunnel.teardown(&nl);
     let (lo_delta, transfer) = result?;
-    let failed: Vec<String> = report
-        .iter()
-        .filter(|i| matches!(i.outcome, hostkit_net::Outcome::Failed(_)))
-        .map(|i| format!("{}: {:?}", i.undo, i.outcome))
-        .collect();
+    let failed = hostkit_net::undo::failures(&report);
     ensure!(failed.is_empty(), "teardown failed: {}", failed.join("; "));
     if let Some(e) = relay_errors.into_iter().next() {
         return Err(anyhow!(e).context("the relay failed"));

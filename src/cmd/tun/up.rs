@@ -78,9 +78,10 @@ pub struct UpArgs {
     /// whose traffic it carries — unchanged with the simple one). 0 keeps normal priority.
     #[arg(long, value_name = "NICE", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: Option<i32>,
-    /// Fast engine: interrupt moderation. After a wake-up that found a device busy, the worker
-    /// pauses this many microseconds before waiting again, so the next wake-up moves a batch
-    /// rather than one packet; light traffic (a ping) never waits. 0 turns it off.
+    /// Fast engine: interrupt moderation. After a wake-up that found several wire-sized packets
+    /// queued, the worker pauses this many microseconds before waiting again, so the next
+    /// wake-up moves a batch rather than one packet; light traffic (a ping) and GSO
+    /// super-packets never wait. 0 turns it off.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub coalesce_us: u64,
     /// Transmit queue length of both devices (default: 5000 with the fast engine, the kernel's
@@ -273,9 +274,6 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let failures = report_teardown(printer, &report, false);
     if failures.is_empty() {
         state_file.remove().context("remove the state file")?;
-    } else {
-        state.undo.clear();
-        let _ = state_file.write(&state);
     }
     for line in final_stats {
         printer.out(line);
@@ -326,12 +324,9 @@ fn describe_pairs(spec: &TunnelSpec) -> String {
 fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow::Result<Outcome> {
     // Look (read-only) for existing devices, so that the commands are exact; if we cannot
     // look (no privileges for the namespace), assume they will be created.
-    let exists = |dev: &str| -> bool {
-        if netns.is_some() {
-            return false;
-        }
-        Netlink::connect()
-            .ok()
+    let nl = netns.is_none().then(Netlink::connect).and_then(Result::ok);
+    let exists = |dev: &str| {
+        nl.as_ref()
             .and_then(|nl| nl.link_by_name(dev).ok().flatten())
             .is_some()
     };

@@ -138,7 +138,15 @@ impl Printer {
         let mut stderr = std::io::stderr().lock();
         let prefix = self.err_paint("error:", Color::Red);
         let _ = writeln!(stderr, "{prefix} {err}");
-        let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+        // A cause already spelled out by a layer above is not repeated.
+        let mut shown = err.to_string();
+        let mut causes: Vec<String> = Vec::new();
+        for cause in err.chain().skip(1).map(|c| c.to_string()) {
+            if !shown.contains(&cause) {
+                shown.push_str(&cause);
+                causes.push(cause);
+            }
+        }
         if !causes.is_empty() {
             let _ = writeln!(stderr, "\nCaused by:");
             for cause in causes {

@@ -51,10 +51,7 @@ macro_rules! require_mount_ns {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!(
-                "SKIPPED {}: `unshare -m` does not work here (needs CAP_SYS_ADMIN)",
-                module_path!()
-            );
+            $crate::util::skip("`unshare -m` does not work here (needs CAP_SYS_ADMIN)");
             return;
         }
     };
@@ -747,7 +744,7 @@ fn symlink_planted_by_another_user_is_not_followed() {
     let (_, err) = at(&dir, &["apply", "gtk-legacy"], 2);
     has(
         &err,
-        "home/u/.profile: refusing to follow a symbolic link owned by uid 4242 (only links owned by root are followed)",
+        "home/u/.profile: refusing to follow a symbolic link owned by uid 4242 to ",
     );
     same_tree(&snapshot(dir.path()), &before, "the tree changed");
     assert_eq!(std::fs::read_to_string(victim).unwrap(), "root:x:0\n");

@@ -755,7 +755,7 @@ fn fake_modules(dir: &TestDir, kver: &str) -> bool {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("SKIPPED fake kernel modules: no C compiler (cc)");
+            crate::util::skip("no C compiler (cc) to build stand-in kernel modules");
             return false;
         }
     }
@@ -766,7 +766,7 @@ fn fake_modules(dir: &TestDir, kver: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIPPED fake kernel modules: depmod (kmod) failed or is missing");
+        crate::util::skip("depmod (kmod) failed or is missing");
     }
     ok
 }

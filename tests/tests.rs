@@ -7,5 +7,6 @@ mod util;
 mod patch;
 #[macro_use]
 mod recipes;
+mod security;
 mod sysrecipes;
 mod tun;

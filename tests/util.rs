@@ -7,17 +7,36 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Skips the current test (with a clear message on stderr) unless running as root.
+/// Skips the current test unless running as root (see [`skip`]).
 macro_rules! require_root {
     () => {
         if !$crate::util::is_root() {
-            eprintln!(
-                "SKIPPED {}: needs root (CAP_NET_ADMIN/CAP_SYS_ADMIN); run the suite as root",
-                module_path!()
-            );
+            $crate::util::skip("needs root (CAP_NET_ADMIN/CAP_SYS_ADMIN); run the suite as root");
             return;
         }
     };
+}
+
+/// True when running under CI (`CI` set to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// A missing prerequisite. Under CI the test fails, naming it: a test never passes without
+/// running there. Elsewhere it is skipped, visibly: `SKIPPED <test name>: <why>` goes straight
+/// to the terminal's stderr (the harness captures only `print!`/`eprint!`), so it shows in the
+/// default `cargo test` output.
+#[track_caller]
+pub fn skip(why: &str) {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_string();
+    if in_ci() {
+        panic!("{name}: missing prerequisite under CI: {why}");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {name}: {why}");
 }
 
 /// True when the tests run as root.

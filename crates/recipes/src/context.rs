@@ -1,12 +1,16 @@
 //! Where a recipe runs: the root, the scope, the home and XDG directories, the state directory,
-//! who is trusted and who owns new files, and the variables for `{…}` placeholders.
+//! who owns new files, and the variables for `{…}` placeholders.
+//!
+//! In user scope every file a recipe touches must resolve inside the home (see
+//! [`Context::resolve`]): a home belongs to its user, who may have planted links anywhere in
+//! it, so nothing outside it is ever written on a user's behalf.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, Existing, Trust};
+use crate::fsutil::{self, Existing};
 use crate::host::Host;
 use crate::recipe::{Recipe, Scope, Template};
 
@@ -23,6 +27,17 @@ pub struct Options {
     pub force: bool,
 }
 
+/// The home of a user-scope run.
+#[derive(Debug, Clone)]
+pub struct Home {
+    /// As given by `HOME` (an absolute path inside the root).
+    pub logical: PathBuf,
+    /// Resolved on the host.
+    pub host: PathBuf,
+    /// Its owner.
+    pub uid: u32,
+}
+
 /// Everything a plan is computed against.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -36,12 +51,14 @@ pub struct Context {
     pub scope: Scope,
     /// Placeholder values: built-ins and parameters.
     pub vars: BTreeMap<String, String>,
-    /// The state directory on the host.
+    /// The home, in user scope: as given (inside the root) and resolved on the host.
+    pub home: Option<Home>,
+    /// The state directory on the host (resolved; see [`crate::state`]).
     pub state_dir: PathBuf,
-    /// Whose symbolic links are followed.
-    pub trust: Trust,
-    /// Owner of new files and directories.
+    /// Owner of new files and directories (the home's owner in user scope).
     pub owner: (u32, u32),
+    /// Who runs hostkit: owner of the state directory and everything in it.
+    pub runner: (u32, u32),
     /// Mode of new directories.
     pub dir_mode: u32,
 }
@@ -74,34 +91,24 @@ impl Context {
         let mut vars = BTreeMap::new();
         vars.insert("recipe".to_string(), recipe.name.clone());
         let ids = host.ids();
-        let (state, trust, owner, dir_mode) = match scope {
-            Scope::System => (
-                PathBuf::from("/var/lib/hostkit"),
-                Trust { uids: vec![0] },
-                ids,
-                0o755,
-            ),
+        let (state, owner, dir_mode, home_info) = match scope {
+            Scope::System => (PathBuf::from("/var/lib/hostkit"), ids, 0o755, None),
             Scope::User => {
                 let home = home.clone().ok_or_else(|| {
                     Error::Environment("user scope needs HOME set to an absolute path".into())
                 })?;
                 let state = abs_env("XDG_STATE_HOME").unwrap_or_else(|| home.join(".local/state"));
-                let host_home = join(&root, &home);
-                let (trust, owner) = match std::fs::metadata(&host_home) {
-                    Ok(m) => (
-                        Trust {
-                            uids: dedup(vec![0, m.uid()]),
-                        },
-                        (m.uid(), m.gid()),
-                    ),
-                    Err(_) => (
-                        Trust {
-                            uids: dedup(vec![0, ids.0]),
-                        },
-                        ids,
-                    ),
+                let host_home = fsutil::resolve(&root, &home)?;
+                let owner = match std::fs::metadata(&host_home) {
+                    Ok(m) => (m.uid(), m.gid()),
+                    Err(_) => ids,
                 };
-                (state.join("hostkit"), trust, owner, 0o700)
+                let info = Home {
+                    logical: home,
+                    host: host_home,
+                    uid: owner.0,
+                };
+                (state.join("hostkit"), owner, 0o700, Some(info))
             }
         };
         if let Some(home) = &home {
@@ -112,13 +119,14 @@ impl Context {
         vars.extend(params);
         Ok(Context {
             recipe: recipe.name.clone(),
-            state_dir: join(&root, &state),
+            state_dir: fsutil::resolve(&root, &state)?,
             root,
             live,
             scope,
             vars,
-            trust,
+            home: home_info,
             owner,
+            runner: ids,
             dir_mode,
         })
     }
@@ -146,9 +154,53 @@ impl Context {
         }
     }
 
-    /// The host path of a logical path, with trusted symbolic links resolved.
+    /// The host path of a logical path (see [`fsutil::resolve`]); in user scope it must stay
+    /// inside the home.
     pub fn resolve(&self, logical: &Path) -> Result<PathBuf> {
-        fsutil::resolve(&self.root, logical, &self.trust)
+        let path = fsutil::resolve(&self.root, logical)?;
+        if let Some(home) = &self.home
+            && !path.starts_with(&home.host)
+        {
+            return Err(Error::OutsideHome {
+                path: logical.to_path_buf(),
+                resolved: path,
+                home: home.host.clone(),
+            });
+        }
+        Ok(path)
+    }
+
+    /// Where a scope's files live: the home in user scope, the root in system scope. Journal
+    /// paths are relative to it.
+    pub fn base(&self) -> &Path {
+        match &self.home {
+            Some(h) => &h.logical,
+            None => Path::new("/"),
+        }
+    }
+
+    /// A resolved host path relative to the scope's base (for the journal).
+    pub fn relative(&self, host_path: &Path) -> Result<PathBuf> {
+        let base = match &self.home {
+            Some(h) => &h.host,
+            None => &self.root,
+        };
+        host_path
+            .strip_prefix(base)
+            .map(Path::to_path_buf)
+            .map_err(|_| {
+                Error::Environment(format!(
+                    "{} is outside {}",
+                    host_path.display(),
+                    base.display()
+                ))
+            })
+    }
+
+    /// The host path of a path read back from the journal (relative to the scope's base):
+    /// resolved again under this root, by the same rules as a recipe's own paths.
+    pub fn from_journal(&self, rel: &Path) -> Result<PathBuf> {
+        self.resolve(&self.base().join(rel))
     }
 
     /// The path shown in diffs: relative to the root.
@@ -164,6 +216,18 @@ impl Context {
     pub fn read(&self, logical: &Path) -> Result<(PathBuf, Option<Existing>)> {
         let path = self.resolve(logical)?;
         let existing = fsutil::read(&path)?;
+        if let (Some(home), Some(e)) = (&self.home, &existing)
+            && e.nlink > 1
+            && e.uid != home.uid
+        {
+            // A hard link to someone else's file (`ln /etc/shadow ~/.profile`): never read
+            // its bytes into the home, nor replace the user's name for it.
+            return Err(Error::ForeignHardLink {
+                path,
+                uid: e.uid,
+                home_uid: home.uid,
+            });
+        }
         Ok((path, existing))
     }
 
@@ -184,10 +248,4 @@ impl Context {
 /// `logical` (absolute) under `root`.
 pub fn join(root: &Path, logical: &Path) -> PathBuf {
     root.join(logical.strip_prefix("/").unwrap_or(logical))
-}
-
-fn dedup(mut v: Vec<u32>) -> Vec<u32> {
-    v.sort_unstable();
-    v.dedup();
-    v
 }

@@ -13,7 +13,7 @@ use crate::host::{Cmd, Host};
 use crate::plan::{Effect, Plan, Status, StepPlan, plan};
 use crate::recipe::{Recipe, Scope};
 use crate::state::{self, Entry, FileEntry, Journal, State};
-use crate::steps::StepKind;
+use crate::steps::{StepKind, StepSpec};
 
 /// A command in a report.
 #[derive(Debug, Clone, Serialize)]
@@ -330,29 +330,26 @@ fn apply_step(
         match effect {
             Effect::File(f) => {
                 let after_sha = f.after.as_ref().map(|a| fsutil::sha256(a.as_bytes()));
-                if let Some(entry) = journal.file_mut(&f.path) {
+                let rel = ctx.relative(&f.path)?;
+                if let Some(entry) = journal.file_mut(&rel) {
                     entry.after_sha = after_sha;
                 } else {
-                    let backup = match &f.before {
-                        Some(b) => Some(state.backup(journal, b.as_bytes())?),
-                        None => None,
-                    };
+                    let mut entry = FileEntry::new(&sp.id, rel, f.mode, f.owner);
+                    if let Some(b) = &f.before {
+                        entry.backup = Some(state.backup(journal, b.as_bytes())?);
+                        entry.before_sha = Some(fsutil::sha256(b.as_bytes()));
+                    }
                     let created_dirs = match f.after {
                         Some(_) => fsutil::create_parents(&f.path, ctx.dir_mode, ctx.owner)?,
                         None => Vec::new(),
                     };
                     state.record_dirs(&created_dirs)?;
-                    journal.entries.push(Entry::File(FileEntry {
-                        step: sp.id.clone(),
-                        path: f.path.clone(),
-                        display: f.display.clone(),
-                        before_sha: f.before.as_ref().map(|b| fsutil::sha256(b.as_bytes())),
-                        after_sha,
-                        backup,
-                        mode: f.mode,
-                        owner: f.owner,
-                        created_dirs,
-                    }));
+                    entry.created_dirs = created_dirs
+                        .iter()
+                        .map(|d| ctx.relative(d))
+                        .collect::<Result<_>>()?;
+                    entry.after_sha = after_sha;
+                    journal.entries.push(Entry::File(entry));
                 }
                 state.save(journal)?;
                 match &f.after {
@@ -379,42 +376,36 @@ fn apply_step(
             }
             Effect::Regenerate(r) => {
                 let current = fsutil::read(&r.output)?;
-                if journal.file_mut(&r.output).is_none() {
-                    let backup = match &current {
-                        Some(c) => Some(state.backup(journal, &c.bytes)?),
-                        None => None,
-                    };
-                    journal.entries.push(Entry::Generated {
-                        file: FileEntry {
-                            step: sp.id.clone(),
-                            path: r.output.clone(),
-                            display: r.display.clone(),
-                            before_sha: current.as_ref().map(|c| fsutil::sha256(&c.bytes)),
-                            after_sha: None,
-                            backup,
-                            mode: current.as_ref().map_or(0o644, |c| c.mode),
-                            owner: current.as_ref().map_or(ctx.owner, |c| (c.uid, c.gid)),
-                            created_dirs: Vec::new(),
-                        },
-                        cmd: r.cmd.clone(),
-                    });
+                let rel = ctx.relative(&r.output)?;
+                if journal.file_mut(&rel).is_none() {
+                    let mut entry = FileEntry::new(
+                        &sp.id,
+                        rel.clone(),
+                        current.as_ref().map_or(0o644, |c| c.mode),
+                        current.as_ref().map_or(ctx.owner, |c| (c.uid, c.gid)),
+                    );
+                    if let Some(c) = &current {
+                        entry.backup = Some(state.backup(journal, &c.bytes)?);
+                        entry.before_sha = Some(fsutil::sha256(&c.bytes));
+                    }
+                    journal.entries.push(Entry::Generated { file: entry });
                     state.save(journal)?;
                 }
                 run(host, &r.cmd)?;
                 let after = fsutil::read(&r.output)?.map(|e| fsutil::sha256(&e.bytes));
-                if let Some(entry) = journal.file_mut(&r.output) {
+                if let Some(entry) = journal.file_mut(&rel) {
                     entry.after_sha = after;
                 }
                 state.save(journal)?;
             }
             Effect::Reload(r) => {
-                let known = journal.entries.iter().any(
-                    |e| matches!(e, Entry::Reload { step, cmd } if *step == sp.id && *cmd == r.cmd),
-                );
+                let known = journal
+                    .entries
+                    .iter()
+                    .any(|e| matches!(e, Entry::Reload { step } if *step == sp.id));
                 if !known {
                     journal.entries.push(Entry::Reload {
                         step: sp.id.clone(),
-                        cmd: r.cmd.clone(),
                     });
                     state.save(journal)?;
                 }
@@ -447,9 +438,23 @@ enum Restore {
     No,
 }
 
+/// One journal entry, checked: for files, where it is now (resolved under this root) and what
+/// to do with it.
+struct Checked<'j> {
+    entry: &'j Entry,
+    file: Option<CheckedFile>,
+}
+
+struct CheckedFile {
+    path: PathBuf,
+    decision: Restore,
+    current: Option<Vec<u8>>,
+}
+
 /// `hostkit revert`: puts every changed file back as it was before the first apply, removes
 /// files apply created, restores GSettings values; refuses to overwrite a file changed since
-/// apply unless `opts.force`.
+/// apply unless `opts.force`. Everything read back from the journal is checked first (see
+/// [`crate::state`]); commands come from the recipe, never from the journal.
 pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
     let ctx = Context::new(recipe, opts, host)?;
     let mut report = Report::new(&ctx, "revert");
@@ -466,91 +471,60 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
         path: state::journal_path(&ctx),
         reason: "removed while waiting for the lock".into(),
     })?;
-    // Check every file first, so a refusal changes nothing.
-    let mut decisions = Vec::new();
-    for entry in &journal.entries {
-        if let Entry::Gsettings {
-            schema, key, value, ..
-        } = entry
-            && ctx.live
-            && !opts.force
-        {
-            let get = Cmd::new(["gsettings", "get", schema, key]);
-            let current = get.check(host.run(&get)?)?.stdout.trim().to_string();
-            if current != *value {
-                return Err(Error::SettingChangedSince {
-                    setting: format!("{schema} {key}"),
-                    value: current,
-                    recipe: recipe.name.clone(),
-                });
-            }
-        }
-        let Some(f) = entry.file() else {
-            decisions.push((Restore::No, None));
-            continue;
-        };
-        let current = fsutil::read(&f.path)?;
-        let sha = current.as_ref().map(|c| fsutil::sha256(&c.bytes));
-        let decision = if sha == f.before_sha {
-            Restore::No
-        } else if sha == f.after_sha || opts.force {
-            Restore::Yes
-        } else {
-            return Err(Error::ChangedSince {
-                path: f.path.clone(),
-                recipe: recipe.name.clone(),
-            });
-        };
-        decisions.push((decision, current.map(|c| c.bytes)));
-    }
+    // Check every entry first, so a refusal changes nothing.
+    let checked = journal
+        .entries
+        .iter()
+        .map(|entry| check_entry(recipe, &ctx, opts, host, entry))
+        .collect::<Result<Vec<_>>>()?;
     let mut steps: Vec<StepReport> = Vec::new();
-    let mut rebuild: Vec<(Cmd, Option<PathBuf>)> = Vec::new();
+    let mut rebuild: Vec<(Cmd, PathBuf)> = Vec::new();
     let mut reloads: Vec<Cmd> = Vec::new();
-    for (entry, (decision, current)) in journal.entries.iter().zip(decisions).rev() {
-        let mut files = Vec::new();
-        let mut commands = Vec::new();
-        let mut diff_text = String::new();
-        let mut reason = None;
-        match entry {
-            Entry::File(f) | Entry::Generated { file: f, .. } => {
-                if let Restore::Yes = decision {
-                    let original = match &f.backup {
-                        Some(name) => Some(state.read_backup(name)?),
-                        None => None,
-                    };
-                    match &original {
-                        Some(bytes) => fsutil::write_atomic(&f.path, bytes, f.mode, f.owner)?,
-                        None => fsutil::remove(&f.path)?,
-                    }
-                    fsutil::remove_empty_dirs(&f.created_dirs);
-                    if matches!(entry, Entry::File(_)) {
-                        let text = |b: &Option<Vec<u8>>| {
-                            b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
-                        };
-                        diff_text = diff::unified(
-                            &f.display,
-                            text(&current).as_deref(),
-                            text(&original).as_deref(),
-                        );
-                    }
-                    files.push(f.display.clone());
+    for c in checked.into_iter().rev() {
+        let mut done = StepReport {
+            id: c.entry.step().to_string(),
+            kind: recipe
+                .steps
+                .iter()
+                .find(|s| s.id == c.entry.step())
+                .map_or(StepKind::File, |s| s.spec.kind()),
+            summary: String::new(),
+            why: String::new(),
+            status: "reverted".into(),
+            reason: None,
+            files: Vec::new(),
+            commands: Vec::new(),
+            diff: String::new(),
+        };
+        match (c.entry, c.file) {
+            (Entry::File(f) | Entry::Generated { file: f }, Some(file)) => {
+                let generated = matches!(c.entry, Entry::Generated { .. });
+                restore_file(&ctx, &state, f, &file, &mut done)?;
+                if generated {
+                    // A binary database: no diff.
+                    done.diff.clear();
                 }
-                if let Entry::Generated { cmd, .. } = entry
+                if generated
                     && ctx.live
-                    && !rebuild.iter().any(|(c, _)| c == cmd)
+                    && let Some(regen) = step_regenerate(recipe, &ctx, f)?
+                    && !rebuild.iter().any(|(cmd, _)| *cmd == regen.cmd)
                 {
                     // On the live system, rebuild (and notify) once every file is restored,
                     // unless the databases' directory is gone with them.
-                    rebuild.push((cmd.clone(), f.path.parent().map(Path::to_path_buf)));
+                    let dir = regen.output.parent().map(Path::to_path_buf).unwrap_or_default();
+                    rebuild.push((regen.cmd, dir));
                 }
             }
-            Entry::Gsettings {
-                schema,
-                key,
-                previous,
-                previous_is_default,
-                ..
-            } => {
+            (
+                Entry::Gsettings {
+                    schema,
+                    key,
+                    previous,
+                    previous_is_default,
+                    ..
+                },
+                _,
+            ) => {
                 let cmd = if *previous_is_default {
                     Cmd::new(["gsettings", "reset", schema, key])
                 } else {
@@ -559,73 +533,64 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 if ctx.live {
                     run(host, &cmd)?;
                 }
-                commands.push(CommandReport {
+                done.commands.push(CommandReport {
                     command: cmd.display(),
                     run: ctx.live,
                 });
             }
-            Entry::Reload { cmd, .. } => {
+            (Entry::Reload { step }, _) => {
                 // Run once every file is restored (below); under --root only reported.
-                if !reloads.contains(cmd) {
-                    reloads.push(cmd.clone());
+                if let Some(cmd) = step_reload(recipe, step)
+                    && !reloads.contains(&cmd)
+                {
+                    reloads.push(cmd);
                 }
             }
-            Entry::Packages {
-                manager, packages, ..
-            } => {
-                reason = Some(format!(
+            (
+                Entry::Packages {
+                    manager, packages, ..
+                },
+                _,
+            ) => {
+                done.reason = Some(format!(
                     "packages installed by apply are left installed ({}: {})",
                     manager.name(),
                     packages.join(", ")
                 ));
             }
+            (Entry::File(_) | Entry::Generated { .. }, None) => {}
         }
-        let id = entry.step().to_string();
-        match steps.iter_mut().find(|s| s.id == id) {
+        match steps.iter_mut().find(|s| s.id == done.id) {
             Some(s) => {
-                s.files.extend(files);
-                s.commands.extend(commands);
-                s.diff.push_str(&diff_text);
-                s.reason = s.reason.take().or(reason);
+                s.files.extend(done.files);
+                s.commands.extend(done.commands);
+                s.diff.push_str(&done.diff);
+                s.reason = s.reason.take().or(done.reason);
             }
-            None => steps.push(StepReport {
-                kind: recipe
-                    .steps
-                    .iter()
-                    .find(|s| s.id == id)
-                    .map_or(StepKind::File, |s| s.spec.kind()),
-                summary: String::new(),
-                why: String::new(),
-                status: "reverted".into(),
-                reason,
-                files,
-                commands,
-                diff: diff_text,
-                id,
-            }),
+            None => steps.push(done),
         }
     }
+    let mut after: Vec<CommandReport> = Vec::new();
     for (cmd, dir) in &rebuild {
-        if dir.as_deref().is_some_and(Path::is_dir) {
+        if dir.is_dir() {
             run(host, cmd)?;
-            if let Some(step) = steps.first_mut() {
-                step.commands.push(CommandReport {
-                    command: cmd.display(),
-                    run: true,
-                });
-            }
+            after.push(CommandReport {
+                command: cmd.display(),
+                run: true,
+            });
         }
     }
     for cmd in &reloads {
         if ctx.live {
             run(host, cmd)?;
         }
-        if let Some(step) = steps.first_mut() {
-            step.commands.push(CommandReport {
-                command: cmd.display(),
-                run: ctx.live,
-            });
-        }
+        after.push(CommandReport {
+            command: cmd.display(),
+            run: ctx.live,
+        });
+    }
+    if let Some(step) = steps.first_mut() {
+        step.commands.extend(after);
     }
     state.finish()?;
     steps.reverse();
@@ -640,4 +605,141 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
     );
     report.steps = steps;
     Ok(report.finish())
+}
+
+/// Checks one journal entry against the host before anything is changed: a file must resolve
+/// under this root (inside the home in user scope) and be as apply left it (or as before, or
+/// `--force`); a GSettings key must belong to the recipe's step and hold apply's value.
+fn check_entry<'j>(
+    recipe: &Recipe,
+    ctx: &Context,
+    opts: &Options,
+    host: &dyn Host,
+    entry: &'j Entry,
+) -> Result<Checked<'j>> {
+    match entry {
+        Entry::Gsettings {
+            step,
+            schema,
+            key,
+            value,
+            ..
+        } => {
+            let declared = recipe.steps.iter().any(|s| {
+                s.id == *step
+                    && matches!(&s.spec, StepSpec::Gsettings(g) if g.schema == *schema && g.key == *key)
+            });
+            if !declared {
+                return Err(Error::Journal {
+                    path: state::journal_path(ctx),
+                    reason: format!(
+                        "gsettings {schema} {key} is not set by step `{step}` of recipe {}; refusing to change it",
+                        recipe.name
+                    ),
+                });
+            }
+            if ctx.live && !opts.force {
+                let get = Cmd::new(["gsettings", "get", schema, key]);
+                let current = get.check(host.run(&get)?)?.stdout.trim().to_string();
+                if current != *value {
+                    return Err(Error::SettingChangedSince {
+                        setting: format!("{schema} {key}"),
+                        value: current,
+                        recipe: recipe.name.clone(),
+                    });
+                }
+            }
+            Ok(Checked { entry, file: None })
+        }
+        Entry::File(f) | Entry::Generated { file: f } => {
+            let path = ctx.from_journal(&f.path)?;
+            let current = fsutil::read(&path)?;
+            let sha = current.as_ref().map(|c| fsutil::sha256(&c.bytes));
+            let decision = if sha == f.before_sha {
+                Restore::No
+            } else if sha == f.after_sha || opts.force {
+                Restore::Yes
+            } else {
+                return Err(Error::ChangedSince {
+                    path,
+                    recipe: recipe.name.clone(),
+                });
+            };
+            Ok(Checked {
+                entry,
+                file: Some(CheckedFile {
+                    path,
+                    decision,
+                    current: current.map(|c| c.bytes),
+                }),
+            })
+        }
+        Entry::Reload { .. } | Entry::Packages { .. } => Ok(Checked { entry, file: None }),
+    }
+}
+
+/// Puts one file back (its backup, or removes it) and removes the directories apply created
+/// for it, when they are empty.
+fn restore_file(
+    ctx: &Context,
+    state: &State,
+    f: &FileEntry,
+    file: &CheckedFile,
+    done: &mut StepReport,
+) -> Result<()> {
+    if let Restore::No = file.decision {
+        return Ok(());
+    }
+    let original = match &f.backup {
+        Some(name) => Some(state.read_backup(name)?),
+        None => None,
+    };
+    // Mode and owner are the file's own at apply time, from state only this user could
+    // have written (checked when the journal was loaded).
+    let mode = f.mode & 0o7777;
+    match &original {
+        Some(bytes) => fsutil::write_atomic(&file.path, bytes, mode, f.owner)?,
+        None => fsutil::remove(&file.path)?,
+    }
+    let dirs = f
+        .created_dirs
+        .iter()
+        .map(|d| ctx.from_journal(d))
+        .collect::<Result<Vec<_>>>()?;
+    fsutil::remove_empty_dirs(&dirs, state.dir_owners());
+    let display = ctx.display(&file.path);
+    let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    done.diff = diff::unified(
+        &display,
+        text(&file.current).as_deref(),
+        text(&original).as_deref(),
+    );
+    done.files.push(display);
+    Ok(())
+}
+
+/// The command that rebuilds a generated file, from the recipe's step (never the journal).
+fn step_regenerate(
+    recipe: &Recipe,
+    ctx: &Context,
+    f: &FileEntry,
+) -> Result<Option<crate::plan::Regenerate>> {
+    let is_gsettings = recipe
+        .steps
+        .iter()
+        .any(|s| s.id == f.step && matches!(s.spec, StepSpec::Gsettings(_)));
+    if !is_gsettings {
+        return Ok(None);
+    }
+    crate::steps::gsettings::regenerate(ctx).map(Some)
+}
+
+/// A step's reload command, from the recipe (never the journal).
+fn step_reload(recipe: &Recipe, step: &str) -> Option<Cmd> {
+    recipe.steps.iter().find_map(|s| match &s.spec {
+        StepSpec::File(file) if s.id == step => {
+            file.reload.as_ref().map(|argv| Cmd::new(argv.iter().cloned()))
+        }
+        _ => None,
+    })
 }

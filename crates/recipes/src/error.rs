@@ -96,18 +96,58 @@ pub enum Error {
         /// The path concerned.
         path: PathBuf,
     },
-    /// A symbolic link in the way was planted by a user we do not trust.
+    /// A symbolic link in the way whose owner does not own what it points to.
     #[error(
-        "{}: refusing to follow a symbolic link owned by uid {uid} (only links owned by {trusted} are followed); remove it or check who planted it",
-        path.display()
+        "{}: refusing to follow a symbolic link owned by uid {uid} to {} (owned by uid {target_uid}): hostkit follows a link only when root owns it or its owner owns the target; remove it or check who planted it",
+        path.display(),
+        target.display()
     )]
     UntrustedSymlink {
         /// The link.
         path: PathBuf,
         /// Its owner.
         uid: u32,
-        /// The trusted owners, e.g. "root or uid 1000".
-        trusted: String,
+        /// What it points to (resolved under the root).
+        target: PathBuf,
+        /// The target's owner (or, when it does not exist, its directory's).
+        target_uid: u32,
+    },
+    /// A user-scope path that resolves outside the home.
+    #[error(
+        "{}: resolves to {}, outside the home {}; user-scope recipes only write inside the home",
+        path.display(),
+        resolved.display(),
+        home.display()
+    )]
+    OutsideHome {
+        /// The path as the recipe names it.
+        path: PathBuf,
+        /// Where it resolves.
+        resolved: PathBuf,
+        /// The home.
+        home: PathBuf,
+    },
+    /// A file in a home that is a hard link to a file of another user.
+    #[error(
+        "{}: a hard link to a file owned by uid {uid}, not by the home's owner (uid {home_uid}); refusing to touch it",
+        path.display()
+    )]
+    ForeignHardLink {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// The home's owner.
+        home_uid: u32,
+    },
+    /// State (journal, backups, lock) that hostkit did not write, or that others could have
+    /// changed: never acted on.
+    #[error("{}: {reason}", path.display())]
+    UntrustedState {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why it is refused, and what to do.
+        reason: String,
     },
     /// Too many symbolic links, or a link that leaves the root.
     #[error("{}: {reason}", path.display())]

@@ -7,13 +7,32 @@
 //! ```text
 //! lock                    flock(2) held by apply and revert
 //! created-dirs.json       every directory an apply created (parents of targets, ~/.local/state,
-//!                         …): each revert removes those that are empty, the last one the rest
+//!                         …), relative to the root: each revert removes those that are empty,
+//!                         the last one the rest
 //! RECIPE/journal.json     what was changed, with SHA-256 before and after
 //! RECIPE/backups/N        the original bytes of each changed file
 //! ```
+//!
+//! # Trust
+//!
+//! The state directory tells `revert` what to write where, so it is only believed when nobody
+//! but the user running hostkit could have written it: the directory and everything in it must
+//! be owned by that user (root, when hostkit runs as root) and not writable by group or others;
+//! anything else is refused with [`Error::UntrustedState`], naming the file. hostkit creates the
+//! directory itself (mode 0700, owned by whoever runs it), also in a user's home when root
+//! applies a user-scope recipe there: the state stays with the home it describes (an image
+//! copied or moved keeps it), while a file the user wrote there is refused rather than obeyed.
+//!
+//! What the journal holds is data, never an instruction: paths are relative to the scope's base
+//! (the root in system scope, the home in user scope), must not be absolute or contain `..`,
+//! and are resolved again under the root given *now*, by the same rules as a recipe's own
+//! paths; backups are named by number only; no command is stored (revert rebuilds the
+//! `dconf` and reload commands from the recipe); a restored file gets back the mode and owner
+//! it had at apply time, which only this trusted state can say.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -21,22 +40,19 @@ use serde::{Deserialize, Serialize};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::host::Cmd;
 use crate::pkg::Manager;
 use crate::recipe::Scope;
 
-/// The journal's format version.
-const VERSION: u32 = 1;
+/// The journal's format version (1: absolute paths and stored commands, read and converted).
+const VERSION: u32 = 2;
 
 /// A file hostkit wrote or removed (or a generated one): enough to put it back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileEntry {
     /// The step.
     pub step: String,
-    /// The resolved host path.
+    /// The path, relative to the scope's base (the root, or the home in user scope).
     pub path: PathBuf,
-    /// The path relative to the root.
-    pub display: String,
     /// SHA-256 before the first apply (`None`: it did not exist).
     pub before_sha: Option<String>,
     /// SHA-256 after the last apply (`None`: removed, or not yet known).
@@ -47,8 +63,11 @@ pub struct FileEntry {
     pub mode: u32,
     /// The original owner.
     pub owner: (u32, u32),
-    /// Directories apply created for it, outermost first.
+    /// Directories apply created for it, outermost first, relative to the scope's base.
     pub created_dirs: Vec<PathBuf>,
+    /// Version 1 only: the path relative to the root.
+    #[serde(default, rename = "display", skip_serializing)]
+    v1_display: Option<String>,
 }
 
 /// One applied change.
@@ -57,12 +76,10 @@ pub struct FileEntry {
 pub enum Entry {
     /// A file.
     File(FileEntry),
-    /// A file rebuilt by a command (the dconf database).
+    /// A file rebuilt by a command (the dconf database); the command comes from the recipe.
     Generated {
         /// The file.
         file: FileEntry,
-        /// The command that rebuilt it.
-        cmd: Cmd,
     },
     /// A GSettings key set through `gsettings`.
     Gsettings {
@@ -79,13 +96,11 @@ pub enum Entry {
         /// Whether that was the default (revert resets the key).
         previous_is_default: bool,
     },
-    /// A command that makes a service re-read files (`udevadm control --reload`): revert runs
-    /// it again, on the live system, after the files are restored.
+    /// A step whose reload command (`udevadm control --reload`, from the recipe) revert runs
+    /// again, on the live system, after the files are restored.
     Reload {
         /// The step.
         step: String,
-        /// The command.
-        cmd: Cmd,
     },
     /// Packages installed by the package manager.
     Packages {
@@ -102,17 +117,17 @@ impl Entry {
     /// The step that made the change.
     pub fn step(&self) -> &str {
         match self {
-            Entry::File(f) | Entry::Generated { file: f, .. } => &f.step,
+            Entry::File(f) | Entry::Generated { file: f } => &f.step,
             Entry::Gsettings { step, .. }
             | Entry::Packages { step, .. }
-            | Entry::Reload { step, .. } => step,
+            | Entry::Reload { step } => step,
         }
     }
 
     /// The file entry, for file-like changes.
     pub fn file(&self) -> Option<&FileEntry> {
         match self {
-            Entry::File(f) | Entry::Generated { file: f, .. } => Some(f),
+            Entry::File(f) | Entry::Generated { file: f } => Some(f),
             _ => None,
         }
     }
@@ -120,8 +135,25 @@ impl Entry {
     /// The file entry, mutably.
     pub fn file_mut(&mut self) -> Option<&mut FileEntry> {
         match self {
-            Entry::File(f) | Entry::Generated { file: f, .. } => Some(f),
+            Entry::File(f) | Entry::Generated { file: f } => Some(f),
             _ => None,
+        }
+    }
+}
+
+impl FileEntry {
+    /// A new entry for a file at `path` (relative to the scope's base).
+    pub fn new(step: &str, path: PathBuf, mode: u32, owner: (u32, u32)) -> FileEntry {
+        FileEntry {
+            step: step.to_string(),
+            path,
+            before_sha: None,
+            after_sha: None,
+            backup: None,
+            mode,
+            owner,
+            created_dirs: Vec::new(),
+            v1_display: None,
         }
     }
 }
@@ -135,12 +167,15 @@ pub struct Journal {
     pub recipe: String,
     /// The scope it was applied in.
     pub scope: Scope,
+    /// In user scope, the home it was applied to (as given by `HOME`, inside the root).
+    #[serde(default)]
+    pub home: Option<PathBuf>,
     /// The changes, in the order they were made.
     pub entries: Vec<Entry>,
 }
 
 impl Journal {
-    /// The entry for a file path.
+    /// The entry for a file path (relative to the scope's base).
     pub fn file_mut(&mut self, path: &Path) -> Option<&mut FileEntry> {
         self.entries
             .iter_mut()
@@ -149,11 +184,104 @@ impl Journal {
     }
 }
 
+/// A path read back from the journal: relative, with only plain components.
+pub fn checked_relative(journal: &Path, rel: &Path) -> Result<()> {
+    let plain = !rel.as_os_str().is_empty()
+        && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::Journal {
+            path: journal.to_path_buf(),
+            reason: format!(
+                "entry path `{}` is absolute, empty or contains `..`; refusing to act on it",
+                rel.display()
+            ),
+        })
+    }
+}
+
+/// A backup name read back from the journal: digits only.
+fn checked_backup(journal: &Path, name: &str) -> Result<()> {
+    if !name.is_empty() && name.len() < 12 && name.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::Journal {
+            path: journal.to_path_buf(),
+            reason: format!("backup name `{name}` is not a number; refusing to read it"),
+        })
+    }
+}
+
+/// Checks that a state file or directory could only have been written by `runner`: owned by
+/// it, not writable by group or others, of the expected type.
+fn check_trusted(path: &Path, uid: u32, mode: u32, runner: u32) -> Result<()> {
+    let who = |u: u32| {
+        if u == 0 {
+            "root".to_string()
+        } else {
+            format!("uid {u}")
+        }
+    };
+    let reason = if uid != runner {
+        Some(format!(
+            "owned by {}, but hostkit runs as {}: it was not written by this hostkit (another user's, or planted); refusing to act on it. Revert as {} or remove it",
+            who(uid),
+            who(runner),
+            who(uid)
+        ))
+    } else if mode & 0o022 != 0 {
+        Some(format!(
+            "mode {:o} lets group or others write it; refusing to act on state someone else could have changed (chmod go-w it if you trust its contents)",
+            mode & 0o7777
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::UntrustedState {
+            path: path.to_path_buf(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a state directory that exists; `Ok(false)` when it does not.
+fn check_dir(path: &Path, runner: u32) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            check_trusted(path, m.uid(), m.mode(), runner)?;
+            Ok(true)
+        }
+        Ok(_) => Err(Error::UntrustedState {
+            path: path.to_path_buf(),
+            reason: "not a directory (a symbolic link or a file where hostkit keeps its state); refusing to use it".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Reads a state file, checking it is trusted; `None` when it does not exist.
+fn read_trusted(path: &Path, runner: u32) -> Result<Option<Vec<u8>>> {
+    match fsutil::read(path)? {
+        None => Ok(None),
+        Some(e) => {
+            check_trusted(path, e.uid, e.mode, runner)?;
+            Ok(Some(e.bytes))
+        }
+    }
+}
+
 /// The locked state directory of one recipe.
 pub struct State {
+    root: PathBuf,
     root_dir: PathBuf,
     dir: PathBuf,
-    owner: (u32, u32),
+    runner: (u32, u32),
+    /// Who may own a directory apply created (and revert may remove).
+    dir_owners: Vec<u32>,
     _lock: Flock<File>,
 }
 
@@ -165,34 +293,135 @@ pub fn journal_path(ctx: &Context) -> PathBuf {
     ctx.state_dir.join(&ctx.recipe).join("journal.json")
 }
 
-/// Reads a journal (no lock); `None` when the recipe was never applied.
+/// Reads a journal (no lock); `None` when the recipe was never applied. The state directory
+/// and the journal must be trusted (see the module documentation), the journal must be for
+/// this recipe, scope and home, and every path in it plain and relative.
 pub fn load(ctx: &Context) -> Result<Option<Journal>> {
     let path = journal_path(ctx);
-    let Some(existing) = fsutil::read(&path)? else {
+    let runner = ctx.runner.0;
+    if !check_dir(&ctx.state_dir, runner)? || !check_dir(&ctx.state_dir.join(&ctx.recipe), runner)?
+    {
+        return Ok(None);
+    }
+    let Some(bytes) = read_trusted(&path, runner)? else {
         return Ok(None);
     };
-    let journal: Journal = serde_json::from_slice(&existing.bytes).map_err(|e| Error::Journal {
+    let bad = |reason: String| Error::Journal {
         path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    if journal.version != VERSION {
-        return Err(Error::Journal {
-            path,
-            reason: format!(
-                "version {} (this hostkit reads version {VERSION})",
-                journal.version
-            ),
-        });
+        reason,
+    };
+    let mut journal: Journal = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    match journal.version {
+        VERSION => {}
+        1 => convert_v1(ctx, &mut journal).map_err(bad)?,
+        v => {
+            return Err(bad(format!(
+                "version {v} (this hostkit reads versions 1 and {VERSION})"
+            )));
+        }
+    }
+    if journal.recipe != ctx.recipe || journal.scope != ctx.scope {
+        return Err(bad(format!(
+            "written for recipe {} in {} scope, not {} in {} scope",
+            journal.recipe,
+            journal.scope.as_str(),
+            ctx.recipe,
+            ctx.scope.as_str()
+        )));
+    }
+    let home = ctx.home.as_ref().map(|h| h.logical.clone());
+    if journal.home != home {
+        let show = |h: &Option<PathBuf>| {
+            h.as_deref()
+                .map_or("(none)".into(), |h| h.display().to_string())
+        };
+        return Err(bad(format!(
+            "written for the home {}, but HOME is now {}; run with the HOME it was applied to",
+            show(&journal.home),
+            show(&home)
+        )));
+    }
+    for f in journal.entries.iter().filter_map(Entry::file) {
+        checked_relative(&path, &f.path)?;
+        for d in &f.created_dirs {
+            checked_relative(&path, d)?;
+            if !f.path.starts_with(d) {
+                return Err(bad(format!(
+                    "created directory `{}` is not a parent of `{}`",
+                    d.display(),
+                    f.path.display()
+                )));
+            }
+        }
+        if let Some(b) = &f.backup {
+            checked_backup(&path, b)?;
+        }
     }
     Ok(Some(journal))
 }
 
+/// Converts a version-1 journal (absolute host paths, commands stored) to version 2: paths
+/// come from its root-relative `display`, commands are dropped (revert takes them from the
+/// recipe).
+fn convert_v1(ctx: &Context, journal: &mut Journal) -> std::result::Result<(), String> {
+    let base = ctx
+        .base()
+        .strip_prefix("/")
+        .unwrap_or(ctx.base())
+        .to_path_buf();
+    for f in journal.entries.iter_mut().filter_map(Entry::file_mut) {
+        let display = f
+            .v1_display
+            .take()
+            .ok_or("a version-1 entry without `display`")?;
+        let old_root = f
+            .path
+            .to_str()
+            .and_then(|p| p.strip_suffix(display.as_str()))
+            .map(PathBuf::from)
+            .ok_or("a version-1 entry whose path does not end with its display path")?;
+        let rel = |root_rel: &Path| {
+            root_rel
+                .strip_prefix(&base)
+                .map(Path::to_path_buf)
+                .map_err(|_| format!("{} is outside {}", root_rel.display(), base.display()))
+        };
+        f.path = rel(Path::new(&display))?;
+        f.created_dirs = f
+            .created_dirs
+            .iter()
+            .map(|d| rel(d.strip_prefix(&old_root).unwrap_or(d)))
+            .collect::<std::result::Result<_, _>>()?;
+    }
+    journal.home = ctx.home.as_ref().map(|h| h.logical.clone());
+    journal.version = VERSION;
+    Ok(())
+}
+
 impl State {
-    /// Creates the state directory if needed and takes the lock (failing if it is held).
+    /// Creates the state directory if needed (owned by whoever runs hostkit, mode 0700) and
+    /// takes the lock (failing if it is held); refuses a state directory hostkit did not
+    /// create (see the module documentation).
     pub fn open(ctx: &Context) -> Result<State> {
-        let dir = ctx.state_dir.join(&ctx.recipe);
-        let created = fsutil::create_parents(&dir.join("backups").join("x"), 0o700, ctx.owner)?;
-        let lock_path = ctx.state_dir.join("lock");
+        let runner = ctx.runner;
+        let root_dir = ctx.state_dir.clone();
+        let dir = root_dir.join(&ctx.recipe);
+        let mut created = Vec::new();
+        if !check_dir(&root_dir, runner.0)? {
+            // The parents (~/.local/state) are the user's; the state directory is hostkit's.
+            if let Some(parent) = root_dir.parent() {
+                created = fsutil::create_dirs(parent, ctx.dir_mode, ctx.owner)?;
+            }
+            created.extend(fsutil::create_dirs(&root_dir, 0o700, runner)?);
+            check_dir(&root_dir, runner.0)?;
+        }
+        for d in [dir.clone(), dir.join("backups")] {
+            if !check_dir(&d, runner.0)? {
+                fsutil::create_dirs(&d, 0o700, runner)?;
+                check_dir(&d, runner.0)?;
+            }
+        }
+        let lock_path = root_dir.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -200,7 +429,8 @@ impl State {
             .custom_flags_nofollow()
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
-        fsutil::set_owner(&file, &lock_path, ctx.owner)?;
+        let meta = file.metadata().map_err(|e| Error::io(&lock_path, e))?;
+        check_trusted(&lock_path, meta.uid(), meta.mode(), runner.0)?;
         let lock =
             Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(
                 |(_, errno)| match errno {
@@ -210,10 +440,14 @@ impl State {
                     other => Error::io(&lock_path, other.into()),
                 },
             )?;
+        let mut dir_owners = vec![ctx.owner.0, runner.0];
+        dir_owners.dedup();
         let state = State {
-            root_dir: ctx.state_dir.clone(),
+            root: ctx.root.clone(),
+            root_dir,
             dir,
-            owner: ctx.owner,
+            runner,
+            dir_owners,
             _lock: lock,
         };
         state.record_dirs(&created)?;
@@ -226,8 +460,14 @@ impl State {
             version: VERSION,
             recipe: ctx.recipe.clone(),
             scope: ctx.scope,
+            home: ctx.home.as_ref().map(|h| h.logical.clone()),
             entries: Vec::new(),
         }
+    }
+
+    /// Who may own a directory apply created (and that revert may remove).
+    pub fn dir_owners(&self) -> &[u32] {
+        &self.dir_owners
     }
 
     /// Writes the journal atomically.
@@ -238,7 +478,7 @@ impl State {
             reason: e.to_string(),
         })?;
         bytes.push(b'\n');
-        fsutil::write_atomic(&path, &bytes, 0o600, self.owner)
+        fsutil::write_atomic(&path, &bytes, 0o600, self.runner)
     }
 
     /// Stores a backup; returns its name.
@@ -248,31 +488,44 @@ impl State {
             &self.dir.join("backups").join(&name),
             bytes,
             0o600,
-            self.owner,
+            self.runner,
         )?;
         Ok(name)
     }
 
-    /// Reads a backup.
+    /// Reads a backup (its name was checked when the journal was loaded).
     pub fn read_backup(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.dir.join("backups").join(name);
-        fsutil::read(&path)?
-            .map(|e| e.bytes)
-            .ok_or_else(|| Error::Journal {
-                path,
-                reason: "the backup is missing".into(),
-            })
+        read_trusted(&path, self.runner.0)?.ok_or_else(|| Error::Journal {
+            path,
+            reason: "the backup is missing".into(),
+        })
     }
 
     fn created_dirs(&self) -> Result<Vec<PathBuf>> {
         let path = self.root_dir.join(CREATED_DIRS);
-        match fsutil::read(&path)? {
-            None => Ok(Vec::new()),
-            Some(e) => serde_json::from_slice(&e.bytes).map_err(|e| Error::Journal {
-                path,
-                reason: e.to_string(),
-            }),
+        let Some(bytes) = read_trusted(&path, self.runner.0)? else {
+            return Ok(Vec::new());
+        };
+        let dirs: Vec<PathBuf> = serde_json::from_slice(&bytes).map_err(|e| Error::Journal {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        // Version 1 stored host paths: keep those inside this root, relative to it.
+        let dirs: Vec<PathBuf> = dirs
+            .into_iter()
+            .filter_map(|d| {
+                if d.is_absolute() {
+                    d.strip_prefix(&self.root).ok().map(Path::to_path_buf)
+                } else {
+                    Some(d)
+                }
+            })
+            .collect();
+        for d in &dirs {
+            checked_relative(&path, d)?;
         }
+        Ok(dirs)
     }
 
     fn save_created_dirs(&self, dirs: &[PathBuf]) -> Result<()> {
@@ -284,19 +537,22 @@ impl State {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        fsutil::write_atomic(&path, &bytes, 0o600, self.owner)
+        fsutil::write_atomic(&path, &bytes, 0o600, self.runner)
     }
 
-    /// Records directories an apply created, so that a revert can remove them once empty
-    /// (whichever recipe's revert comes last).
+    /// Records directories (host paths under the root) an apply created, so that a revert can
+    /// remove them once empty (whichever recipe's revert comes last).
     pub fn record_dirs(&self, dirs: &[PathBuf]) -> Result<()> {
         if dirs.is_empty() {
             return Ok(());
         }
         let mut all = self.created_dirs()?;
         for d in dirs {
-            if !all.contains(d) {
-                all.push(d.clone());
+            let Ok(rel) = d.strip_prefix(&self.root) else {
+                continue;
+            };
+            if !all.iter().any(|a| a == rel) {
+                all.push(rel.to_path_buf());
             }
         }
         self.save_created_dirs(&all)
@@ -312,7 +568,8 @@ impl State {
             }
         }
         fsutil::remove(&self.dir.join("journal.json"))?;
-        fsutil::remove_empty_dirs(&[self.dir.clone(), backups]);
+        let mine = [self.runner.0];
+        fsutil::remove_empty_dirs(&[self.dir.clone(), backups], &mine);
         let others = std::fs::read_dir(&self.root_dir)
             .map(|d| {
                 d.flatten()
@@ -324,11 +581,16 @@ impl State {
             fsutil::remove(&self.root_dir.join(CREATED_DIRS))?;
             fsutil::remove(&self.root_dir.join("lock"))?;
         }
-        // Outermost first, so that removal goes innermost first.
+        // Outermost first, so that removal goes innermost first. Each is resolved again under
+        // this root, by the same rules as a recipe's paths.
         created.sort_by_key(|d| d.components().count());
-        fsutil::remove_empty_dirs(&created);
+        let host: Vec<PathBuf> = created
+            .iter()
+            .filter_map(|d| fsutil::resolve(&self.root, &Path::new("/").join(d)).ok())
+            .collect();
+        fsutil::remove_empty_dirs(&host, &self.dir_owners);
         if others {
-            created.retain(|d| d.exists());
+            created.retain(|d| self.root.join(d).exists());
             self.save_created_dirs(&created)?;
         }
         Ok(())

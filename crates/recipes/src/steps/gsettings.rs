@@ -157,25 +157,33 @@ impl Spec {
             _ => true,
         };
         if !effects.is_empty() || stale {
-            let cmd = if ctx.live {
-                Cmd::new(["dconf", "update"])
-            } else {
-                let dir = ctx.resolve(Path::new(DB_DIR))?;
-                Cmd::new([
-                    "dconf".to_string(),
-                    "compile".into(),
-                    db.display().to_string(),
-                    dir.display().to_string(),
-                ])
-            };
-            effects.push(Effect::Regenerate(Regenerate {
-                display: ctx.display(&db),
-                output: db,
-                cmd,
-            }));
+            effects.push(Effect::Regenerate(regenerate(ctx)?));
         }
         Ok(Outcome::Effects(effects))
     }
+}
+
+/// The command that rebuilds the system database, and the file it writes: `dconf update` on
+/// the live system, `dconf compile ROOT/etc/dconf/db/local ROOT/etc/dconf/db/local.d` under
+/// `--root`. Apply and revert both take it from here, never from a journal.
+pub(crate) fn regenerate(ctx: &Context) -> Result<Regenerate> {
+    let db = ctx.resolve(Path::new(DB))?;
+    let cmd = if ctx.live {
+        Cmd::new(["dconf", "update"])
+    } else {
+        let dir = ctx.resolve(Path::new(DB_DIR))?;
+        Cmd::new([
+            "dconf".to_string(),
+            "compile".into(),
+            db.display().to_string(),
+            dir.display().to_string(),
+        ])
+    };
+    Ok(Regenerate {
+        display: ctx.display(&db),
+        output: db,
+        cmd,
+    })
 }
 
 #[cfg(test)]

@@ -141,7 +141,11 @@ fn a_tampered_journal_cannot_leave_the_home_or_the_root() {
     let journal = "home/u/.local/state/hostkit/gtk-legacy/journal.json";
     let up = "../".repeat(12) + victim.to_str().unwrap().trim_start_matches('/');
     for (path_field, backup, complaint) in [
-        (victim.to_str().unwrap().to_string(), "0", "is absolute".to_string()),
+        (
+            victim.to_str().unwrap().to_string(),
+            "0",
+            "is absolute".to_string(),
+        ),
         (up.clone(), "0", "contains `..`".to_string()),
         (
             ".profile".to_string(),
@@ -149,12 +153,16 @@ fn a_tampered_journal_cannot_leave_the_home_or_the_root() {
             "is not a number".to_string(),
         ),
     ] {
-        let mut j: serde_json::Value = serde_json::from_str(&evil_journal(&victim, &path_field)).unwrap();
+        let mut j: serde_json::Value =
+            serde_json::from_str(&evil_journal(&victim, &path_field)).unwrap();
         j["entries"][0]["backup"] = backup.into();
         std::fs::write(dir.join(journal), j.to_string()).unwrap();
         let tree = snapshot(dir.path());
         let (_, err) = at(&dir, &["revert", "gtk-legacy", "--force"], 2);
-        has(&err, &format!("{}: bad journal: ", dir.join(journal).display()));
+        has(
+            &err,
+            &format!("{}: bad journal: ", dir.join(journal).display()),
+        );
         has(&err, &complaint);
         assert_eq!(describe(&victim), before, "the victim changed");
         same_tree(&snapshot(dir.path()), &tree, "the root changed");
@@ -166,7 +174,10 @@ fn a_tampered_journal_cannot_leave_the_home_or_the_root() {
     let (_, err) = at(&dir, &["revert", "gtk-legacy"], 2);
     has(
         &err,
-        &format!("{}: mode 777 lets group or others write it", state.display()),
+        &format!(
+            "{}: mode 777 lets group or others write it",
+            state.display()
+        ),
     );
     assert_eq!(describe(&victim), before);
 }
@@ -202,7 +213,10 @@ fn links_a_user_planted_are_not_followed_out_of_their_home() {
     let (_, err) = at(&dir, &["apply", "qt-gtk", "--set", "qt4=always"], 2);
     has(
         &err,
-        &format!("{}: refusing to follow a symbolic link owned by uid {USER}", config.display()),
+        &format!(
+            "{}: refusing to follow a symbolic link owned by uid {USER}",
+            config.display()
+        ),
     );
     same_tree(&snapshot(dir.path()), &tree, "the root changed");
 
@@ -265,9 +279,17 @@ fn a_copied_image_reverts_itself_and_leaves_the_original_alone() {
     std::fs::write(original.join("etc/environment"), "PATH=\"/usr/bin\"\n").unwrap();
     let hk = |root: &Path, verb: &str, extra: &[&str], want: i32| {
         let mut cmd = crate::recipes::hk(Path::new("/root"));
-        cmd.args([verb, "qt-gtk", "--scope", "system", "--set", "qt4=always", "--root"])
-            .arg(root)
-            .args(extra);
+        cmd.args([
+            verb,
+            "qt-gtk",
+            "--scope",
+            "system",
+            "--set",
+            "qt4=always",
+            "--root",
+        ])
+        .arg(root)
+        .args(extra);
         expect(&run(&mut cmd), want)
     };
     let pristine = snapshot(&original);
@@ -280,7 +302,11 @@ fn a_copied_image_reverts_itself_and_leaves_the_original_alone() {
         let out = run(Command::new("cp").arg("-a").arg(&original).arg(&copy));
         assert!(out.status.success());
         hk(&copy, "revert", extra, 0);
-        same_tree(&snapshot(&copy), &pristine, "the copy did not revert itself");
+        same_tree(
+            &snapshot(&copy),
+            &pristine,
+            "the copy did not revert itself",
+        );
         same_tree(&snapshot(&original), &applied, "the original changed");
         std::fs::remove_dir_all(&copy).unwrap();
     }
@@ -288,7 +314,11 @@ fn a_copied_image_reverts_itself_and_leaves_the_original_alone() {
     let moved = images.join("moved");
     std::fs::rename(&original, &moved).unwrap();
     hk(&moved, "revert", &[], 0);
-    same_tree(&snapshot(&moved), &pristine, "the moved image did not revert");
+    same_tree(
+        &snapshot(&moved),
+        &pristine,
+        "the moved image did not revert",
+    );
 }
 
 #[test]
@@ -325,4 +355,88 @@ PY
     let (stdout, _) = expect(&out, 0);
     assert!(!stdout.contains("pwned"), "{stdout}");
     assert!(stdout.contains("$ dconf update"), "{stdout}");
+}
+
+#[test]
+fn recipes_and_rules_another_user_could_write_are_not_obeyed() {
+    require_root!();
+    // A recipe is an instruction (files to write, commands to run): one from a directory or file
+    // the hostile user owns or may write is refused, naming it, before anything is planned.
+    let dir = TestDir::new();
+    let (_v, victim, before) = victim();
+    let recipe = format!(
+        "summary = \"evil\"\ndescription = \"evil\"\nscopes = [\"system\"]\n[[steps]]\nid = \"own\"\nkind = \"file\"\npath = \"{}\"\ncontent = \"pwned\\n\"\n",
+        victim.display()
+    );
+    dir.write("recipes/evil.toml", &recipe);
+    dir.write("rules/evil.toml", "name = \"evil\"\n");
+    let hk = |args: &[&str]| {
+        let mut cmd = crate::recipes::hk(Path::new("/root"));
+        cmd.args(args);
+        run(&mut cmd)
+    };
+    let recipes = dir.join("recipes");
+    let rules = dir.join("rules");
+    let r = recipes.to_str().unwrap();
+    for (path, owner, mode) in [
+        (recipes.clone(), USER, 0o755),
+        (recipes.join("evil.toml"), USER, 0o644),
+        (recipes.join("evil.toml"), 0, 0o666),
+        (recipes.clone(), 0, 0o777),
+    ] {
+        chown(&path, owner);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        for args in [
+            &["list", "--recipes", r][..],
+            &["apply", "evil", "--recipes", r, "--scope", "system"],
+        ] {
+            let (_, err) = expect(&hk(args), 2);
+            has(&err, &format!("error: {}: ", path.display()));
+            assert_eq!(describe(&victim), before, "the victim changed");
+        }
+        chown(&path, 0);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755 & mode)).unwrap();
+    }
+    // Owned by root and not writable by others, the same recipe is read (it is valid).
+    let (out, _) = expect(&hk(&["list", "--recipes", r]), 0);
+    has(&out, "evil");
+    chown(&rules, USER);
+    let (_, err) = expect(
+        &hk(&["patch", "list", "--rules-dir", rules.to_str().unwrap()]),
+        2,
+    );
+    has(
+        &err,
+        &format!(
+            "{}: owned by uid {USER}; hostkit takes instructions only from files owned by root",
+            rules.display()
+        ),
+    );
+}
+
+#[test]
+fn a_fifo_among_recipes_or_rules_is_refused_at_once() {
+    let dir = TestDir::new();
+    for sub in ["recipes", "rules"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        nix::unistd::mkfifo(
+            &dir.join(sub).join("x.toml"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+    }
+    let (recipes, rules) = (dir.join("recipes"), dir.join("rules"));
+    for args in [
+        vec!["list", "--recipes", recipes.to_str().unwrap()],
+        vec!["patch", "list", "--rules-dir", rules.to_str().unwrap()],
+    ] {
+        let mut cmd = crate::recipes::hk(Path::new("/root"));
+        cmd.args(&args);
+        // `run` has a time limit; a FIFO would otherwise hang here.
+        let (_, err) = expect(&crate::util::run_with_timeout(&mut cmd, 10), 2);
+        has(
+            &err,
+            "x.toml: not a regular file (a FIFO); refusing to read it",
+        );
+    }
 }

@@ -141,6 +141,10 @@ pub enum PatchError {
         path: PathBuf,
     },
 
+    /// A rule file or directory that cannot be read or trusted.
+    #[error(transparent)]
+    Source(#[from] hostkit_source::SourceError),
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

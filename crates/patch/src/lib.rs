@@ -90,18 +90,9 @@ pub fn load_builtin() -> Result<RuleSet, PatchError> {
 impl RuleSet {
     /// Adds every `*.toml` rule file in `dir`; a rule with a built-in's name replaces it.
     pub fn load_dir(&mut self, dir: &Path) -> Result<(), PatchError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| PatchError::io(dir, e))?;
-        let mut paths = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(|e| PatchError::io(dir, e))?.path();
-            if path.extension().is_some_and(|x| x == "toml") {
-                paths.push(path);
-            }
-        }
-        paths.sort();
         let mut from_dir: Vec<String> = Vec::new();
-        for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|e| PatchError::io(&path, e))?;
+        for path in hostkit_source::list_dir(dir, "toml")? {
+            let text = hostkit_source::read_text(&path)?;
             let rule = parse_rule(&path.display().to_string(), &text)?;
             if from_dir.contains(&rule.name) {
                 return Err(PatchError::DuplicateRule {

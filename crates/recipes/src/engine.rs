@@ -511,7 +511,11 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 {
                     // On the live system, rebuild (and notify) once every file is restored,
                     // unless the databases' directory is gone with them.
-                    let dir = regen.output.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let dir = regen
+                        .output
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default();
                     rebuild.push((regen.cmd, dir));
                 }
             }
@@ -737,9 +741,10 @@ fn step_regenerate(
 /// A step's reload command, from the recipe (never the journal).
 fn step_reload(recipe: &Recipe, step: &str) -> Option<Cmd> {
     recipe.steps.iter().find_map(|s| match &s.spec {
-        StepSpec::File(file) if s.id == step => {
-            file.reload.as_ref().map(|argv| Cmd::new(argv.iter().cloned()))
-        }
+        StepSpec::File(file) if s.id == step => file
+            .reload
+            .as_ref()
+            .map(|argv| Cmd::new(argv.iter().cloned())),
         _ => None,
     })
 }

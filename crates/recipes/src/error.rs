@@ -261,6 +261,9 @@ pub enum Error {
     /// The environment does not allow planning (e.g. `HOME` unset or relative).
     #[error("{0}")]
     Environment(String),
+    /// A recipe file or directory that cannot be read or trusted.
+    #[error(transparent)]
+    Source(#[from] hostkit_source::SourceError),
     /// A failure injected by `HOSTKIT_FAIL_AFTER_STEP` (debug builds only).
     #[error("failure injected by HOSTKIT_FAIL_AFTER_STEP after step {0}")]
     Injected(usize),

@@ -157,9 +157,7 @@ fn resolve_counted(root: &Path, logical: &Path, links: &mut u32) -> Result<PathB
                     reason: "too many levels of symbolic links".into(),
                 });
             }
-            let target = PathBuf::from(
-                readlinkat(&fd, "").map_err(|e| io_err(&next, e))?,
-            );
+            let target = PathBuf::from(readlinkat(&fd, "").map_err(|e| io_err(&next, e))?);
             if st.st_uid != 0 {
                 // The kernel's protected_symlinks rule: a link is trusted when its owner also
                 // owns what it points to (or, for a target not yet there, the directory it
@@ -239,7 +237,11 @@ pub fn read(path: &Path) -> Result<Option<Existing>> {
     let fd = match openat(
         &dir,
         name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
@@ -299,11 +301,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: (u32, u32)) -> 
         let fd = openat(
             &dir,
             tmp_name.as_os_str(),
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_EXCL
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o600),
         )
         .map_err(|e| io_err(&tmp, e))?;
@@ -444,7 +442,10 @@ mod tests {
             root.join("etc/real")
         );
         std::os::unix::fs::symlink("../../../../x", root.join("etc/up")).unwrap();
-        assert_eq!(resolve(&root, Path::new("/etc/up")).unwrap(), root.join("x"));
+        assert_eq!(
+            resolve(&root, Path::new("/etc/up")).unwrap(),
+            root.join("x")
+        );
         assert_eq!(
             resolve(&root, Path::new("/../../etc/../etc/new/file")).unwrap(),
             root.join("etc/new/file")
@@ -491,6 +492,9 @@ mod tests {
         std::os::unix::fs::symlink(root.join("elsewhere"), root.join("home/u")).unwrap();
         let r = write_atomic(&target, b"x", 0o644, (0, 0));
         assert!(matches!(r, Err(Error::BadSymlink { .. })), "{r:?}");
-        assert_eq!(std::fs::read_dir(root.join("elsewhere")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(root.join("elsewhere")).unwrap().count(),
+            0
+        );
     }
 }

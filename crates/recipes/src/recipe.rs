@@ -680,18 +680,8 @@ impl Catalog {
             add(parse(name, &format!("<built-in>/{file}"), text)?)?;
         }
         for dir in dirs {
-            let dir = dir.as_ref();
-            let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-            let mut files = Vec::new();
-            for entry in entries {
-                let path = entry.map_err(|e| Error::io(dir, e))?.path();
-                if path.extension().is_some_and(|e| e == "toml") {
-                    files.push(path);
-                }
-            }
-            files.sort();
-            for path in files {
-                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            for path in hostkit_source::list_dir(dir.as_ref(), "toml")? {
+                let text = hostkit_source::read_text(&path)?;
                 let name = path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())

@@ -186,8 +186,8 @@ impl Journal {
 
 /// A path read back from the journal: relative, with only plain components.
 pub fn checked_relative(journal: &Path, rel: &Path) -> Result<()> {
-    let plain = !rel.as_os_str().is_empty()
-        && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    let plain =
+        !rel.as_os_str().is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
     if plain {
         Ok(())
     } else {

@@ -32,7 +32,7 @@ pub struct Cli {
 /// Options that every subcommand accepts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
-    /// More output on stderr; repeat for more (-v, -vv).
+    /// More output on stderr; repeat for more (-v, -vv; -vvv adds other crates' debug logs).
     #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Global options")]
     pub verbose: u8,
     /// Only errors on stderr.
@@ -62,7 +62,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let printer = Printer::new(&cli.global);
     printer.install_logger();
-    match cmd::run(cli.command, &printer) {
+    let result = cmd::run(cli.command, &printer);
+    // Results that could not be written are a failure, whatever the command decided.
+    let result = match (result, printer.finish_stdout()) {
+        (Err(err), _) => Err(err),
+        (Ok(_), Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // The reader went away (`hostkit list | head -1`): no message, but not success.
+            return ExitCode::from(2);
+        }
+        (Ok(_), Err(e)) => {
+            Err(anyhow::Error::new(e).context("cannot write the results to standard output"))
+        }
+        (Ok(outcome), Ok(())) => Ok(outcome),
+    };
+    match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Pending) => ExitCode::from(1),
         Err(err) => {

@@ -1,6 +1,7 @@
 //! The one place that writes output: results go to stdout, logs and errors to stderr.
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 
 use crate::GlobalArgs;
 
@@ -22,6 +23,9 @@ pub struct Printer {
     color_out: bool,
     color_err: bool,
     err_tty: bool,
+    /// The first error writing results to stdout (`hostkit list >/dev/full`): reported once
+    /// the command is done, and the exit status is 2.
+    stdout_error: Arc<Mutex<Option<std::io::Error>>>,
 }
 
 impl Printer {
@@ -39,6 +43,30 @@ impl Printer {
             color_out: decide(std::io::stdout().is_terminal()),
             color_err: decide(std::io::stderr().is_terminal()),
             err_tty: std::io::stderr().is_terminal(),
+            stdout_error: Arc::default(),
+        }
+    }
+
+    fn stdout_result(&self, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            let mut first = self.stdout_error.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert(e);
+        }
+    }
+
+    /// After the command: flushes stdout, and fails when any result could not be written
+    /// (a closed or full stdout, a broken pipe).
+    pub fn finish_stdout(&self) -> std::io::Result<()> {
+        let flushed = std::io::stdout().lock().flush();
+        self.stdout_result(flushed);
+        match self
+            .stdout_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -62,6 +90,12 @@ impl Printer {
         };
         let logger = StderrLogger {
             level,
+            // Other crates' logs (netlink internals, …) only from -vvv on.
+            others: if self.verbosity >= 3 {
+                level
+            } else {
+                level.min(log::LevelFilter::Warn)
+            },
             color: self.color_err,
         };
         if log::set_boxed_logger(Box::new(logger)).is_ok() {
@@ -72,21 +106,20 @@ impl Printer {
     /// A line of results on stdout.
     pub fn out(&self, line: impl AsRef<str>) {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", line.as_ref());
+        let r = writeln!(stdout, "{}", line.as_ref());
+        self.stdout_result(r);
     }
 
     /// Several lines of results on stdout, written as given.
     pub fn out_raw(&self, text: impl AsRef<str>) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(text.as_ref().as_bytes());
-        let _ = stdout.flush();
+        self.out_bytes(text.as_ref().as_bytes());
     }
 
     /// Bytes of results on stdout, written as given (e.g. a diff of non-UTF-8 files).
     pub fn out_bytes(&self, bytes: &[u8]) {
         let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(bytes);
-        let _ = stdout.flush();
+        let r = stdout.write_all(bytes).and_then(|()| stdout.flush());
+        self.stdout_result(r);
     }
 
     /// A progress line on stderr, redrawn in place; only on a terminal and unless `-q`.
@@ -189,13 +222,21 @@ impl Color {
 }
 
 struct StderrLogger {
+    /// hostkit's own crates.
     level: log::LevelFilter,
+    /// Every other crate.
+    others: log::LevelFilter,
     color: bool,
 }
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level
+        let limit = if metadata.target().starts_with("hostkit") {
+            self.level
+        } else {
+            self.others
+        };
+        metadata.level() <= limit
     }
 
     fn log(&self, record: &log::Record) {

@@ -4,6 +4,8 @@
 #[macro_use]
 mod util;
 
+mod cli;
+
 mod patch;
 #[macro_use]
 mod recipes;

@@ -35,7 +35,7 @@ pub enum PatchCommand {
     Export {
         #[command(flatten)]
         target: TargetArgs,
-        /// Write the diff to FILE instead of stdout.
+        /// Write the diff to FILE instead of stdout (`-`: stdout).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -153,7 +153,7 @@ fn run_plan(s: &Settings, printer: &Printer) -> anyhow::Result<Outcome> {
         Action::DryRun => apply_or_show(&plan, true, printer)?,
         Action::Apply => apply_or_show(&plan, false, printer)?,
         Action::Export => match &s.output {
-            Some(path) => {
+            Some(path) if path.as_os_str() != "-" => {
                 std::fs::write(path, plan.unified_diff_bytes())
                     .with_context(|| format!("writing {}", path.display()))?;
                 printer.note(format!(
@@ -163,7 +163,7 @@ fn run_plan(s: &Settings, printer: &Printer) -> anyhow::Result<Outcome> {
                     path.display()
                 ));
             }
-            None => printer.out_bytes(&plan.unified_diff_bytes()),
+            _ => printer.out_bytes(&plan.unified_diff_bytes()),
         },
     }
     Ok(Outcome::Success)

@@ -459,9 +459,22 @@ impl Rule {
                 originals.insert(rel, decode(bytes));
             }
         }
+        // A file whose every line ends in CRLF is edited with LF endings and written back with
+        // CRLF, so that patterns match and inserted lines get the file's own endings.
+        let crlf: BTreeMap<&String, bool> = originals
+            .iter()
+            .map(|(k, (t, _))| (*k, is_crlf(t)))
+            .collect();
         let mut working: BTreeMap<&String, String> = originals
             .iter()
-            .map(|(k, (t, _))| (*k, t.clone()))
+            .map(|(k, (t, _))| {
+                let text = if crlf[k] {
+                    t.replace("\r\n", "\n")
+                } else {
+                    t.clone()
+                };
+                (*k, text)
+            })
             .collect();
 
         // Run the edits in order; record per file how much each found.
@@ -505,6 +518,11 @@ impl Rule {
         let mut changes = Vec::new();
         for (rel, after) in working {
             let (before, encoding) = &originals[rel];
+            let after = if crlf[rel] {
+                after.replace('\n', "\r\n")
+            } else {
+                after
+            };
             if &after == before {
                 continue;
             }
@@ -665,6 +683,12 @@ impl Rule {
         }
         None
     }
+}
+
+/// True when the text has line ends and every one is CRLF.
+fn is_crlf(text: &str) -> bool {
+    let lf = text.matches('\n').count();
+    lf > 0 && text.matches("\r\n").count() == lf
 }
 
 #[cfg(test)]

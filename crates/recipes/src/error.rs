@@ -60,6 +60,12 @@ pub enum Error {
     /// A `--set` argument without `=`.
     #[error("`--set {0}`: expected KEY=VALUE")]
     BadSetArgument(String),
+    /// The same `--set` key given twice.
+    #[error("`--set {key}=…` is given twice; give each parameter once")]
+    DuplicateSet {
+        /// The key.
+        key: String,
+    },
     /// The recipe does not support the requested scope.
     #[error("recipe {recipe} does not support scope `{scope}`; supported: {supported}")]
     UnsupportedScope {

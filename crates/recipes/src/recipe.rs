@@ -186,10 +186,17 @@ impl Recipe {
             .iter()
             .map(|p| (p.name.clone(), p.default.clone()))
             .collect();
+        let mut seen: Vec<&str> = Vec::new();
         for set in sets {
             let (key, value) = set
                 .split_once('=')
                 .ok_or_else(|| Error::BadSetArgument(set.clone()))?;
+            if seen.contains(&key) {
+                return Err(Error::DuplicateSet {
+                    key: key.to_string(),
+                });
+            }
+            seen.push(key);
             let Some(param) = self.params.iter().find(|p| p.name == key) else {
                 let names: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
                 return Err(Error::UnknownParam {
@@ -248,6 +255,20 @@ const SCOPES: &[&str] = &["user", "system"];
 
 /// Parses one recipe file. `name` is the recipe's name (the file stem), `file` what errors show.
 pub fn parse(name: &str, file: &str, text: &str) -> Result<Recipe> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid || name == "all" {
+        return Err(Error::Recipe {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "`{name}` is not a valid recipe name (the file's name without `.toml`): use a-z, 0-9 and `-`, starting with a letter, and not `all`"
+            ),
+        });
+    }
     let src = Source {
         name: file.to_string(),
         text: text.to_string(),

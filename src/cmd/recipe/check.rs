@@ -23,8 +23,20 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     } else {
         vec![catalog.get(&args.name)?]
     };
+    if many {
+        // A --set key no recipe has is a mistake, not something to drop silently.
+        for kv in &opts.sets {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            if !recipes
+                .iter()
+                .any(|r| r.params.iter().any(|p| p.name == key))
+            {
+                anyhow::bail!("`--set {kv}`: no recipe has a parameter `{key}`");
+            }
+        }
+    }
     let mut reports = Vec::new();
-    let mut failed: Vec<&str> = Vec::new();
+    let mut failed: Vec<(&str, String)> = Vec::new();
     for recipe in recipes {
         let mut opts = opts.clone();
         if many {
@@ -40,14 +52,28 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             Ok(report) => reports.push(report),
             // `check all` goes on with the other recipes and fails at the end.
             Err(e) if many => {
-                printer.error(&anyhow::Error::new(e).context(format!("recipe {}", recipe.name)));
-                failed.push(recipe.name.as_str());
+                let e = anyhow::Error::new(e).context(format!("recipe {}", recipe.name));
+                printer.error(&e);
+                failed.push((recipe.name.as_str(), format!("{e:#}")));
             }
             Err(e) => return Err(e.into()),
         }
     }
     if args.target.catalog.format == Format::Json {
-        print_json(printer, &reports, many)?;
+        if failed.is_empty() {
+            print_json(printer, &reports, many)?;
+        } else {
+            // Each recipe that could not be checked appears with its error.
+            let mut all: Vec<serde_json::Value> = reports
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?;
+            all.extend(failed.iter().map(|(name, error)| {
+                serde_json::json!({ "recipe": name, "action": "check", "error": error })
+            }));
+            all.sort_by(|a, b| a["recipe"].as_str().cmp(&b["recipe"].as_str()));
+            printer.out(serde_json::to_string_pretty(&all)?);
+        }
     } else {
         for report in &reports {
             for line in step_lines(printer, report, printer.color_stdout()) {
@@ -59,7 +85,11 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     if !failed.is_empty() {
         anyhow::bail!(
             "could not check {} (see the errors above)",
-            failed.join(", ")
+            failed
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(if reports.iter().any(|r| r.pending()) {

@@ -1,0 +1,215 @@
+//! The command line's promises: a failure is never exit 0 (a full stdout included),
+//! bad arguments are errors naming them, and errors say their cause once.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::recipes::{expect, has, hk};
+use crate::util::{TestDir, run};
+
+fn hk_args(args: &[&str]) -> Command {
+    let mut cmd = hk(Path::new("/nonexistent-home"));
+    cmd.args(args);
+    cmd
+}
+
+/// A root with nothing in it but a home, for recipe commands that must not touch the host.
+fn root() -> TestDir {
+    let dir = TestDir::new();
+    std::fs::create_dir_all(dir.join("home/u")).unwrap();
+    dir
+}
+
+#[test]
+fn results_that_cannot_be_written_are_exit_2() {
+    let dir = root();
+    let r = dir.path().to_str().unwrap();
+    let tree = TestDir::new();
+    tree.write("a.txt", "hello\n");
+    let rules = TestDir::new();
+    rules.write(
+        "hello.toml",
+        "name = \"hello\"\nsummary = \"greets\"\n\n[[edits]]\nid = \"greet\"\ndescription = \"greet\"\nfiles = [\"*.txt\"]\nfind = \"hello\"\nreplace = \"hello, world\"\n",
+    );
+    let (t, rd) = (
+        tree.path().to_str().unwrap(),
+        rules.path().to_str().unwrap(),
+    );
+    for args in [
+        &["list"][..],
+        &["show", "gtk-legacy"],
+        &["check", "qt-gtk", "--root", r, "--scope", "system"],
+        &[
+            "apply",
+            "qt-gtk",
+            "--dry-run",
+            "--root",
+            r,
+            "--scope",
+            "system",
+        ],
+        &["patch", "list"],
+        &["patch", "export", "hello", "--rules-dir", rd, "--source", t],
+        &["tun", "status", "--run-dir", r],
+    ] {
+        // A full device: every write fails with ENOSPC.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = run(hk_args(args).stdout(full));
+        let (_, err) = expect(&out, 2);
+        has(&err, "cannot write the results to standard output");
+        has(&err, "No space left on device");
+        // A closed stdout (`>&-`) cannot be told from `/dev/null`: Rust's runtime puts
+        // `/dev/null` on a closed standard stream before `main` runs.
+    }
+    // The tree was not changed by `export`, and `-o -` is stdout.
+    let (out, _) = expect(
+        &run(&mut hk_args(&[
+            "patch",
+            "export",
+            "hello",
+            "--rules-dir",
+            rd,
+            "--source",
+            t,
+            "-o",
+            "-",
+        ])),
+        0,
+    );
+    assert_eq!(
+        out,
+        "--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-hello\n+hello, world\n"
+    );
+    assert!(!tree.join("-").exists());
+    assert_eq!(tree.read("a.txt"), "hello\n");
+}
+
+#[test]
+fn set_keys_are_checked_and_given_once() {
+    let dir = root();
+    let r = dir.path().to_str().unwrap();
+    let (_, err) = expect(
+        &run(&mut hk_args(&[
+            "check",
+            "qt-gtk",
+            "--root",
+            r,
+            "--set",
+            "qt4=always",
+            "--set",
+            "qt4=never",
+        ])),
+        2,
+    );
+    has(&err, "error: `--set qt4=…` is given twice");
+    let (_, err) = expect(
+        &run(&mut hk_args(&[
+            "check",
+            "qt-gtk",
+            "--root",
+            r,
+            "--set",
+            "colour=red",
+        ])),
+        2,
+    );
+    has(&err, "recipe qt-gtk: unknown parameter `colour`");
+    let (_, err) = expect(
+        &run(&mut hk_args(&[
+            "check",
+            "all",
+            "--root",
+            r,
+            "--set",
+            "colour=red",
+        ])),
+        2,
+    );
+    has(
+        &err,
+        "`--set colour=red`: no recipe has a parameter `colour`",
+    );
+}
+
+#[test]
+fn recipe_names_are_validated_like_rule_names() {
+    for name in ["all", "Bad_Name", "-x"] {
+        let dir = TestDir::new();
+        dir.write(
+            format!("recipes/{name}.toml"),
+            "summary = \"s\"\ndescription = \"d\"\nscopes = [\"user\"]\n",
+        );
+        let recipes = dir.join("recipes");
+        let (_, err) = expect(
+            &run(&mut hk_args(&[
+                "list",
+                "--recipes",
+                recipes.to_str().unwrap(),
+            ])),
+            2,
+        );
+        has(
+            &err,
+            &format!("{name}.toml:1:1: `{name}` is not a valid recipe name"),
+        );
+    }
+}
+
+#[test]
+fn check_all_as_json_lists_a_failing_recipe_with_its_error() {
+    let dir = root();
+    // A home that is a directory where a file is expected breaks one recipe's check.
+    std::fs::create_dir_all(dir.join("home/u/.profile")).unwrap();
+    let r = dir.path().to_str().unwrap();
+    let mut cmd = hk(Path::new("/home/u"));
+    cmd.args(["check", "all", "--root", r, "--format", "json"]);
+    let (out, err) = expect(&run(&mut cmd), 2);
+    has(&err, "could not check gtk-legacy");
+    let all: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let failed: Vec<&serde_json::Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("error").is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert_eq!(failed[0]["recipe"], "gtk-legacy");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("home/u/.profile: is a directory"), "{error}");
+    // The others are there, checked.
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["recipe"] == "qt-gtk" && r["steps"].is_array()),
+        "{out}"
+    );
+}
+
+#[test]
+fn patch_apply_keeps_crlf_line_ends() {
+    let rules = TestDir::new();
+    rules.write(
+        "addline.toml",
+        "name = \"addline\"\nsummary = \"adds a line\"\n\n[[edits]]\nid = \"add\"\ndescription = \"add\"\nfiles = [\"*.c\"]\nfind = \"int x;\\n\"\nreplace = \"int x;\\nint y;\\n\"\n",
+    );
+    let tree = TestDir::new();
+    tree.write("a.c", "/* dos */\r\nint x;\r\nint z;\r\n");
+    let out = run(&mut hk_args(&[
+        "patch",
+        "apply",
+        "addline",
+        "--rules-dir",
+        rules.path().to_str().unwrap(),
+        "--source",
+        tree.path().to_str().unwrap(),
+    ]));
+    expect(&out, 0);
+    assert_eq!(
+        std::fs::read(tree.join("a.c")).unwrap(),
+        b"/* dos */\r\nint x;\r\nint y;\r\nint z;\r\n"
+    );
+}

@@ -213,3 +213,70 @@ fn patch_apply_keeps_crlf_line_ends() {
         b"/* dos */\r\nint x;\r\nint y;\r\nint z;\r\n"
     );
 }
+
+#[test]
+fn parallel_applies_meet_the_lock_and_leave_no_state_behind() {
+    let dir = TestDir::new();
+    dir.write("home/u/.profile", "# profile\n");
+    let before = crate::recipes::snapshot(dir.path());
+    let spawn = |extra: &[&str]| {
+        let mut cmd = crate::recipes::in_root(&dir, &["apply", "gtk-legacy"]);
+        cmd.args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().expect("spawn hostkit")
+    };
+    // Without --wait: each one applies, finds it already applied, or names the lock's holder.
+    let children: Vec<_> = (0..10).map(|_| spawn(&[])).collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(2) => assert!(
+                err.contains("lock: locked by pid "),
+                "an unexpected failure: {err}"
+            ),
+            other => panic!("exit {other:?}: {err}"),
+        }
+    }
+    expect(
+        &run(&mut crate::recipes::in_root(
+            &dir,
+            &["revert", "gtk-legacy"],
+        )),
+        0,
+    );
+    crate::recipes::same_tree(
+        &crate::recipes::snapshot(dir.path()),
+        &before,
+        "state left behind",
+    );
+    // With --wait: all of them succeed, one after the other.
+    let children: Vec<_> = (0..10).map(|_| spawn(&["--wait"])).collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        dir.read("home/u/.profile"),
+        "# profile\nexport GTK_OVERLAY_SCROLLING=0\n"
+    );
+    expect(
+        &run(&mut crate::recipes::in_root(
+            &dir,
+            &["revert", "gtk-legacy", "--wait"],
+        )),
+        0,
+    );
+    crate::recipes::same_tree(
+        &crate::recipes::snapshot(dir.path()),
+        &before,
+        "state left behind",
+    );
+}

@@ -953,7 +953,10 @@ fn a_held_lock_stops_a_second_apply() {
     let _held =
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("flock");
     let (_, err) = at(&dir, &["apply", "gtk-legacy"], 2);
-    has(&err, "another hostkit apply or revert is running");
+    has(
+        &err,
+        "lock: locked by another process (another hostkit apply or revert); try again when it has finished, or use --wait",
+    );
     assert_eq!(dir.read("home/u/.profile"), "# profile\n");
 }
 

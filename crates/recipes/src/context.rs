@@ -25,6 +25,8 @@ pub struct Options {
     pub sets: Vec<String>,
     /// `--force` (revert: overwrite files changed since apply).
     pub force: bool,
+    /// `--wait` (apply, revert): wait for another apply or revert to finish instead of failing.
+    pub wait: bool,
 }
 
 /// The home of a user-scope run.

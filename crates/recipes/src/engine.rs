@@ -205,7 +205,7 @@ pub fn apply(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Applied
             error: None,
         });
     }
-    let state = State::open(&ctx)?;
+    let state = State::open(&ctx, opts.wait)?;
     // Plan again under the lock: another apply may have finished in between.
     let plan = plan(recipe, &ctx, host)?;
     let mut journal = match state::load(&ctx)? {
@@ -466,7 +466,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
         );
         return Ok(report);
     }
-    let state = State::open(&ctx)?;
+    let state = State::open(&ctx, opts.wait)?;
     let journal = state::load(&ctx)?.ok_or_else(|| Error::Journal {
         path: state::journal_path(&ctx),
         reason: "removed while waiting for the lock".into(),

@@ -172,10 +172,12 @@ pub enum Error {
         failure: String,
     },
     /// Another `hostkit apply`/`revert` holds the lock.
-    #[error("{}: another hostkit apply or revert is running (the lock is held); try again when it has finished", path.display())]
+    #[error("{}: locked by {holder} (another hostkit apply or revert); try again when it has finished, or use --wait", path.display())]
     Locked {
         /// The lock file.
         path: PathBuf,
+        /// `pid N`, or `another process` when it did not say.
+        holder: String,
     },
     /// Revert found a file changed since apply.
     #[error(

@@ -387,9 +387,23 @@ pub fn create_dirs(dir: &Path, mode: u32, owner: (u32, u32)) -> Result<Vec<PathB
         }
     }
     missing.reverse();
+    let mut created = Vec::new();
     for dir in &missing {
         let (parent_fd, name) = open_parent(dir)?;
-        mkdirat(&parent_fd, name, Mode::from_bits_truncate(0o700)).map_err(|e| io_err(dir, e))?;
+        match mkdirat(&parent_fd, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) => {}
+            // Another process made it in between (two applies at once): theirs, not ours.
+            Err(Errno::EEXIST)
+                if nix::sys::stat::fstatat(&parent_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| {
+                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+                    }) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(io_err(dir, e)),
+        }
+        created.push(dir.clone());
         let fd = openat(
             &parent_fd,
             name,
@@ -405,7 +419,7 @@ pub fn create_dirs(dir: &Path, mode: u32, owner: (u32, u32)) -> Result<Vec<PathB
             .sync_all()
             .map_err(|e| Error::io(dir, e))?;
     }
-    Ok(missing)
+    Ok(created)
 }
 
 /// Removes the directories that are empty and owned by one of `owners`, innermost first;

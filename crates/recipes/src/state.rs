@@ -287,6 +287,9 @@ pub struct State {
 
 /// The file recording the directories created above the recipes' own.
 const CREATED_DIRS: &str = "created-dirs.json";
+/// `created-dirs-PID.json`: directories a process created before it had the lock; merged into
+/// [`CREATED_DIRS`] by the next one that has it.
+const PENDING_DIRS: &str = "created-dirs-";
 
 /// Where a recipe's journal lives.
 pub fn journal_path(ctx: &Context) -> PathBuf {
@@ -401,8 +404,9 @@ fn convert_v1(ctx: &Context, journal: &mut Journal) -> std::result::Result<(), S
 impl State {
     /// Creates the state directory if needed (owned by whoever runs hostkit, mode 0700) and
     /// takes the lock (failing if it is held); refuses a state directory hostkit did not
-    /// create (see the module documentation).
-    pub fn open(ctx: &Context) -> Result<State> {
+    /// create (see the module documentation). With `wait`, waits for another apply or revert
+    /// holding the lock instead of failing.
+    pub fn open(ctx: &Context, wait: bool) -> Result<State> {
         let runner = ctx.runner;
         let root_dir = ctx.state_dir.clone();
         let dir = root_dir.join(&ctx.recipe);
@@ -421,25 +425,18 @@ impl State {
                 check_dir(&d, runner.0)?;
             }
         }
-        let lock_path = root_dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags_nofollow()
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(&lock_path, e))?;
-        check_trusted(&lock_path, meta.uid(), meta.mode(), runner.0)?;
-        let lock =
-            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(
-                |(_, errno)| match errno {
-                    nix::errno::Errno::EWOULDBLOCK => Error::Locked {
-                        path: lock_path.clone(),
-                    },
-                    other => Error::io(&lock_path, other.into()),
-                },
+        // Recorded before the lock is taken: two first applies at once each create some of
+        // the directories, and the one that then finds the lock held must not lose its part.
+        let rel = |d: &PathBuf| d.strip_prefix(&ctx.root).ok().map(Path::to_path_buf);
+        let created: Vec<PathBuf> = created.iter().filter_map(rel).collect();
+        if !created.is_empty() {
+            save_dirs(
+                &root_dir.join(format!("{PENDING_DIRS}{}.json", std::process::id())),
+                &created,
+                runner,
             )?;
+        }
+        let lock = take_lock(&root_dir.join("lock"), runner, wait)?;
         let mut dir_owners = vec![ctx.owner.0, runner.0];
         dir_owners.dedup();
         let state = State {
@@ -450,8 +447,38 @@ impl State {
             dir_owners,
             _lock: lock,
         };
-        state.record_dirs(&created)?;
+        state.merge_pending_dirs()?;
         Ok(state)
+    }
+
+    /// Moves the directories recorded by processes that had no lock into `created-dirs.json`.
+    fn merge_pending_dirs(&self) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.root_dir) else {
+            return Ok(());
+        };
+        let mut pending: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(PENDING_DIRS) && n.ends_with(".json"))
+            })
+            .collect();
+        pending.sort();
+        let mut all = self.created_dirs()?;
+        for path in &pending {
+            for d in read_dirs(path, self.runner.0)? {
+                if !all.contains(&d) {
+                    all.push(d);
+                }
+            }
+        }
+        self.save_created_dirs(&all)?;
+        for path in &pending {
+            fsutil::remove(path)?;
+        }
+        Ok(())
     }
 
     /// A new, empty journal.
@@ -504,24 +531,14 @@ impl State {
 
     fn created_dirs(&self) -> Result<Vec<PathBuf>> {
         let path = self.root_dir.join(CREATED_DIRS);
-        let Some(bytes) = read_trusted(&path, self.runner.0)? else {
-            return Ok(Vec::new());
-        };
-        let dirs: Vec<PathBuf> = serde_json::from_slice(&bytes).map_err(|e| Error::Journal {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut dirs = read_dirs(&path, self.runner.0)?;
         // Version 1 stored host paths: keep those inside this root, relative to it.
-        let dirs: Vec<PathBuf> = dirs
-            .into_iter()
-            .filter_map(|d| {
-                if d.is_absolute() {
-                    d.strip_prefix(&self.root).ok().map(Path::to_path_buf)
-                } else {
-                    Some(d)
-                }
-            })
-            .collect();
+        dirs.retain_mut(|d| {
+            if let Ok(rel) = d.strip_prefix(&self.root) {
+                *d = rel.to_path_buf();
+            }
+            d.is_relative()
+        });
         for d in &dirs {
             checked_relative(&path, d)?;
         }
@@ -529,20 +546,13 @@ impl State {
     }
 
     fn save_created_dirs(&self, dirs: &[PathBuf]) -> Result<()> {
-        let path = self.root_dir.join(CREATED_DIRS);
-        if dirs.is_empty() {
-            return fsutil::remove(&path);
-        }
-        let bytes = serde_json::to_vec_pretty(dirs).map_err(|e| Error::Journal {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        fsutil::write_atomic(&path, &bytes, 0o600, self.runner)
+        save_dirs(&self.root_dir.join(CREATED_DIRS), dirs, self.runner)
     }
 
     /// Records directories (host paths under the root) an apply created, so that a revert can
     /// remove them once empty (whichever recipe's revert comes last).
     pub fn record_dirs(&self, dirs: &[PathBuf]) -> Result<()> {
+        self.merge_pending_dirs()?;
         if dirs.is_empty() {
             return Ok(());
         }
@@ -561,6 +571,7 @@ impl State {
     /// After a revert: removes the journal, the backups and the recipe's directory, then every
     /// recorded directory that is now empty; when no other recipe is applied, also the lock.
     pub fn finish(self) -> Result<()> {
+        self.merge_pending_dirs()?;
         let backups = self.dir.join("backups");
         if let Ok(entries) = std::fs::read_dir(&backups) {
             for entry in entries.flatten() {
@@ -595,6 +606,75 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Reads a list of directories (relative to the root); empty when the file does not exist.
+fn read_dirs(path: &Path, runner: u32) -> Result<Vec<PathBuf>> {
+    let Some(bytes) = read_trusted(path, runner)? else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_slice(&bytes).map_err(|e| Error::Journal {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes a list of directories (removes the file when it is empty).
+fn save_dirs(path: &Path, dirs: &[PathBuf], runner: (u32, u32)) -> Result<()> {
+    if dirs.is_empty() {
+        return fsutil::remove(path);
+    }
+    let bytes = serde_json::to_vec_pretty(dirs).map_err(|e| Error::Journal {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    fsutil::write_atomic(path, &bytes, 0o600, runner)
+}
+
+/// Takes the lock file's `flock`, then writes our pid into it (for the next one's message).
+fn take_lock(path: &Path, runner: (u32, u32), wait: bool) -> Result<Flock<File>> {
+    use std::io::{Read, Seek, Write};
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .custom_flags_nofollow()
+            .open(path)
+            .map_err(|e| Error::io(path, e))
+    };
+    let file = open()?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    check_trusted(path, meta.uid(), meta.mode(), runner.0)?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim().parse::<u32>() {
+                Ok(pid) => format!("pid {pid}"),
+                Err(_) => "another process".to_string(),
+            };
+            if !wait {
+                return Err(Error::Locked {
+                    path: path.to_path_buf(),
+                    holder,
+                });
+            }
+            log::info!("{}: waiting for {holder} to finish", path.display());
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| Error::io(path, e.into()))?
+        }
+        Err((_, e)) => return Err(Error::io(path, e.into())),
+    };
+    let pid = format!("{}\n", std::process::id());
+    let written = lock
+        .set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| lock.write_all(pid.as_bytes()));
+    written.map_err(|e| Error::io(path, e))?;
+    Ok(lock)
 }
 
 trait NoFollow {

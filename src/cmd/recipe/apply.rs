@@ -22,6 +22,9 @@ pub struct Args {
     /// `--set limit=1024`) and print the diff.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["root", "scope"])]
     pub source: Option<PathBuf>,
+    /// Wait for another apply or revert of this scope to finish instead of failing.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -42,7 +45,10 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             printer,
         );
     }
-    let opts = args.target.options(false);
+    let opts = hostkit_recipes::Options {
+        wait: args.wait,
+        ..args.target.options(false)
+    };
     if let Err(e) = recipe.param_values(&opts.sets) {
         if let Some(hint) = source::set_hint(&recipe.name, &opts.sets) {
             printer.note(hint);

@@ -78,6 +78,7 @@ impl TargetArgs {
             }),
             sets: self.set.clone(),
             force,
+            wait: false,
         }
     }
 }

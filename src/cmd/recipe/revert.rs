@@ -12,6 +12,9 @@ pub struct Args {
     /// Revert files even when someone changed them since `apply`.
     #[arg(long)]
     pub force: bool,
+    /// Wait for another apply or revert of this scope to finish instead of failing.
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -20,11 +23,11 @@ pub struct Args {
 pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     let catalog = args.target.catalog.load()?;
     let recipe = catalog.get(&args.name)?;
-    let report = hostkit_recipes::revert(
-        recipe,
-        &args.target.options(args.force),
-        &hostkit_recipes::RealHost,
-    )?;
+    let opts = hostkit_recipes::Options {
+        wait: args.wait,
+        ..args.target.options(args.force)
+    };
+    let report = hostkit_recipes::revert(recipe, &opts, &hostkit_recipes::RealHost)?;
     if args.target.catalog.format == Format::Json {
         print_json(printer, std::slice::from_ref(&report), false)?;
     } else {

@@ -5,6 +5,7 @@
 mod util;
 
 mod cli;
+mod fuzz;
 
 mod patch;
 #[macro_use]

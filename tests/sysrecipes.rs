@@ -178,6 +178,31 @@ fn ngroups_live_proof_sets_1024_groups_in_a_child() {
         "libc-limit: {}",
         report["steps"][1]
     );
+    // The same observation, made here with the real tools: the gids hostkit names, set on a
+    // child with setpriv, read back by id -G.
+    let range = reason
+        .split("gids ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("hostkit names the gids it used");
+    let (lo, hi) = range.split_once('-').expect("a gid range");
+    let (lo, hi): (u32, u32) = (lo.parse().unwrap(), hi.parse().unwrap());
+    assert_eq!(hi - lo + 1, 1024, "{reason}");
+    let list: Vec<String> = (lo..=hi).map(|g| g.to_string()).collect();
+    let out = run(Command::new("setpriv")
+        .arg(format!("--groups={}", list.join(",")))
+        .args(["id", "-G"]));
+    let (ids, err) = texts(&out);
+    assert!(out.status.success(), "{err}");
+    let back: std::collections::BTreeSet<u32> = ids
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        (lo..=hi).all(|g| back.contains(&g)),
+        "id -G read {} of 1024 back",
+        (lo..=hi).filter(|g| back.contains(g)).count()
+    );
 }
 
 #[test]
@@ -200,6 +225,43 @@ fn procps_live_compares_ps_with_proc_status_for_300_groups() {
             .starts_with("proved live: for a child in 300 groups, `ps -o supgid=` listed all 300"),
         "{live}"
     );
+    // The same observation, made here: a child in 300 groups, what ps lists for it, and what
+    // the kernel says in /proc/PID/status.
+    let list: Vec<String> = (70000..70300).map(|g: u32| g.to_string()).collect();
+    let mut child = Command::new("setpriv")
+        .arg(format!("--groups={}", list.join(",")))
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("setpriv");
+    let pid = child.id().to_string();
+    let kernel: Vec<String> = (0..100)
+        .find_map(|_| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let groups: Vec<String> = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Groups:"))?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if groups.len() == 300 {
+                Some(groups)
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            }
+        })
+        .expect("the child took 300 groups");
+    let ps = run(Command::new("ps").args(["-o", "supgid=", "-p", &pid]));
+    let _ = child.kill();
+    let _ = child.wait();
+    let listed: Vec<String> = texts(&ps)
+        .0
+        .trim()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, kernel, "ps and /proc/PID/status disagree");
+    assert_eq!(listed, list);
 }
 
 #[test]

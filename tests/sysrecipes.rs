@@ -254,12 +254,7 @@ fn procps_live_compares_ps_with_proc_status_for_300_groups() {
     let ps = run(Command::new("ps").args(["-o", "supgid=", "-p", &pid]));
     let _ = child.kill();
     let _ = child.wait();
-    let listed: Vec<String> = texts(&ps)
-        .0
-        .trim()
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let listed: Vec<String> = texts(&ps).0.trim().split(',').map(str::to_string).collect();
     assert_eq!(listed, kernel, "ps and /proc/PID/status disagree");
     assert_eq!(listed, list);
 }

@@ -146,12 +146,12 @@ pub enum PatchError {
     Source(#[from] hostkit_source::SourceError),
 
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not repeated as a `source`).
+        cause: std::io::Error,
     },
 }
 
@@ -167,7 +167,7 @@ impl PatchError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         PatchError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -76,13 +76,14 @@ pub enum Error {
         /// The scopes the recipe supports.
         supported: String,
     },
-    /// A filesystem operation failed.
-    #[error("{}: {source}", path.display())]
+    /// A filesystem operation failed (the message says the cause; it is not repeated as a
+    /// `source`).
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The path concerned.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A target path is a directory where a file is expected.
     #[error("{}: is a directory, expected a regular file", path.display())]
@@ -282,7 +283,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -229,7 +229,7 @@ fn open_parent(path: &Path) -> Result<(OwnedFd, &OsStr)> {
 pub fn read(path: &Path) -> Result<Option<Existing>> {
     let (dir, name) = match open_parent(path) {
         Ok(x) => x,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
             return Ok(None);
         }
         Err(e) => return Err(e),
@@ -349,7 +349,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 pub fn remove(path: &Path) -> Result<()> {
     let (dir, name) = match open_parent(path) {
         Ok(x) => x,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
             return Ok(());
         }
         Err(e) => return Err(e),

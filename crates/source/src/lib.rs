@@ -25,13 +25,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// It could not be opened or read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause (in the message, not repeated as a `source`).
+        cause: std::io::Error,
     },
     /// It is not a regular file (a FIFO, a socket, a device, a directory).
     #[error("{}: not a regular file ({kind}); refusing to read it", path.display())]
@@ -96,7 +95,7 @@ pub fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), Source
 pub fn list_dir(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, SourceError> {
     let io = |e| SourceError::Io {
         path: dir.to_path_buf(),
-        source: e,
+        cause: e,
     };
     let meta = std::fs::metadata(dir).map_err(io)?;
     if !meta.is_dir() {
@@ -121,7 +120,7 @@ pub fn list_dir(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, SourceError> {
 pub fn read_text(path: &Path) -> Result<String, SourceError> {
     let io = |e| SourceError::Io {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     };
     let mut file = File::options()
         .read(true)

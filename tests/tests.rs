@@ -9,3 +9,4 @@ mod patch;
 mod recipes;
 mod sysrecipes;
 mod tun;
+mod tun_trust;

@@ -48,7 +48,7 @@ with_both_engines!(
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A `hostkit tun up` running in the background, its output going to files.
-struct Up {
+pub(crate) struct Up {
     child: Option<Child>,
     out: PathBuf,
     err: PathBuf,
@@ -59,7 +59,13 @@ struct Up {
 impl Up {
     /// Starts `hostkit [flags] tun up --netns NS --engine ENGINE ARGS…` and waits until the
     /// relay runs.
-    fn start(ns: &NetNs, dir: &TestDir, engine: &str, flags: &[&str], args: &[&str]) -> Up {
+    pub(crate) fn start(
+        ns: &NetNs,
+        dir: &TestDir,
+        engine: &str,
+        flags: &[&str],
+        args: &[&str],
+    ) -> Up {
         let run_dir = dir.join("run");
         let out = dir.join("up.stdout");
         let err = dir.join("up.stderr");
@@ -97,7 +103,7 @@ impl Up {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
@@ -110,13 +116,13 @@ impl Up {
     }
 
     /// Sends `sig` and waits (bounded) for the process to exit.
-    fn stop(self, sig: nix::sys::signal::Signal) -> (ExitStatus, String, String) {
+    pub(crate) fn stop(self, sig: nix::sys::signal::Signal) -> (ExitStatus, String, String) {
         nix::sys::signal::kill(self.pid(), sig).unwrap();
         self.wait_exit()
     }
 
     /// Waits (bounded) for the process to exit on its own; returns its status and output.
-    fn wait_exit(mut self) -> (ExitStatus, String, String) {
+    pub(crate) fn wait_exit(mut self) -> (ExitStatus, String, String) {
         let mut child = self.child.take().unwrap();
         let start = Instant::now();
         let status = loop {
@@ -133,7 +139,7 @@ impl Up {
     }
 
     /// `hostkit tun <sub> --netns NS ARGS…` with the same run directory.
-    fn hostkit(&self, sub: &str, args: &[&str]) -> Command {
+    pub(crate) fn hostkit(&self, sub: &str, args: &[&str]) -> Command {
         let mut cmd = hostkit();
         cmd.args(["tun", sub, "--netns", &self.ns])
             .args(args)
@@ -153,7 +159,7 @@ impl Drop for Up {
 
 /// Everything `up` may touch in a namespace: rules, every routing table, the links, the
 /// non-local-bind sysctls.
-fn snapshot(ns: &NetNs) -> String {
+pub(crate) fn snapshot(ns: &NetNs) -> String {
     let mut s = String::new();
     for args in [
         &["rule"][..],

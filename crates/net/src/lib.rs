@@ -9,6 +9,7 @@ pub mod setup;
 pub mod spec;
 pub mod state;
 pub mod sysctl;
+pub mod trust;
 pub mod undo;
 
 pub use netlink::{Family, Netlink, NetlinkError};

@@ -392,10 +392,30 @@ impl Netlink {
         Ok(msgs.into_iter().map(|m| rule_summary(family, m)).collect())
     }
 
-    /// `ip rule add iif DEV lookup TABLE` (IPv4 or IPv6), with the to-table action set.
-    pub fn add_iif_rule(&self, family: Family, dev: &str, table: u32) -> Result<()> {
-        let op = format!("add {} rule iif {dev} lookup {table}", family.label());
-        let req = self.handle.rule().add().input_interface(dev.to_string());
+    /// The priority the kernel gives a rule added without one (`fib_default_rule_pref`): one
+    /// below the second rule's, when that is above 0.
+    pub fn next_rule_priority(&self, family: Family) -> Result<u32> {
+        let mut prios: Vec<u32> = self.rules(family)?.iter().map(|r| r.priority).collect();
+        prios.sort_unstable();
+        Ok(match prios.get(1) {
+            Some(&p) if p > 0 => p - 1,
+            _ => 0,
+        })
+    }
+
+    /// `ip rule add iif DEV lookup TABLE pref PRIORITY` (IPv4 or IPv6), with the to-table
+    /// action set.
+    pub fn add_iif_rule(&self, family: Family, dev: &str, table: u32, priority: u32) -> Result<()> {
+        let op = format!(
+            "add {} rule iif {dev} lookup {table} pref {priority}",
+            family.label()
+        );
+        let req = self
+            .handle
+            .rule()
+            .add()
+            .input_interface(dev.to_string())
+            .priority(priority);
         let res = match family {
             Family::Ipv4 => self.rt.block_on(
                 req.v4()

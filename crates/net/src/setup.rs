@@ -103,6 +103,8 @@ pub struct Tunnel {
     pub undo: Vec<Undo>,
     /// Whether each device was created (`false`: attached to an existing one).
     pub created: [bool; 2],
+    /// The interface index of each device.
+    pub ifindex: [u32; 2],
 }
 
 /// The tunnel being built, and the journal each recorded change is handed to.
@@ -133,6 +135,7 @@ impl Tunnel {
                 offloads: [0, 0],
                 undo: Vec::new(),
                 created: [false, false],
+                ifindex: [0, 0],
             },
             journal,
         };
@@ -197,9 +200,25 @@ fn establish_steps(
             })?;
         rec.tunnel.offloads[side] = negotiated;
         rec.tunnel.devices[side] = queues.into_iter().map(Arc::new).collect();
+        let index = index_of(nl, dev)?;
+        if let Some(prev) = &before[side]
+            && prev.index != index
+        {
+            return Err(SetupError::Netlink(NetlinkError {
+                op: format!("attach to {dev}"),
+                message: format!(
+                    "the device was replaced while attaching (interface {} became {index})",
+                    prev.index
+                ),
+                errno: None,
+            }));
+        }
+        rec.tunnel.ifindex[side] = index;
         if rec.tunnel.created[side] {
             rec.push(Undo::DeleteLink {
                 dev: dev.to_string(),
+                ifindex: index,
+                kind: "tun".into(),
             })?;
         }
     }
@@ -253,6 +272,7 @@ fn run_step(
             {
                 rec.push(Undo::RestoreMtu {
                     dev: dev.clone(),
+                    ifindex: idx,
                     mtu: prev,
                 })?;
             }
@@ -266,6 +286,7 @@ fn run_step(
             {
                 rec.push(Undo::RestoreTxQueueLen {
                     dev: dev.clone(),
+                    ifindex: idx,
                     len: prev,
                 })?;
             }
@@ -277,6 +298,7 @@ fn run_step(
             match nl.add_peer_address(idx, dev, *local, *peer) {
                 Ok(()) => rec.push(Undo::DelAddress {
                     dev: dev.clone(),
+                    ifindex: idx,
                     local: *local,
                     peer: *peer,
                 }),
@@ -290,7 +312,10 @@ fn run_step(
             if let Some(prev) = &before[side_of(dev)]
                 && !prev.up
             {
-                rec.push(Undo::LinkDown { dev: dev.clone() })?;
+                rec.push(Undo::LinkDown {
+                    dev: dev.clone(),
+                    ifindex: idx,
+                })?;
             }
             nl.set_link_up(idx, dev)?;
             Ok(())
@@ -300,11 +325,13 @@ fn run_step(
             let route = wait_for_local_route(nl, dev, idx, *addr)?;
             rec.push(Undo::RestoreLocalRoute {
                 dev: dev.clone(),
+                ifindex: idx,
                 addr: *addr,
             })?;
             nl.delete_route(&route, &format!("local {addr} dev {dev} table local"))?;
             rec.push(Undo::DelTableRoute {
                 dev: dev.clone(),
+                ifindex: idx,
                 addr: *addr,
                 table: *table,
             })?;
@@ -314,14 +341,19 @@ fn run_step(
             }
         }
         Step::AddRule { dev, family, table } => {
+            // A rule that is already there is not ours: leave it (and its removal) alone.
+            if !nl.find_iif_rules(*family, dev, *table)?.is_empty() {
+                return Ok(());
+            }
+            // Journal first, with the priority the kernel would choose, then add it so.
+            let priority = nl.next_rule_priority(*family)?;
             rec.push(Undo::DelRule {
                 dev: dev.clone(),
                 family: *family,
                 table: *table,
+                priority,
             })?;
-            if nl.find_iif_rules(*family, dev, *table)?.is_empty() {
-                nl.add_iif_rule(*family, dev, *table)?;
-            }
+            nl.add_iif_rule(*family, dev, *table, priority)?;
             Ok(())
         }
         Step::SetSysctl { key, value } => {

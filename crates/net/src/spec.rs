@@ -353,6 +353,9 @@ impl TunnelSpec {
     }
 }
 
+/// Every sysctl key `up` ever writes: the closed list an undo entry's key is checked against.
+pub const SYSCTL_KEYS: &[&str] = &["net.ipv4.ip_nonlocal_bind", "net.ipv6.ip_nonlocal_bind"];
+
 /// The `ip_nonlocal_bind` sysctl of a family.
 pub fn nonlocal_bind_key(family: Family) -> &'static str {
     match family {

@@ -103,7 +103,11 @@ struct SysctlStatus {
 pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun status")?;
     let nl = Netlink::connect().context("open a netlink socket")?;
-    let recorded = state::list(&args.place.run_dir, netns_inode)?
+    let records = match args.place.run_dir(false)? {
+        Some(dir) => state::list(&dir, netns_inode)?,
+        None => Vec::new(),
+    };
+    let recorded = records
         .into_iter()
         .find(|(_, s, _)| {
             args.dev0.as_deref().is_none_or(|d| d == s.spec.ends[0].dev)

@@ -182,10 +182,14 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         .context("create signalfd")?;
 
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun up")?;
-    let state_file = StateFile::acquire(&args.place.run_dir, netns_inode, spec.devs())?;
+    let run_dir = args
+        .place
+        .run_dir(true)?
+        .context("the run directory vanished")?;
+    let state_file = StateFile::acquire(&run_dir, netns_inode, spec.devs())?;
     let nl = Netlink::connect().context("open a netlink socket")?;
     let mut state = TunnelState {
-        version: 1,
+        version: hostkit_net::state::STATE_VERSION,
         pid: std::process::id(),
         netns: args.place.netns.clone(),
         netns_inode,

@@ -9,4 +9,5 @@ mod patch;
 mod recipes;
 mod sysrecipes;
 mod tun;
+mod tun_ipv6;
 mod tun_trust;

@@ -5,6 +5,7 @@
 
 pub mod netlink;
 pub mod netns;
+pub mod path;
 pub mod setup;
 pub mod spec;
 pub mod state;

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::netlink::{Family, LinkInfoSummary, Netlink, NetlinkError, TABLE_LOCAL, table_name};
+use crate::netlink::{
+    Family, LinkInfoSummary, Netlink, NetlinkError, TABLE_LOCAL, full_prefix, table_name,
+};
 use crate::spec::{SYSCTL_KEYS, TunnelSpec};
 use crate::sysctl;
 
@@ -50,7 +52,17 @@ pub enum Undo {
         /// Previous length.
         len: u32,
     },
-    /// Remove an address we added.
+    /// Put back an existing device's IPv6 address-generation mode.
+    RestoreAddrGenMode {
+        /// Device.
+        dev: String,
+        /// Its interface index.
+        ifindex: u32,
+        /// Previous mode (`IN6_ADDR_GEN_MODE_*`).
+        mode: u8,
+    },
+    /// Remove an address we added (with its peer for IPv4; a /128 for IPv6). Its local route
+    /// goes with it, wherever it is.
     DelAddress {
         /// Device.
         dev: String,
@@ -58,8 +70,37 @@ pub enum Undo {
         ifindex: u32,
         /// Local address.
         local: IpAddr,
-        /// Peer.
+        /// Peer (IPv4 point-to-point addresses).
+        peer: Option<IpAddr>,
+    },
+    /// Remove the IPv6 peer route we added (`PEER/128 dev DEV src LOCAL`, table main).
+    DelPeerRoute {
+        /// Device.
+        dev: String,
+        /// Its interface index.
+        ifindex: u32,
+        /// The peer (destination).
         peer: IpAddr,
+        /// This side's address (source).
+        local: IpAddr,
+    },
+    /// IPv6 address that was there before `up` (its local route moved): delete and add it
+    /// again with its own prefix and flags, so that the kernel itself re-creates its local
+    /// route (metric 0, owned by the address) — a route added by hand would get metric 1024
+    /// and outlive the address.
+    ReAddAddress {
+        /// Device.
+        dev: String,
+        /// Its interface index.
+        ifindex: u32,
+        /// The address.
+        addr: IpAddr,
+        /// Its prefix length.
+        prefix_len: u8,
+        /// Its peer, if any.
+        peer: Option<IpAddr>,
+        /// Its `IFA_F_*` flags that a user can set.
+        flags: u32,
     },
     /// Put the kernel's local route back into table `local`.
     RestoreLocalRoute {
@@ -110,6 +151,9 @@ impl Undo {
             | Undo::RestoreMtu { dev, .. }
             | Undo::RestoreTxQueueLen { dev, .. }
             | Undo::DelAddress { dev, .. }
+            | Undo::RestoreAddrGenMode { dev, .. }
+            | Undo::DelPeerRoute { dev, .. }
+            | Undo::ReAddAddress { dev, .. }
             | Undo::RestoreLocalRoute { dev, .. }
             | Undo::DelTableRoute { dev, .. }
             | Undo::DelRule { dev, .. } => Some(dev),
@@ -129,9 +173,31 @@ impl fmt::Display for Undo {
             }
             Undo::DelAddress {
                 dev, local, peer, ..
-            } => {
-                write!(f, "remove address {local} peer {peer} from {dev}")
-            }
+            } => match peer {
+                Some(peer) => write!(f, "remove address {local} peer {peer} from {dev}"),
+                None => write!(
+                    f,
+                    "remove address {local}/{} from {dev}",
+                    full_prefix(local)
+                ),
+            },
+            Undo::RestoreAddrGenMode { dev, mode, .. } => write!(
+                f,
+                "restore addrgenmode {} on {dev}",
+                addr_gen_mode_name(*mode)
+            ),
+            Undo::DelPeerRoute {
+                dev, peer, local, ..
+            } => write!(f, "remove route {peer} dev {dev} src {local}"),
+            Undo::ReAddAddress {
+                dev,
+                addr,
+                prefix_len,
+                ..
+            } => write!(
+                f,
+                "re-add address {addr}/{prefix_len} on {dev} (the kernel restores its local route)"
+            ),
             Undo::RestoreLocalRoute { dev, addr, .. } => {
                 write!(f, "restore route local {addr} dev {dev} table local")
             }
@@ -214,9 +280,22 @@ pub fn check_entries(spec: &TunnelSpec, undo: &[Undo]) -> Result<(), RefusedEntr
                 return Err(refuse(format!("MTU {mtu} is out of range")));
             }
             Undo::DelAddress { local, peer, .. }
+                if !own.contains(local) || peer.is_some_and(|p| !other.contains(&p)) =>
+            {
+                return Err(refuse("not an address of the tunnel".into()));
+            }
+            Undo::DelPeerRoute { local, peer, .. }
                 if !own.contains(local) || !other.contains(peer) =>
             {
-                return Err(refuse("not an address pair of the tunnel".into()));
+                return Err(refuse("not a peer route of the tunnel".into()));
+            }
+            Undo::ReAddAddress {
+                addr, prefix_len, ..
+            } if !own.contains(addr) || *prefix_len > full_prefix(addr) => {
+                return Err(refuse(format!("{addr} is not the device's tunnel address")));
+            }
+            Undo::RestoreAddrGenMode { mode, .. } if *mode > 3 => {
+                return Err(refuse(format!("addrgenmode {mode} is not a mode")));
             }
             Undo::RestoreLocalRoute { addr, .. } if !own.contains(addr) => {
                 return Err(refuse(format!("{addr} is not the device's tunnel address")));
@@ -376,7 +455,49 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<Undone, NetlinkError> {
             peer,
         } => {
             let l = link!(dev, ifindex);
-            done(nl.delete_peer_address(l.index, dev, *local, *peer))
+            done(nl.delete_address(l.index, dev, *local, full_prefix(local), *peer))
+        }
+        Undo::RestoreAddrGenMode { dev, ifindex, mode } => {
+            let l = link!(dev, ifindex);
+            if l.addr_gen_mode.is_none_or(|m| m == *mode) {
+                return Ok(Undone::Nothing);
+            }
+            done(nl.set_addr_gen_mode(l.index, dev, *mode))
+        }
+        Undo::DelPeerRoute {
+            dev,
+            ifindex,
+            peer,
+            local,
+        } => {
+            let l = link!(dev, ifindex);
+            match nl.find_peer_route(*peer, l.index)? {
+                None => Ok(Undone::Nothing),
+                Some(r) => done(nl.delete_route(&r, &format!("{peer} dev {dev} src {local}"))),
+            }
+        }
+        Undo::ReAddAddress {
+            dev,
+            ifindex,
+            addr,
+            prefix_len,
+            peer,
+            flags,
+        } => {
+            let l = link!(dev, ifindex);
+            let present = nl
+                .addresses(Some(l.index))?
+                .into_iter()
+                .any(|a| a.local == *addr);
+            if !present
+                || nl
+                    .find_local_route(*addr, TABLE_LOCAL, Some(l.index))?
+                    .is_some()
+            {
+                return Ok(Undone::Nothing);
+            }
+            nl.delete_address(l.index, dev, *addr, *prefix_len, *peer)?;
+            done(nl.add_address(l.index, dev, *addr, *prefix_len, *peer, *flags))
         }
         Undo::RestoreLocalRoute { dev, ifindex, addr } => {
             let l = link!(dev, ifindex);
@@ -427,5 +548,15 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<Undone, NetlinkError> {
             sysctl::write(key, value).map_err(|e| sysctl_err(e, "write sysctl"))?;
             Ok(Undone::Done)
         }
+    }
+}
+
+fn addr_gen_mode_name(mode: u8) -> &'static str {
+    match mode {
+        0 => "eui64",
+        1 => "none",
+        2 => "stable_privacy",
+        3 => "random",
+        _ => "unknown",
     }
 }

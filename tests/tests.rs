@@ -13,3 +13,5 @@ mod recipes;
 mod security;
 mod sysrecipes;
 mod tun;
+mod tun_ipv6;
+mod tun_trust;

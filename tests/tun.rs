@@ -48,7 +48,7 @@ with_both_engines!(
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A `hostkit tun up` running in the background, its output going to files.
-struct Up {
+pub(crate) struct Up {
     child: Option<Child>,
     out: PathBuf,
     err: PathBuf,
@@ -59,7 +59,13 @@ struct Up {
 impl Up {
     /// Starts `hostkit [flags] tun up --netns NS --engine ENGINE ARGS…` and waits until the
     /// relay runs.
-    fn start(ns: &NetNs, dir: &TestDir, engine: &str, flags: &[&str], args: &[&str]) -> Up {
+    pub(crate) fn start(
+        ns: &NetNs,
+        dir: &TestDir,
+        engine: &str,
+        flags: &[&str],
+        args: &[&str],
+    ) -> Up {
         let run_dir = dir.join("run");
         let out = dir.join("up.stdout");
         let err = dir.join("up.stderr");
@@ -97,7 +103,7 @@ impl Up {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
@@ -110,13 +116,13 @@ impl Up {
     }
 
     /// Sends `sig` and waits (bounded) for the process to exit.
-    fn stop(self, sig: nix::sys::signal::Signal) -> (ExitStatus, String, String) {
+    pub(crate) fn stop(self, sig: nix::sys::signal::Signal) -> (ExitStatus, String, String) {
         nix::sys::signal::kill(self.pid(), sig).unwrap();
         self.wait_exit()
     }
 
     /// Waits (bounded) for the process to exit on its own; returns its status and output.
-    fn wait_exit(mut self) -> (ExitStatus, String, String) {
+    pub(crate) fn wait_exit(mut self) -> (ExitStatus, String, String) {
         let mut child = self.child.take().unwrap();
         let start = Instant::now();
         let status = loop {
@@ -133,7 +139,7 @@ impl Up {
     }
 
     /// `hostkit tun <sub> --netns NS ARGS…` with the same run directory.
-    fn hostkit(&self, sub: &str, args: &[&str]) -> Command {
+    pub(crate) fn hostkit(&self, sub: &str, args: &[&str]) -> Command {
         let mut cmd = hostkit();
         cmd.args(["tun", sub, "--netns", &self.ns])
             .args(args)
@@ -153,7 +159,7 @@ impl Drop for Up {
 
 /// Everything `up` may touch in a namespace: rules, every routing table, the links, the
 /// non-local-bind sysctls.
-fn snapshot(ns: &NetNs) -> String {
+pub(crate) fn snapshot(ns: &NetNs) -> String {
     let mut s = String::new();
     for args in [
         &["rule"][..],
@@ -180,14 +186,14 @@ fn snapshot(ns: &NetNs) -> String {
 }
 
 /// Packets received by `lo` in the namespace.
-fn lo_rx_packets(ns: &NetNs) -> u64 {
+pub(crate) fn lo_rx_packets(ns: &NetNs) -> u64 {
     let json = ns.ip(&["-s", "-j", "link", "show", "lo"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
 }
 
 /// A counter from /proc/net/snmp (e.g. `Icmp`, `InEchos`) inside the namespace.
-fn snmp(ns: &NetNs, group: &str, field: &str) -> u64 {
+pub(crate) fn snmp(ns: &NetNs, group: &str, field: &str) -> u64 {
     let text = run_ok(&mut ns.exec(["cat", "/proc/net/snmp"]));
     let lines: Vec<&str> = text
         .lines()
@@ -200,7 +206,7 @@ fn snmp(ns: &NetNs, group: &str, field: &str) -> u64 {
 }
 
 /// The relay's final counter line for a direction, e.g. `tun0 -> tun1: 3 packets, …`.
-fn relayed_packets(stdout: &str, from: &str, to: &str) -> u64 {
+pub(crate) fn relayed_packets(stdout: &str, from: &str, to: &str) -> u64 {
     let prefix = format!("{from} -> {to}: ");
     let line = stdout
         .lines()
@@ -226,7 +232,7 @@ fn relayed_bytes(stdout: &str, from: &str, to: &str) -> u64 {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so transfers are not trivially compressible.
-fn blob(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn blob(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -239,17 +245,17 @@ fn blob(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn sha256_file(path: &Path) -> String {
+pub(crate) fn sha256_file(path: &Path) -> String {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     format!("{:x}", Sha256::digest(&data))
 }
 
 /// A server process in the namespace, killed on drop.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Server {
     /// Starts `argv` in the namespace and waits until something listens on TCP `port`.
-    fn start(ns: &NetNs, argv: &[&str], port: u16, log: &Path) -> Server {
+    pub(crate) fn start(ns: &NetNs, argv: &[&str], port: u16, log: &Path) -> Server {
         let child = ns
             .exec(argv)
             .stdin(Stdio::null())
@@ -281,7 +287,7 @@ impl Drop for Server {
     }
 }
 
-const PYTHON: &str = "/usr/bin/python3";
+pub(crate) const PYTHON: &str = "/usr/bin/python3";
 
 fn ping_crosses_the_relay_and_not_lo(engine: &str) {
     require_root!();
@@ -573,7 +579,9 @@ fn sigterm_restores_rules_routes_and_sysctls_exactly(engine: &str) {
         during.contains("local 10.9.0.1 dev tun0 table 77"),
         "{during}"
     );
-    assert!(during.contains("net.ipv6.ip_nonlocal_bind = 1"), "{during}");
+    assert!(during.contains("net.ipv4.ip_nonlocal_bind = 1"), "{during}");
+    // IPv6 bind() checks the interfaces' addresses: the IPv6 switch stays off.
+    assert!(during.contains("net.ipv6.ip_nonlocal_bind = 0"), "{during}");
     run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.9.0.2"]));
     let (status, _, stderr) = up.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{stderr}");
@@ -705,10 +713,12 @@ fn dry_run_prints_the_ip_commands_and_changes_nothing() {
     let expected: Vec<String> = [
         "ip -n NS tuntap add dev tun0 mode tun",
         "ip -n NS link set dev tun0 txqueuelen 5000",
+        "ip -n NS link set dev tun0 addrgenmode none",
         "ip -n NS address add 10.0.0.1 peer 10.0.0.2 dev tun0",
         "ip -n NS link set dev tun0 up",
         "ip -n NS tuntap add dev tun1 mode tun",
         "ip -n NS link set dev tun1 txqueuelen 5000",
+        "ip -n NS link set dev tun1 addrgenmode none",
         "ip -n NS address add 10.0.0.2 peer 10.0.0.1 dev tun1",
         "ip -n NS link set dev tun1 up",
         "ip -n NS route del local 10.0.0.1 dev tun0 table local",
@@ -718,6 +728,8 @@ fn dry_run_prints_the_ip_commands_and_changes_nothing() {
         "ip -n NS rule add iif tun0 lookup 13",
         "ip -n NS rule add iif tun1 lookup 13",
         "ip netns exec NS sysctl -w net.ipv4.ip_nonlocal_bind=1",
+        "# hostkit's tun0 is not persistent (it vanishes with the relay); after a replay remove it with: ip -n NS tuntap del dev tun0 mode tun",
+        "# hostkit's tun1 is not persistent (it vanishes with the relay); after a replay remove it with: ip -n NS tuntap del dev tun1 mode tun",
     ]
     .iter()
     .map(|l| l.replace("NS", n))
@@ -761,6 +773,10 @@ fn bad_settings_are_refused_with_the_offending_value() {
         (&["--table", "-3"], "-3"),
         (&["--mtu", "40"], "MTU 40"),
         (&["--addr0", "10.0.0.1"], "--addr0 and --addr1"),
+        (
+            &["--addr0", "fe80::1", "--addr1", "fe80::2"],
+            "fe80::1 cannot be a tunnel end: it is link-local",
+        ),
     ];
     for (args, needle) in cases {
         let stderr = up_fails(args);
@@ -963,7 +979,7 @@ fn the_benchmark_script_runs_and_reports_every_figure() {
 
 #[test]
 fn a_setup_failing_half_way_is_undone_exactly() {
-    // Debug builds honour HOSTKIT_TUN_FAIL_AT_STEP: fail before plan step 16 of a
+    // Debug builds honour HOSTKIT_TUN_FAIL_AT_STEP: fail before plan step 20 of a
     // dual-stack plan, after devices, addresses, moved routes and most rules are in place.
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
@@ -975,11 +991,11 @@ fn a_setup_failing_half_way_is_undone_exactly() {
             "--addr0", "10.0.0.1", "--addr0", "fd00::1", "--addr1", "10.0.0.2", "--addr1",
             "fd00::2",
         ])
-        .env("HOSTKIT_TUN_FAIL_AT_STEP", "16"));
+        .env("HOSTKIT_TUN_FAIL_AT_STEP", "20"));
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("injected failure before step 16"),
+        stderr.contains("injected failure before step 20"),
         "{stderr}"
     );
     assert!(
@@ -1037,9 +1053,12 @@ fn after_sigkill_on_persistent_devices_tun_down_puts_them_back() {
     assert!(left.contains("qlen 5000"), "{left}");
     let out = run_ok(&mut down);
     assert!(
-        out.contains("done: restore route local fd00::1 dev tun0 table local"),
+        out.contains("done: remove route local fd00::1 dev tun0 table 13"),
         "{out}"
     );
+    // The address is ours: its local route goes with it, never put back by hand (that
+    // would leave a ghost `local fd00::1 … metric 1024` behind).
+    assert!(!out.contains("restore route local"), "{out}");
     assert!(
         out.contains("done: restore txqueuelen 500 on tun0"),
         "{out}"

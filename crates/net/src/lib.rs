@@ -5,10 +5,12 @@
 
 pub mod netlink;
 pub mod netns;
+pub mod path;
 pub mod setup;
 pub mod spec;
 pub mod state;
 pub mod sysctl;
+pub mod trust;
 pub mod undo;
 
 pub use netlink::{Family, Netlink, NetlinkError};

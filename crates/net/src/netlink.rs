@@ -8,7 +8,10 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -17,6 +20,13 @@ use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 
 /// The kernel's `local` routing table.
 pub const TABLE_LOCAL: u32 = 255;
+/// The kernel's `main` routing table.
+pub const TABLE_MAIN: u32 = 254;
+/// The metric the kernel gives an IPv6 route added without one (`IP6_RT_PRIO_USER`); it also
+/// turns an explicit metric 0 into this.
+pub const IPV6_USER_METRIC: u32 = 1024;
+/// `IN6_ADDR_GEN_MODE_NONE`: no link-local address, no router solicitations.
+pub const ADDR_GEN_MODE_NONE: u8 = 1;
 
 /// A failed netlink operation.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +88,8 @@ pub struct LinkInfoSummary {
     pub txqueuelen: Option<u32>,
     /// The `IFLA_INFO_KIND` (`tun`, `veth`, …), if any.
     pub kind: Option<String>,
+    /// The IPv6 address-generation mode (`IFLA_INET6_ADDR_GEN_MODE`), if IPv6 is on.
+    pub addr_gen_mode: Option<u8>,
     /// Counters (rx_packets, tx_packets, rx_bytes, tx_bytes, rx_dropped, tx_dropped).
     pub stats: Option<LinkCounters>,
 }
@@ -110,6 +122,8 @@ pub struct AddrSummary {
     pub peer: Option<IpAddr>,
     /// Prefix length.
     pub prefix_len: u8,
+    /// `IFA_F_*` flags.
+    pub flags: u32,
 }
 
 /// A route, decoded.
@@ -127,6 +141,8 @@ pub struct RouteSummary {
     pub oif: Option<u32>,
     /// Preferred source.
     pub prefsrc: Option<IpAddr>,
+    /// Metric (`RTA_PRIORITY`).
+    pub metric: Option<u32>,
     /// The raw message, to delete exactly this route.
     pub message: RouteMessage,
 }
@@ -261,6 +277,20 @@ impl Netlink {
         )
     }
 
+    /// `ip link set dev DEV addrgenmode MODE` (`IFLA_AF_SPEC` / `IFLA_INET6_ADDR_GEN_MODE`).
+    pub fn set_addr_gen_mode(&self, index: u32, name: &str, mode: u8) -> Result<()> {
+        let attr =
+            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::from(mode),
+            )])]);
+        self.set_link(
+            LinkUnspec::new_with_index(index)
+                .append_extra_attribute(attr)
+                .build(),
+            || format!("set link {name} addrgenmode {}", In6AddrGenMode::from(mode)),
+        )
+    }
+
     fn set_link(&self, msg: LinkMessage, op: impl FnOnce() -> String) -> Result<()> {
         self.rt
             .block_on(self.handle.link().set(msg).execute())
@@ -272,6 +302,120 @@ impl Netlink {
         self.rt
             .block_on(self.handle.link().del(index).execute())
             .map_err(|e| NetlinkError::new(format!("delete link {name}"), e))
+    }
+
+    /// `ip -6 addr add LOCAL/PREFIX dev DEV [peer PEER] FLAGS` (e.g. `nodad noprefixroute`).
+    pub fn add_address(
+        &self,
+        index: u32,
+        name: &str,
+        local: IpAddr,
+        prefix_len: u8,
+        peer: Option<IpAddr>,
+        flags: u32,
+    ) -> Result<()> {
+        let op = format!("add address {local}/{prefix_len} dev {name}");
+        let mut req = self.handle.address().add(index, local, prefix_len);
+        let msg = req.message_mut();
+        msg.attributes.retain(|a| {
+            !matches!(
+                a,
+                AddressAttribute::Address(_)
+                    | AddressAttribute::Local(_)
+                    | AddressAttribute::Broadcast(_)
+                    | AddressAttribute::Flags(_)
+            )
+        });
+        msg.attributes.push(AddressAttribute::Local(local));
+        msg.attributes
+            .push(AddressAttribute::Address(peer.unwrap_or(local)));
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::from_bits_retain(
+                flags,
+            )));
+        self.rt
+            .block_on(req.execute())
+            .map_err(|e| NetlinkError::new(op, e))
+    }
+
+    /// `ip addr del LOCAL/PREFIX [peer PEER] dev DEV`.
+    pub fn delete_address(
+        &self,
+        index: u32,
+        name: &str,
+        local: IpAddr,
+        prefix_len: u8,
+        peer: Option<IpAddr>,
+    ) -> Result<()> {
+        // A missing address is the kernel's EADDRNOTAVAIL, which `is_gone` recognises.
+        let op = format!("delete address {local}/{prefix_len} dev {name}");
+        let mut msg = AddressMessage::default();
+        msg.header.index = index;
+        msg.header.prefix_len = prefix_len;
+        msg.header.family = family_of(&local);
+        msg.attributes.push(AddressAttribute::Local(local));
+        msg.attributes
+            .push(AddressAttribute::Address(peer.unwrap_or(local)));
+        self.rt
+            .block_on(self.handle.address().del(msg).execute())
+            .map_err(|e| NetlinkError::new(op, e))
+    }
+
+    /// `ip route add DST/128 dev DEV src SRC proto static metric 1024` (IPv6): the peer route.
+    pub fn add_peer_route(&self, dst: IpAddr, src: IpAddr, index: u32, name: &str) -> Result<()> {
+        let op = format!("add route {dst} dev {name} src {src}");
+        let msg = peer_route_message(dst, src, index);
+        self.rt
+            .block_on(self.handle.route().add(msg).execute())
+            .map_err(|e| NetlinkError::new(op, e))
+    }
+
+    /// The unicast route `DST/full dev OIF` in table `main`, if present.
+    pub fn find_peer_route(&self, dst: IpAddr, oif: u32) -> Result<Option<RouteSummary>> {
+        Ok(self.routes(Family::of(&dst))?.into_iter().find(|r| {
+            r.table == TABLE_MAIN
+                && r.kind == RouteType::Unicast
+                && r.dst == Some(dst)
+                && r.dst_len == full_prefix(&dst)
+                && r.oif == Some(oif)
+        }))
+    }
+
+    /// `ip route get DST`: the output interface and source the kernel picks for locally
+    /// generated traffic to `dst`.
+    pub fn route_get(&self, dst: IpAddr) -> Result<(Option<u32>, Option<IpAddr>)> {
+        let msg = match dst {
+            IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .build(),
+        };
+        let mut msg = msg;
+        // A lookup, not a table entry: only the destination counts.
+        msg.header.table = 0;
+        msg.header.protocol = RouteProtocol::Unspec;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unspec;
+        let res: Option<RouteMessage> = match self
+            .rt
+            .block_on(self.handle.route().get(msg).execute().try_next())
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let e = NetlinkError::new(format!("route get {dst}"), e);
+                // No route at all is an answer, not a failure.
+                if matches!(e.errno, Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) {
+                    return Ok((None, None));
+                }
+                return Err(e);
+            }
+        };
+        Ok(res
+            .map(route_summary)
+            .map(|r| (r.oif, r.prefsrc))
+            .unwrap_or((None, None)))
     }
 
     /// `ip addr add LOCAL peer PEER dev DEV` (a /32 or /128 point-to-point address).
@@ -392,10 +536,30 @@ impl Netlink {
         Ok(msgs.into_iter().map(|m| rule_summary(family, m)).collect())
     }
 
-    /// `ip rule add iif DEV lookup TABLE` (IPv4 or IPv6), with the to-table action set.
-    pub fn add_iif_rule(&self, family: Family, dev: &str, table: u32) -> Result<()> {
-        let op = format!("add {} rule iif {dev} lookup {table}", family.label());
-        let req = self.handle.rule().add().input_interface(dev.to_string());
+    /// The priority the kernel gives a rule added without one (`fib_default_rule_pref`): one
+    /// below the second rule's, when that is above 0.
+    pub fn next_rule_priority(&self, family: Family) -> Result<u32> {
+        let mut prios: Vec<u32> = self.rules(family)?.iter().map(|r| r.priority).collect();
+        prios.sort_unstable();
+        Ok(match prios.get(1) {
+            Some(&p) if p > 0 => p - 1,
+            _ => 0,
+        })
+    }
+
+    /// `ip rule add iif DEV lookup TABLE pref PRIORITY` (IPv4 or IPv6), with the to-table
+    /// action set.
+    pub fn add_iif_rule(&self, family: Family, dev: &str, table: u32, priority: u32) -> Result<()> {
+        let op = format!(
+            "add {} rule iif {dev} lookup {table} pref {priority}",
+            family.label()
+        );
+        let req = self
+            .handle
+            .rule()
+            .add()
+            .input_interface(dev.to_string())
+            .priority(priority);
         let res = match family {
             Family::Ipv4 => self.rt.block_on(
                 req.v4()
@@ -504,8 +668,29 @@ fn local_route_message(addr: IpAddr, index: u32, table: u32) -> RouteMessage {
             .table_id(table)
             .kind(RouteType::Local)
             .protocol(RouteProtocol::Kernel)
-            .priority(0)
+            .priority(IPV6_USER_METRIC)
             .build(),
+    }
+}
+
+/// `DST/full dev OIF src SRC proto static` in table `main` (metric 1024 for IPv6).
+fn peer_route_message(dst: IpAddr, src: IpAddr, index: u32) -> RouteMessage {
+    match (dst, src) {
+        (IpAddr::V4(d), IpAddr::V4(s)) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(d, 32)
+            .pref_source(s)
+            .output_interface(index)
+            .table_id(TABLE_MAIN)
+            .scope(RouteScope::Link)
+            .build(),
+        (IpAddr::V6(d), IpAddr::V6(s)) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .destination_prefix(d, 128)
+            .pref_source(s)
+            .output_interface(index)
+            .table_id(TABLE_MAIN)
+            .priority(IPV6_USER_METRIC)
+            .build(),
+        _ => unreachable!("a peer route never mixes families"),
     }
 }
 
@@ -517,10 +702,22 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
         mtu: None,
         txqueuelen: None,
         kind: None,
+        addr_gen_mode: None,
         stats: None,
     };
     for attr in &msg.attributes {
         match attr {
+            LinkAttribute::AfSpecUnspec(specs) => {
+                for spec in specs {
+                    if let AfSpecUnspec::Inet6(v6) = spec {
+                        for a in v6 {
+                            if let AfSpecInet6::AddrGenMode(m) = a {
+                                s.addr_gen_mode = Some(u8::from(m));
+                            }
+                        }
+                    }
+                }
+            }
             LinkAttribute::IfName(n) => s.name = n.clone(),
             LinkAttribute::Mtu(m) => s.mtu = Some(*m),
             LinkAttribute::TxQueueLen(q) => s.txqueuelen = Some(*q),
@@ -553,10 +750,12 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
 fn addr_summary(msg: &AddressMessage) -> Option<AddrSummary> {
     let mut local = None;
     let mut address = None;
+    let mut flags = u32::from(msg.header.flags.bits());
     for attr in &msg.attributes {
         match attr {
             AddressAttribute::Local(a) => local = Some(*a),
             AddressAttribute::Address(a) => address = Some(*a),
+            AddressAttribute::Flags(f) => flags = f.bits(),
             _ => {}
         }
     }
@@ -570,6 +769,7 @@ fn addr_summary(msg: &AddressMessage) -> Option<AddrSummary> {
         local: local_addr,
         peer,
         prefix_len: msg.header.prefix_len,
+        flags,
     })
 }
 
@@ -586,8 +786,10 @@ fn route_summary(message: RouteMessage) -> RouteSummary {
     let mut dst = None;
     let mut oif = None;
     let mut prefsrc = None;
+    let mut metric = None;
     for attr in &message.attributes {
         match attr {
+            RouteAttribute::Priority(p) => metric = Some(*p),
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Destination(a) => dst = route_addr(a),
             RouteAttribute::Oif(i) => oif = Some(*i),
@@ -602,6 +804,7 @@ fn route_summary(message: RouteMessage) -> RouteSummary {
         dst_len: message.header.destination_prefix_length,
         oif,
         prefsrc,
+        metric,
         message,
     }
 }

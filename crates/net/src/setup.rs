@@ -8,10 +8,16 @@ use std::time::{Duration, Instant};
 
 use hostkit_tun::{DeviceError, TunDevice, TunOptions};
 
-use crate::netlink::{Netlink, NetlinkError, TABLE_LOCAL};
+use netlink_packet_route::address::AddressFlags;
+
+use crate::netlink::{ADDR_GEN_MODE_NONE, Netlink, NetlinkError, TABLE_LOCAL};
 use crate::spec::{Step, TunnelSpec};
 use crate::sysctl;
 use crate::undo::{self, TeardownItem, Undo};
+
+/// The `IFA_F_*` flags a user sets (`nodad`, `homeaddress`, `mngtmpaddr`, `noprefixroute`,
+/// `autojoin`), kept when an address is added again; the rest is the kernel's state.
+const USER_ADDRESS_FLAGS: u32 = 0x02 | 0x10 | 0x100 | 0x200 | 0x400;
 
 /// How long to wait for the kernel to install an address's local route after link up.
 const LOCAL_ROUTE_WAIT: Duration = Duration::from_secs(3);
@@ -103,12 +109,16 @@ pub struct Tunnel {
     pub undo: Vec<Undo>,
     /// Whether each device was created (`false`: attached to an existing one).
     pub created: [bool; 2],
+    /// The interface index of each device.
+    pub ifindex: [u32; 2],
 }
 
 /// The tunnel being built, and the journal each recorded change is handed to.
 struct Recorder<'j> {
     tunnel: Tunnel,
     journal: Journal<'j>,
+    /// The addresses this setup added.
+    ours: Vec<IpAddr>,
 }
 
 impl Recorder<'_> {
@@ -133,8 +143,10 @@ impl Tunnel {
                 offloads: [0, 0],
                 undo: Vec::new(),
                 created: [false, false],
+                ifindex: [0, 0],
             },
             journal,
+            ours: Vec::new(),
         };
         match establish_steps(nl, spec, setup, &mut rec) {
             Ok(()) => Ok(rec.tunnel),
@@ -181,6 +193,19 @@ fn establish_steps(
         rec.tunnel.created[side] = existing.is_none();
         before.push(existing);
     }
+    // An existing device that is up gets a link-local address the moment a queue attaches
+    // (carrier on): turn address generation off before that.
+    let plan = spec.plan(rec.tunnel.created);
+    for (side, dev) in spec.devs().into_iter().enumerate() {
+        let early = Step::SetAddrGenModeNone {
+            dev: dev.to_string(),
+        };
+        if before[side].is_some() && plan.contains(&early) {
+            let index = before[side].as_ref().map(|l| l.index).unwrap_or_default();
+            rec.tunnel.ifindex[side] = index;
+            run_step(nl, &early, &before, spec, rec)?;
+        }
+    }
     for (side, dev) in spec.devs().into_iter().enumerate() {
         let opts = TunOptions {
             name: dev.to_string(),
@@ -197,16 +222,36 @@ fn establish_steps(
             })?;
         rec.tunnel.offloads[side] = negotiated;
         rec.tunnel.devices[side] = queues.into_iter().map(Arc::new).collect();
+        let index = index_of(nl, dev)?;
+        if let Some(prev) = &before[side]
+            && prev.index != index
+        {
+            return Err(SetupError::Netlink(NetlinkError {
+                op: format!("attach to {dev}"),
+                message: format!(
+                    "the device was replaced while attaching (interface {} became {index})",
+                    prev.index
+                ),
+                errno: None,
+            }));
+        }
+        rec.tunnel.ifindex[side] = index;
         if rec.tunnel.created[side] {
             rec.push(Undo::DeleteLink {
                 dev: dev.to_string(),
+                ifindex: index,
+                kind: "tun".into(),
             })?;
         }
     }
     // 2. The plan (device creation is done).
-    for (i, step) in spec.plan(rec.tunnel.created).iter().enumerate() {
+    for (i, step) in plan.iter().enumerate() {
         fail_point(i)?;
-        run_step(nl, step, &before, spec, rec)?;
+        let done_early = matches!(step, Step::SetAddrGenModeNone { dev }
+            if before[side_of(spec, dev)].is_some());
+        if !done_early {
+            run_step(nl, step, &before, spec, rec)?;
+        }
     }
     Ok(())
 }
@@ -224,6 +269,10 @@ fn fail_point(step: usize) -> Result<(), SetupError> {
 #[cfg(not(debug_assertions))]
 fn fail_point(_step: usize) -> Result<(), SetupError> {
     Ok(())
+}
+
+fn side_of(spec: &TunnelSpec, dev: &str) -> usize {
+    spec.devs().iter().position(|d| *d == dev).unwrap_or(0)
 }
 
 fn index_of(nl: &Netlink, dev: &str) -> Result<u32, SetupError> {
@@ -253,6 +302,7 @@ fn run_step(
             {
                 rec.push(Undo::RestoreMtu {
                     dev: dev.clone(),
+                    ifindex: idx,
                     mtu: prev,
                 })?;
             }
@@ -266,31 +316,78 @@ fn run_step(
             {
                 rec.push(Undo::RestoreTxQueueLen {
                     dev: dev.clone(),
+                    ifindex: idx,
                     len: prev,
                 })?;
             }
             nl.set_link_txqueuelen(idx, dev, *len)?;
             Ok(())
         }
+        Step::SetAddrGenModeNone { dev } => {
+            let idx = index_of(nl, dev)?;
+            if let Some(prev) = before[side_of(dev)].as_ref().and_then(|l| l.addr_gen_mode)
+                && prev != ADDR_GEN_MODE_NONE
+            {
+                rec.push(Undo::RestoreAddrGenMode {
+                    dev: dev.clone(),
+                    ifindex: idx,
+                    mode: prev,
+                })?;
+            }
+            nl.set_addr_gen_mode(idx, dev, ADDR_GEN_MODE_NONE)?;
+            Ok(())
+        }
         Step::AddAddress { dev, local, peer } => {
             let idx = index_of(nl, dev)?;
-            match nl.add_peer_address(idx, dev, *local, *peer) {
-                Ok(()) => rec.push(Undo::DelAddress {
-                    dev: dev.clone(),
-                    local: *local,
-                    peer: *peer,
-                }),
+            let added = match local {
+                IpAddr::V4(_) => nl.add_peer_address(idx, dev, *local, *peer),
+                IpAddr::V6(_) => nl.add_address(
+                    idx,
+                    dev,
+                    *local,
+                    128,
+                    None,
+                    (AddressFlags::Nodad | AddressFlags::Noprefixroute).bits(),
+                ),
+            };
+            match added {
+                Ok(()) => {
+                    rec.ours.push(*local);
+                    rec.push(Undo::DelAddress {
+                        dev: dev.clone(),
+                        ifindex: idx,
+                        local: *local,
+                        peer: local.is_ipv4().then_some(*peer),
+                    })
+                }
                 // An attached device that already carries the address: not ours to remove.
                 Err(e) if e.is_exists() && before[side_of(dev)].is_some() => Ok(()),
                 Err(e) => Err(e.into()),
             }
+        }
+        Step::AddPeerRoute { dev, local, peer } => {
+            let idx = index_of(nl, dev)?;
+            if nl.find_peer_route(*peer, idx)?.is_some() {
+                return Ok(());
+            }
+            rec.push(Undo::DelPeerRoute {
+                dev: dev.clone(),
+                ifindex: idx,
+                peer: *peer,
+                local: *local,
+            })?;
+            nl.add_peer_route(*peer, *local, idx, dev)?;
+            Ok(())
         }
         Step::LinkUp { dev } => {
             let idx = index_of(nl, dev)?;
             if let Some(prev) = &before[side_of(dev)]
                 && !prev.up
             {
-                rec.push(Undo::LinkDown { dev: dev.clone() })?;
+                rec.push(Undo::LinkDown {
+                    dev: dev.clone(),
+                    ifindex: idx,
+                })?;
             }
             nl.set_link_up(idx, dev)?;
             Ok(())
@@ -298,13 +395,41 @@ fn run_step(
         Step::MoveLocalRoute { dev, addr, table } => {
             let idx = index_of(nl, dev)?;
             let route = wait_for_local_route(nl, dev, idx, *addr)?;
-            rec.push(Undo::RestoreLocalRoute {
-                dev: dev.clone(),
-                addr: *addr,
-            })?;
+            // An address we added takes its local route with it when it is removed: putting
+            // the route back first would leave a ghost behind. One that was there before gets
+            // its route back the kernel's own way.
+            if !rec.ours.contains(addr) {
+                match addr {
+                    IpAddr::V4(_) => rec.push(Undo::RestoreLocalRoute {
+                        dev: dev.clone(),
+                        ifindex: idx,
+                        addr: *addr,
+                    })?,
+                    IpAddr::V6(_) => {
+                        let a = nl
+                            .addresses(Some(idx))?
+                            .into_iter()
+                            .find(|a| a.local == *addr)
+                            .ok_or_else(|| NetlinkError {
+                                op: format!("find address {addr} on {dev}"),
+                                message: "the address vanished".into(),
+                                errno: Some(libc::EADDRNOTAVAIL),
+                            })?;
+                        rec.push(Undo::ReAddAddress {
+                            dev: dev.clone(),
+                            ifindex: idx,
+                            addr: *addr,
+                            prefix_len: a.prefix_len,
+                            peer: a.peer,
+                            flags: a.flags & USER_ADDRESS_FLAGS,
+                        })?;
+                    }
+                }
+            }
             nl.delete_route(&route, &format!("local {addr} dev {dev} table local"))?;
             rec.push(Undo::DelTableRoute {
                 dev: dev.clone(),
+                ifindex: idx,
                 addr: *addr,
                 table: *table,
             })?;
@@ -314,14 +439,19 @@ fn run_step(
             }
         }
         Step::AddRule { dev, family, table } => {
+            // A rule that is already there is not ours: leave it (and its removal) alone.
+            if !nl.find_iif_rules(*family, dev, *table)?.is_empty() {
+                return Ok(());
+            }
+            // Journal first, with the priority the kernel would choose, then add it so.
+            let priority = nl.next_rule_priority(*family)?;
             rec.push(Undo::DelRule {
                 dev: dev.clone(),
                 family: *family,
                 table: *table,
+                priority,
             })?;
-            if nl.find_iif_rules(*family, dev, *table)?.is_empty() {
-                nl.add_iif_rule(*family, dev, *table)?;
-            }
+            nl.add_iif_rule(*family, dev, *table, priority)?;
             Ok(())
         }
         Step::SetSysctl { key, value } => {

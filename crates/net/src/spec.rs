@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::netlink::{Family, table_name};
+use crate::netlink::{Family, IPV6_USER_METRIC, table_name};
 
 /// Default device names and addresses: tun0 10.0.0.1 ↔ tun1 10.0.0.2, table 13.
 pub const DEFAULT_DEVICES: [&str; 2] = ["tun0", "tun1"];
@@ -73,7 +73,7 @@ pub struct TunnelSpec {
     pub routing: bool,
     /// Which sides get a rule.
     pub rules: RuleSides,
-    /// Whether to turn on non-local bind for the families in use.
+    /// Whether to turn on IPv4 non-local bind (IPv6 `bind()` does not need it).
     pub nonlocal_bind: bool,
 }
 
@@ -305,6 +305,11 @@ impl TunnelSpec {
                     len,
                 });
             }
+            // No link-local address and no router solicitations on either device, for every
+            // tunnel (IPv6 is off on a device below 1280 bytes anyway).
+            if self.mtu.is_none_or(|m| m >= IPV6_MIN_MTU) {
+                steps.push(Step::SetAddrGenModeNone { dev: dev.clone() });
+            }
             for (local, peer) in self.pairs(side) {
                 steps.push(Step::AddAddress {
                     dev: dev.clone(),
@@ -313,6 +318,19 @@ impl TunnelSpec {
                 });
             }
             steps.push(Step::LinkUp { dev });
+        }
+        // IPv6: each peer through the other device, with this side's address as the source
+        // (the kernel would otherwise prefer a source equal to the destination).
+        for side in 0..2 {
+            for (local, peer) in self.pairs(side) {
+                if local.is_ipv6() {
+                    steps.push(Step::AddPeerRoute {
+                        dev: self.ends[side].dev.clone(),
+                        local,
+                        peer,
+                    });
+                }
+            }
         }
         if self.routing {
             for side in 0..2 {
@@ -341,17 +359,22 @@ impl TunnelSpec {
                 }
             }
         }
-        if self.nonlocal_bind {
-            for family in self.families() {
-                steps.push(Step::SetSysctl {
-                    key: nonlocal_bind_key(family).to_string(),
-                    value: "1".into(),
-                });
-            }
+        // IPv6 `bind()` checks the interfaces' addresses, not table `local`: only IPv4 needs it.
+        if self.nonlocal_bind && self.families().contains(&Family::Ipv4) {
+            steps.push(Step::SetSysctl {
+                key: nonlocal_bind_key(Family::Ipv4).to_string(),
+                value: "1".into(),
+            });
         }
         steps
     }
 }
+
+/// Every sysctl key `up` ever writes: the closed list an undo entry's key is checked against.
+pub const SYSCTL_KEYS: &[&str] = &["net.ipv4.ip_nonlocal_bind"];
+
+/// Below this MTU the kernel turns IPv6 off on a device.
+pub const IPV6_MIN_MTU: u32 = 1280;
 
 /// The `ip_nonlocal_bind` sysctl of a family.
 pub fn nonlocal_bind_key(family: Family) -> &'static str {
@@ -368,6 +391,11 @@ fn check_usable(addr: &IpAddr) -> Result<(), SpecError> {
         a if a.is_multicast() => "multicast",
         IpAddr::V4(a) if a.is_broadcast() => "the broadcast address",
         IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => "an IPv4-mapped IPv6 address",
+        IpAddr::V6(a) if a.is_unicast_link_local() => {
+            "link-local (fe80::/10): a link-local address is only meaningful with a scope (a \
+             device), and traffic to it would not take the tunnel; use a unique local address \
+             such as fd00::1"
+        }
         _ => return Ok(()),
     };
     Err(SpecError::Unusable { addr: *addr, what })
@@ -402,6 +430,20 @@ pub enum Step {
         /// Local address.
         local: IpAddr,
         /// Peer address.
+        peer: IpAddr,
+    },
+    /// `addrgenmode none`: no link-local address, no router solicitations.
+    SetAddrGenModeNone {
+        /// Device.
+        dev: String,
+    },
+    /// IPv6: the route to the peer through this device, with this device's address as source.
+    AddPeerRoute {
+        /// Device.
+        dev: String,
+        /// This side's address (the source).
+        local: IpAddr,
+        /// The peer (the destination).
         peer: IpAddr,
     },
     /// Bring the link up.
@@ -455,16 +497,29 @@ impl Step {
             Step::SetTxQueueLen { dev, len } => {
                 vec![format!("{} link set dev {dev} txqueuelen {len}", ip(None))]
             }
-            Step::AddAddress { dev, local, peer } => vec![format!(
-                "{} address add {local} peer {peer} dev {dev}",
-                ip(None)
+            Step::SetAddrGenModeNone { dev } => {
+                vec![format!("{} link set dev {dev} addrgenmode none", ip(None))]
+            }
+            Step::AddAddress { dev, local, peer } => match local {
+                IpAddr::V4(_) => vec![format!(
+                    "{} address add {local} peer {peer} dev {dev}",
+                    ip(None)
+                )],
+                IpAddr::V6(_) => vec![format!(
+                    "{} address add {local}/128 dev {dev} nodad noprefixroute",
+                    ip(Some(Family::Ipv6))
+                )],
+            },
+            Step::AddPeerRoute { dev, local, peer } => vec![format!(
+                "{} route add {peer}/128 dev {dev} src {local} proto static metric {IPV6_USER_METRIC}",
+                ip(Some(Family::of(peer)))
             )],
             Step::LinkUp { dev } => vec![format!("{} link set dev {dev} up", ip(None))],
             Step::MoveLocalRoute { dev, addr, table } => {
                 let fam = Family::of(addr);
                 let tail = match fam {
                     Family::Ipv4 => format!("proto kernel scope host src {addr}"),
-                    Family::Ipv6 => "proto kernel metric 0".to_string(),
+                    Family::Ipv6 => format!("proto kernel metric {IPV6_USER_METRIC}"),
                 };
                 vec![
                     format!(
@@ -520,9 +575,11 @@ mod tests {
             cmds,
             vec![
                 "ip tuntap add dev tun0 mode tun",
+                "ip link set dev tun0 addrgenmode none",
                 "ip address add 10.0.0.1 peer 10.0.0.2 dev tun0",
                 "ip link set dev tun0 up",
                 "ip tuntap add dev tun1 mode tun",
+                "ip link set dev tun1 addrgenmode none",
                 "ip address add 10.0.0.2 peer 10.0.0.1 dev tun1",
                 "ip link set dev tun1 up",
                 "ip route del local 10.0.0.1 dev tun0 table local",
@@ -558,17 +615,37 @@ mod tests {
             .iter()
             .flat_map(|s| s.commands(Some("lab")))
             .collect();
-        assert_eq!(cmds[0], "ip -n lab link set dev tun0 mtu 9000");
-        assert_eq!(cmds[1], "ip -n lab link set dev tun0 txqueuelen 5000");
-        assert!(
-            cmds.contains(&"ip -6 -n lab route del local fd00::2 dev tun1 table local".to_string())
-        );
-        assert!(cmds.contains(&"ip -6 -n lab rule add iif tun1 lookup 13".to_string()));
-        assert_eq!(
-            cmds.last().unwrap(),
-            "ip netns exec lab sysctl -w net.ipv6.ip_nonlocal_bind=1"
-        );
-        assert!(!cmds.iter().any(|c| c.contains("tuntap add dev tun0")));
+        let expected = [
+            "ip -n lab link set dev tun0 mtu 9000",
+            "ip -n lab link set dev tun0 txqueuelen 5000",
+            "ip -n lab link set dev tun0 addrgenmode none",
+            "ip -n lab address add 10.1.0.1 peer 10.1.0.2 dev tun0",
+            "ip -6 -n lab address add fd00::1/128 dev tun0 nodad noprefixroute",
+            "ip -n lab link set dev tun0 up",
+            "ip -n lab tuntap add dev tun1 mode tun",
+            "ip -n lab link set dev tun1 mtu 9000",
+            "ip -n lab link set dev tun1 txqueuelen 5000",
+            "ip -n lab link set dev tun1 addrgenmode none",
+            "ip -n lab address add 10.1.0.2 peer 10.1.0.1 dev tun1",
+            "ip -6 -n lab address add fd00::2/128 dev tun1 nodad noprefixroute",
+            "ip -n lab link set dev tun1 up",
+            "ip -6 -n lab route add fd00::2/128 dev tun0 src fd00::1 proto static metric 1024",
+            "ip -6 -n lab route add fd00::1/128 dev tun1 src fd00::2 proto static metric 1024",
+            "ip -n lab route del local 10.1.0.1 dev tun0 table local",
+            "ip -n lab route add local 10.1.0.1 dev tun0 table 13 proto kernel scope host src 10.1.0.1",
+            "ip -6 -n lab route del local fd00::1 dev tun0 table local",
+            "ip -6 -n lab route add local fd00::1 dev tun0 table 13 proto kernel metric 1024",
+            "ip -n lab route del local 10.1.0.2 dev tun1 table local",
+            "ip -n lab route add local 10.1.0.2 dev tun1 table 13 proto kernel scope host src 10.1.0.2",
+            "ip -6 -n lab route del local fd00::2 dev tun1 table local",
+            "ip -6 -n lab route add local fd00::2 dev tun1 table 13 proto kernel metric 1024",
+            "ip -n lab rule add iif tun0 lookup 13",
+            "ip -6 -n lab rule add iif tun0 lookup 13",
+            "ip -n lab rule add iif tun1 lookup 13",
+            "ip -6 -n lab rule add iif tun1 lookup 13",
+            "ip netns exec lab sysctl -w net.ipv4.ip_nonlocal_bind=1",
+        ];
+        assert_eq!(cmds, expected);
     }
 
     #[test]
@@ -637,6 +714,10 @@ mod tests {
             "unspecified",
         );
         check(&|i| i.mtu = Some(20), "MTU 20");
+        check(
+            &|i| i.addrs = [addrs(&["fe80::1"]), addrs(&["fd00::2"])],
+            "fe80::1 cannot be a tunnel end: it is link-local",
+        );
         check(
             &|i| {
                 i.addrs = [addrs(&["fd00::1"]), addrs(&["fd00::2"])];

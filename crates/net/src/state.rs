@@ -1,17 +1,24 @@
 //! The run-state file of a tunnel: what `up` changed (its undo journal), who runs the relay, and
 //! the relay's counters. `tun down` and `tun status` read it; a lock held by the running `up`
 //! tells whether the relay is alive.
+//!
+//! The file lives in a checked run directory ([`RunDir`]) and is read only after the checks of
+//! [`crate::trust`] (regular file, owned by root, opened without following links); its undo
+//! entries are then checked against what `up` can have written before anything is undone.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::TunnelSpec;
+use crate::trust::{self, RunDir, TrustError};
 use crate::undo::Undo;
+
+/// The state-file format written by this version.
+pub const STATE_VERSION: u32 = 2;
 
 /// The default run directory.
 pub const DEFAULT_RUN_DIR: &str = "/run/hostkit";
@@ -75,6 +82,17 @@ pub enum StateError {
         /// Its pid.
         pid: u32,
     },
+    /// The run directory or a file in it is not trusted.
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
+    /// A state file that cannot be read as one.
+    #[error("state file {path} is damaged or not a hostkit state file: {reason}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// The parser's (or the version check's) message.
+        reason: String,
+    },
     /// I/O on the run directory.
     #[error("{path}: {source}")]
     Io {
@@ -94,7 +112,7 @@ fn io_err(path: &Path, source: io::Error) -> StateError {
 }
 
 /// The state-file path of a device pair in a namespace.
-pub fn state_path(run_dir: &Path, netns_inode: u64, devs: [&str; 2]) -> PathBuf {
+pub fn state_path(run_dir: &RunDir, netns_inode: u64, devs: [&str; 2]) -> PathBuf {
     run_dir.join(format!("tun-{netns_inode}-{}-{}.json", devs[0], devs[1]))
 }
 
@@ -103,32 +121,52 @@ fn lock_path(state: &Path) -> PathBuf {
 }
 
 fn open_lock_file(lock_path: &Path) -> Result<File, StateError> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(lock_path)
-        .map_err(|e| io_err(lock_path, e))
+    Ok(trust::open_lock(lock_path)?)
 }
 
-/// Reads a state file.
+/// Reads a state file (after the checks of [`crate::trust::open_trusted`]).
 pub fn read(path: &Path) -> Result<TunnelState, StateError> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| io_err(path, io::Error::new(io::ErrorKind::InvalidData, e)))
+    let mut file = trust::open_trusted(path)?.ok_or_else(|| {
+        io_err(
+            path,
+            io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        )
+    })?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| io_err(path, e))?;
+    parse(path, &text)
+}
+
+fn parse(path: &Path, text: &str) -> Result<TunnelState, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
+    let version: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    match version.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(STATE_VERSION) => {}
+        Some(v) => {
+            return Err(corrupt(format!(
+                "format version {v}, this hostkit reads version {STATE_VERSION}"
+            )));
+        }
+        None => return Err(corrupt("no format version".into())),
+    }
+    serde_json::from_value(version).map_err(|e| corrupt(e.to_string()))
 }
 
 /// Every state file of a namespace, with whether its relay is running.
 pub fn list(
-    run_dir: &Path,
+    run_dir: &RunDir,
     netns_inode: u64,
 ) -> Result<Vec<(PathBuf, TunnelState, bool)>, StateError> {
     let prefix = format!("tun-{netns_inode}-");
-    let entries = match std::fs::read_dir(run_dir) {
+    let entries = match std::fs::read_dir(run_dir.path()) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(run_dir, e)),
+        Err(e) => return Err(io_err(run_dir.path(), e)),
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {
@@ -146,7 +184,7 @@ pub fn list(
 
 /// Whether a running `up` holds the state file's lock.
 pub fn is_locked(state: &Path) -> bool {
-    let Ok(file) = File::open(lock_path(state)) else {
+    let Ok(Some(file)) = trust::open_trusted(&lock_path(state)) else {
         return false;
     };
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
@@ -159,11 +197,10 @@ impl StateFile {
     /// Takes the state file of a device pair: refuses while another `up` runs, or while a dead
     /// one's state is still there.
     pub fn acquire(
-        run_dir: &Path,
+        run_dir: &RunDir,
         netns_inode: u64,
         devs: [&str; 2],
     ) -> Result<StateFile, StateError> {
-        std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
         let path = state_path(run_dir, netns_inode, devs);
         let lock_path = lock_path(&path);
         let pair = format!("{} and {}", devs[0], devs[1]);
@@ -178,14 +215,17 @@ impl StateFile {
             }
             Err((_, e)) => return Err(io_err(&lock_path, e.into())),
         };
-        if path.exists()
-            && let Ok(old) = read(&path)
-            && !old.undo.is_empty()
-        {
-            return Err(StateError::Stale {
-                devs: pair,
-                pid: old.pid,
-            });
+        // A dead run's record is evidence: never replaced silently, whatever its shape.
+        match read(&path) {
+            Ok(old) if !old.undo.is_empty() => {
+                return Err(StateError::Stale {
+                    devs: pair,
+                    pid: old.pid,
+                });
+            }
+            Ok(_) => {}
+            Err(StateError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         Ok(StateFile {
             path,
@@ -214,26 +254,21 @@ impl StateFile {
         &self.path
     }
 
-    /// Replaces the file atomically (temp file in the same directory, fsync, rename).
+    /// Replaces the file atomically: a new temporary file in the same directory (`O_EXCL |
+    /// O_NOFOLLOW`, unpredictable name), fsync, rename over the file, fsync the directory.
     pub fn write(&self, state: &TunnelState) -> io::Result<()> {
+        let (mut f, tmp) = trust::create_temp(&self.path)?;
+        let written = (|| {
+            f.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            self.path
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        Ok(())
+        File::open(dir)?.sync_all()
     }
 
     /// Removes the state and lock files (the tunnel is gone).

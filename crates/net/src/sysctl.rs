@@ -4,20 +4,34 @@
 use std::io;
 use std::path::PathBuf;
 
-/// The `/proc/sys` path of a dotted key.
-pub fn path(key: &str) -> PathBuf {
-    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+/// The `/proc/sys` path of a dotted key; refuses anything but `a.b_c.d` (letters, digits, `_`,
+/// `-`, non-empty dot-separated parts), so a key can never name a file outside `/proc/sys`.
+pub fn path(key: &str) -> io::Result<PathBuf> {
+    let ok = !key.is_empty()
+        && key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if !ok {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid sysctl key {key:?}"),
+        ));
+    }
+    Ok(PathBuf::from("/proc/sys").join(key.replace('.', "/")))
 }
 
 /// Reads a sysctl's value (trimmed).
 pub fn read(key: &str) -> io::Result<String> {
-    std::fs::read_to_string(path(key))
+    std::fs::read_to_string(path(key)?)
         .map(|s| s.trim().to_string())
         .map_err(|e| io::Error::new(e.kind(), format!("read sysctl {key}: {e}")))
 }
 
 /// Writes a sysctl's value.
 pub fn write(key: &str, value: &str) -> io::Result<()> {
-    std::fs::write(path(key), value)
+    std::fs::write(path(key)?, value)
         .map_err(|e| io::Error::new(e.kind(), format!("write sysctl {key}={value}: {e}")))
 }

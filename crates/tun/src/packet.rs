@@ -36,8 +36,48 @@ pub enum Transport {
         /// ICMPv6 code.
         code: u8,
     },
-    /// Another protocol number, or a non-first fragment.
+    /// A fragment other than the first: only the protocol is known.
+    Fragment(u8),
+    /// Another protocol number (or a transport header too short to read).
     Other(u8),
+}
+
+/// An IPv6 extension header (or the IPv4 fragment fields), by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtHeader {
+    /// Hop-by-hop options (0).
+    HopByHop,
+    /// Routing header (43).
+    Routing,
+    /// Destination options (60).
+    DestOpts,
+    /// Authentication header (51).
+    Auth,
+    /// Fragment header (IPv6 44), or the IPv4 fragment fields.
+    Fragment {
+        /// Identification.
+        id: u32,
+        /// Offset in bytes.
+        offset: u16,
+        /// More fragments follow.
+        more: bool,
+    },
+}
+
+impl fmt::Display for ExtHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtHeader::HopByHop => write!(f, "hop-by-hop"),
+            ExtHeader::Routing => write!(f, "routing"),
+            ExtHeader::DestOpts => write!(f, "dest-opts"),
+            ExtHeader::Auth => write!(f, "auth"),
+            ExtHeader::Fragment { id, offset, more } => write!(
+                f,
+                "fragment id {id} offset {offset}{}",
+                if *more { " more" } else { " last" }
+            ),
+        }
+    }
 }
 
 /// A decoded packet.
@@ -49,6 +89,8 @@ pub struct Summary {
     pub dst: IpAddr,
     /// Transport details.
     pub transport: Transport,
+    /// Extension headers before the transport (IPv6), or the fragment fields (IPv4).
+    pub ext: Vec<ExtHeader>,
     /// Total length in bytes (as captured).
     pub len: usize,
 }
@@ -92,9 +134,18 @@ fn decode_v4(pkt: &[u8]) -> Result<Summary, DecodeError> {
     let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
     let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
     let proto = pkt[9];
-    let frag_offset = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x1fff;
-    let transport = if frag_offset != 0 {
-        Transport::Other(proto)
+    let frag = u16::from_be_bytes([pkt[6], pkt[7]]);
+    let (offset, more) = ((frag & 0x1fff) * 8, frag & 0x2000 != 0);
+    let mut ext = Vec::new();
+    if offset != 0 || more {
+        ext.push(ExtHeader::Fragment {
+            id: u32::from(u16::from_be_bytes([pkt[4], pkt[5]])),
+            offset,
+            more,
+        });
+    }
+    let transport = if offset != 0 {
+        Transport::Fragment(proto)
     } else {
         transport(proto, &pkt[ihl..], false)
     };
@@ -102,6 +153,7 @@ fn decode_v4(pkt: &[u8]) -> Result<Summary, DecodeError> {
         src: src.into(),
         dst: dst.into(),
         transport,
+        ext,
         len: pkt.len(),
     })
 }
@@ -115,24 +167,80 @@ fn decode_v6(pkt: &[u8]) -> Result<Summary, DecodeError> {
         b.copy_from_slice(&pkt[at..at + 16]);
         Ipv6Addr::from(b)
     };
-    // Skip the common extension headers (hop-by-hop, routing, destination options).
+    // Walk the extension headers (bounded), naming each.
     let mut next = pkt[6];
     let mut off = 40;
+    let mut ext = Vec::new();
+    let mut later_fragment = false;
     for _ in 0..8 {
-        match next {
-            0 | 43 | 60 if pkt.len() >= off + 2 => {
-                next = pkt[off];
-                off += (usize::from(pkt[off + 1]) + 1) * 8;
+        let Some(h) = pkt.get(off..off + 8) else {
+            break;
+        };
+        let (name, len) = match next {
+            0 => (ExtHeader::HopByHop, (usize::from(h[1]) + 1) * 8),
+            43 => (ExtHeader::Routing, (usize::from(h[1]) + 1) * 8),
+            60 => (ExtHeader::DestOpts, (usize::from(h[1]) + 1) * 8),
+            51 => (ExtHeader::Auth, (usize::from(h[1]) + 2) * 4),
+            44 => {
+                let fo = u16::from_be_bytes([h[2], h[3]]);
+                let offset = fo & 0xfff8;
+                later_fragment = offset != 0;
+                (
+                    ExtHeader::Fragment {
+                        id: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                        offset,
+                        more: fo & 1 != 0,
+                    },
+                    8,
+                )
             }
             _ => break,
+        };
+        ext.push(name);
+        next = h[0];
+        off += len;
+        if later_fragment {
+            break;
         }
     }
     let rest = pkt.get(off..).unwrap_or(&[]);
     Ok(Summary {
         src: addr(8).into(),
         dst: addr(24).into(),
-        transport: transport(next, rest, true),
+        transport: if later_fragment {
+            Transport::Fragment(next)
+        } else {
+            transport(next, rest, true)
+        },
+        ext,
         len: pkt.len(),
+    })
+}
+
+/// The name of an IP protocol number, for the ones a tunnel may see.
+pub fn protocol_name(proto: u8) -> Option<&'static str> {
+    Some(match proto {
+        0 => "hop-by-hop",
+        1 => "ICMP",
+        2 => "IGMP",
+        4 => "IPIP",
+        6 => "TCP",
+        17 => "UDP",
+        41 => "IPv6-in-IP",
+        43 => "IPv6-routing",
+        44 => "IPv6-fragment",
+        47 => "GRE",
+        50 => "ESP",
+        51 => "AH",
+        58 => "ICMPv6",
+        59 => "no-next-header",
+        60 => "IPv6-dest-opts",
+        103 => "PIM",
+        112 => "VRRP",
+        132 => "SCTP",
+        135 => "IPv6-mobility",
+        136 => "UDP-Lite",
+        _ => return None,
     })
 }
 
@@ -232,7 +340,18 @@ impl fmt::Display for Summary {
                     None => write!(f, "type {kind} code {code}")?,
                 }
             }
-            Transport::Other(p) => write!(f, "proto {p} {src} > {dst}")?,
+            Transport::Fragment(p) => match protocol_name(*p) {
+                Some(name) => write!(f, "{name} fragment {src} > {dst}")?,
+                None => write!(f, "proto {p} fragment {src} > {dst}")?,
+            },
+            Transport::Other(p) => match protocol_name(*p) {
+                Some(name) => write!(f, "{name} {src} > {dst}")?,
+                None => write!(f, "proto {p} {src} > {dst}")?,
+            },
+        }
+        if !self.ext.is_empty() {
+            let names: Vec<String> = self.ext.iter().map(|e| e.to_string()).collect();
+            write!(f, " ({})", names.join(", "))?;
         }
         write!(f, ", length {}", self.len)
     }
@@ -305,6 +424,65 @@ mod tests {
                 src_port: 53,
                 dst_port: 5353
             }
+        );
+    }
+
+    fn v6(next: u8, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x60;
+        p[6] = next;
+        p[8..24].copy_from_slice(&"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+        p
+    }
+
+    #[test]
+    fn names_ipv6_extension_headers_and_fragments() {
+        // Hop-by-hop, then a first fragment (more follow) of a UDP datagram.
+        let mut p = v6(0, 64);
+        p[40] = 44; // next: fragment
+        p[48] = 17; // fragment's next: UDP
+        p[50..52].copy_from_slice(&1u16.to_be_bytes()); // offset 0, M
+        p[52..56].copy_from_slice(&7u32.to_be_bytes());
+        p[56..58].copy_from_slice(&5000u16.to_be_bytes());
+        p[58..60].copy_from_slice(&6000u16.to_be_bytes());
+        assert_eq!(
+            decode(&p).unwrap().to_string(),
+            "UDP [fd00::1]:5000 > [fd00::2]:6000 (hop-by-hop, fragment id 7 offset 0 more), length 64"
+        );
+        // A later fragment: no ports to read.
+        let mut q = v6(44, 100);
+        q[40] = 17;
+        q[42..44].copy_from_slice(&1232u16.to_be_bytes());
+        q[44..48].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(
+            decode(&q).unwrap().to_string(),
+            "UDP fragment fd00::1 > fd00::2 (fragment id 7 offset 1232 last), length 100"
+        );
+        // Routing and destination options, then ICMPv6.
+        let mut r = v6(43, 64);
+        r[40] = 60;
+        r[48] = 58;
+        r[56] = 128;
+        assert_eq!(
+            decode(&r).unwrap().to_string(),
+            "ICMPv6 fd00::1 > fd00::2 echo-request (routing, dest-opts), length 64"
+        );
+        // Known protocols by name.
+        assert_eq!(
+            decode(&v6(50, 48)).unwrap().to_string(),
+            "ESP fd00::1 > fd00::2, length 48"
+        );
+    }
+
+    #[test]
+    fn names_ipv4_fragments() {
+        let mut p = ping_v4();
+        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        p[6..8].copy_from_slice(&(185u16).to_be_bytes()); // offset 185*8 = 1480, last
+        assert_eq!(
+            decode(&p).unwrap().to_string(),
+            "ICMP fragment 10.0.0.1 > 10.0.0.2 (fragment id 4660 offset 1480 last), length 84"
         );
     }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use hostkit_net::trust::RunDir;
 use hostkit_net::undo::{Outcome as UndoOutcome, TeardownItem};
 use hostkit_tun::relay::Engine;
 use hostkit_tun::{PacketLog, RelayOptions};
@@ -24,6 +25,14 @@ pub struct WhereArgs {
     /// Directory for the run-state files (what `up` changed, the relay's counters).
     #[arg(long, value_name = "DIR", env = "HOSTKIT_RUN_DIR", default_value = hostkit_net::state::DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
+}
+
+impl WhereArgs {
+    /// The run directory, checked (see `hostkit_net::trust`): created (mode 0700, last
+    /// component only) when missing and `create` is set; `None` when missing otherwise.
+    pub fn run_dir(&self, create: bool) -> anyhow::Result<Option<RunDir>> {
+        Ok(RunDir::open(&self.run_dir, create)?)
+    }
 }
 
 /// Fails unless the process has the capability `cap` (with `what` explaining why).
@@ -77,6 +86,7 @@ pub fn report_teardown(printer: &Printer, items: &[TeardownItem], to_stdout: boo
         let line = match &item.outcome {
             UndoOutcome::Done => format!("done: {}", item.undo),
             UndoOutcome::AlreadyGone => format!("already gone: {}", item.undo),
+            UndoOutcome::LeftAlone(why) => format!("left alone: {}: {why}", item.undo),
             UndoOutcome::Failed(e) => format!("FAILED: {}: {e}", item.undo),
         };
         if to_stdout {

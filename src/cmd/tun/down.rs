@@ -45,7 +45,11 @@ pub fn run(args: DownArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let mut acted = 0usize;
     let mut failures = Vec::new();
     let mut tables = vec![args.table];
-    for (path, recorded, running) in state::list(&args.place.run_dir, netns_inode)? {
+    let records = match args.place.run_dir(false)? {
+        Some(dir) => state::list(&dir, netns_inode)?,
+        None => Vec::new(),
+    };
+    for (path, recorded, running) in records {
         if !wanted(recorded.spec.devs()) {
             continue;
         }
@@ -129,6 +133,9 @@ fn undo_recorded(nl: &Netlink, path: &Path, printer: &Printer) -> anyhow::Result
         bail!("{} is locked by a running relay", path.display());
     };
     let recorded = state::read(path)?;
+    // The record is data: every entry must be one `up` can have written for this tunnel.
+    undo::check_entries(&recorded.spec, &recorded.undo)
+        .with_context(|| format!("state file {}", path.display()))?;
     printer.note(format!(
         "undoing what `hostkit tun up` (pid {}, no longer running) changed for {} <-> {}",
         recorded.pid, recorded.spec.ends[0].dev, recorded.spec.ends[1].dev

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use hostkit_net::netlink::{TABLE_LOCAL, full_prefix};
+use hostkit_net::path::{PathCheck, check_paths};
 use hostkit_net::spec::{self, nonlocal_bind_key};
 use hostkit_net::state::{self, DirStats};
 use hostkit_net::{Family, Netlink, sysctl};
@@ -51,6 +52,10 @@ pub struct Status {
     table_routes: Vec<String>,
     addresses: Vec<MovedStatus>,
     local_routes_moved: bool,
+    /// `route get` of each peer of the recorded tunnel, per family.
+    paths: Vec<PathCheck>,
+    /// Every path goes through the tunnel with the right source.
+    paths_ok: bool,
     relay: Option<RelayStatus>,
     sysctls: Vec<SysctlStatus>,
 }
@@ -103,7 +108,11 @@ struct SysctlStatus {
 pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun status")?;
     let nl = Netlink::connect().context("open a netlink socket")?;
-    let recorded = state::list(&args.place.run_dir, netns_inode)?
+    let records = match args.place.run_dir(false)? {
+        Some(dir) => state::list(&dir, netns_inode)?,
+        None => Vec::new(),
+    };
+    let recorded = records
         .into_iter()
         .find(|(_, s, _)| {
             args.dev0.as_deref().is_none_or(|d| d == s.spec.ends[0].dev)
@@ -124,6 +133,10 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         .unwrap_or(spec::DEFAULT_TABLE);
 
     let (devices, addrs) = device_status(&nl, &devs)?;
+    let paths = match spec {
+        Some(spec) if spec.routing => check_paths(&nl, spec)?,
+        _ => Vec::new(),
+    };
     let addresses = moved_status(&nl, &addrs, table)?;
     let status = Status {
         netns: args.place.netns.clone(),
@@ -136,6 +149,8 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
                 .iter()
                 .all(|m| !m.in_local_table && m.in_tunnel_table),
         addresses,
+        paths_ok: paths.iter().all(|p| p.ok),
+        paths,
         relay: recorded.as_ref().map(|(s, running)| RelayStatus {
             running: *running,
             pid: s.pid,
@@ -362,6 +377,17 @@ fn print_text(s: &Status, printer: &Printer) {
             s.table,
             if m.in_tunnel_table { "yes" } else { "no" }
         ));
+    }
+    if !s.paths.is_empty() {
+        printer.out("paths (route get of each peer, as local traffic sees it):");
+    }
+    for p in &s.paths {
+        printer.out(format!("  {p}"));
+    }
+    if !s.paths_ok && s.relay.as_ref().is_some_and(|r| r.running) {
+        printer.warn(
+            "traffic between the tunnel's addresses does not take the tunnel (see paths above)",
+        );
     }
     for c in &s.sysctls {
         printer.out(format!(

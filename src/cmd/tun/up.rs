@@ -26,6 +26,50 @@ const FAST_TXQUEUELEN: u32 = 5000;
 const FAST_NICE: i32 = -10;
 /// Most queues per device the fast engine opens by default.
 const MAX_DEFAULT_QUEUES: usize = 4;
+/// How often the running relay checks that each peer is still routed through the tunnel.
+const PATH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Watches, while the relay runs, that `route get` of each peer still names the tunnel's device
+/// and source; warns once when that stops being true, and once when it is true again.
+struct PathWatch<'a> {
+    spec: &'a TunnelSpec,
+    bad: Vec<String>,
+}
+
+impl<'a> PathWatch<'a> {
+    fn new(spec: &'a TunnelSpec) -> PathWatch<'a> {
+        PathWatch {
+            spec,
+            bad: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, nl: &Netlink, printer: &Printer) {
+        // Without the routing rewrite the traffic is meant to bypass the relay.
+        if !self.spec.routing {
+            return;
+        }
+        let Ok(checks) = hostkit_net::path::check_paths(nl, self.spec) else {
+            return;
+        };
+        let bad: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.to_string())
+            .collect();
+        if bad != self.bad {
+            for line in &bad {
+                printer.warn(format!(
+                    "traffic no longer takes the tunnel: route get {line} (hostkit tun status shows the details)"
+                ));
+            }
+            if bad.is_empty() {
+                printer.note("every peer is routed through the tunnel again");
+            }
+            self.bad = bad;
+        }
+    }
+}
 
 /// Options of `hostkit tun up`.
 #[derive(Debug, clap::Args)]
@@ -62,7 +106,8 @@ pub struct UpArgs {
     /// classic one-sided mistake (requests cross, replies are lost).
     #[arg(long, value_enum, default_value_t = RulesArg::Both)]
     pub rules: RulesArg,
-    /// Leave net.ipv4/ipv6.ip_nonlocal_bind alone (servers then cannot bind the moved addresses).
+    /// Leave net.ipv4.ip_nonlocal_bind alone (IPv4 servers then cannot bind the moved
+    /// addresses; IPv6 never needs it).
     #[arg(long)]
     pub no_nonlocal_bind: bool,
     /// Relay engine: `fast` (vnet headers with GSO/checksum offloads passed through, epoll,
@@ -182,10 +227,14 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         .context("create signalfd")?;
 
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun up")?;
-    let state_file = StateFile::acquire(&args.place.run_dir, netns_inode, spec.devs())?;
+    let run_dir = args
+        .place
+        .run_dir(true)?
+        .context("the run directory vanished")?;
+    let state_file = StateFile::acquire(&run_dir, netns_inode, spec.devs())?;
     let nl = Netlink::connect().context("open a netlink socket")?;
     let mut state = TunnelState {
-        version: 1,
+        version: hostkit_net::state::STATE_VERSION,
         pid: std::process::id(),
         netns: args.place.netns.clone(),
         netns_inode,
@@ -264,7 +313,10 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         std::process::id()
     ));
 
-    let stop_reason = wait_for_stop(&sigfd, &relay, &mut state, &state_file);
+    let mut watch = PathWatch::new(&spec);
+    let stop_reason = wait_for_stop(&sigfd, &relay, &mut state, &state_file, &mut || {
+        watch.check(&nl, printer)
+    });
     let counters = relay.stats();
     let relay_errors = relay.stop();
     state.stats = counters.snapshot().to_vec();
@@ -336,6 +388,16 @@ fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow:
             printer.out(cmd);
         }
     }
+    // `ip tuntap add` makes persistent devices, hostkit's own vanish with the relay: say how
+    // to remove them, so a replay leaves nothing behind.
+    let n = netns.map(|ns| format!(" -n {ns}")).unwrap_or_default();
+    for (dev, create) in spec.devs().iter().zip(created) {
+        if create {
+            printer.out(format!(
+                "# hostkit's {dev} is not persistent (it vanishes with the relay); after a replay remove it with: ip{n} tuntap del dev {dev} mode tun"
+            ));
+        }
+    }
     printer.note("dry run: nothing was changed");
     Ok(Outcome::Success)
 }
@@ -358,9 +420,15 @@ fn wait_for_stop(
     relay: &Relay,
     state: &mut TunnelState,
     state_file: &StateFile,
+    every_second: &mut dyn FnMut(),
 ) -> String {
     let stats = relay.stats();
+    let mut last_check = std::time::Instant::now();
     loop {
+        if last_check.elapsed() >= PATH_CHECK_EVERY {
+            last_check = std::time::Instant::now();
+            every_second();
+        }
         let now: Vec<DirStats> = stats.snapshot().to_vec();
         if now != state.stats {
             state.stats = now;

@@ -280,3 +280,74 @@ fn parallel_applies_meet_the_lock_and_leave_no_state_behind() {
         "state left behind",
     );
 }
+
+/// The JSON output, pinned byte for byte against `tests/golden/*.json` (the temporary root's
+/// path is written as `ROOT`). `HOSTKIT_BLESS=1` rewrites the files after a deliberate change.
+#[test]
+fn json_output_is_pinned() {
+    let dir = TestDir::new();
+    dir.write("home/u/.profile", "# profile\n");
+    dir.write("etc/environment", "PATH=\"/usr/bin\"\n");
+    crate::recipes::dpkg_status(&dir, &[("qt5-gtk-platformtheme", "5.15.8+dfsg-11")]);
+    let root = dir.path().to_str().unwrap().to_string();
+    let cases: &[(&str, &[&str])] = &[
+        ("list", &["list", "--format", "json"]),
+        (
+            "check-qt-gtk-system",
+            &["check", "qt-gtk", "--scope", "system", "--format", "json"],
+        ),
+        (
+            "dry-run-qt-gtk-system",
+            &[
+                "apply",
+                "qt-gtk",
+                "--scope",
+                "system",
+                "--dry-run",
+                "--format",
+                "json",
+            ],
+        ),
+        (
+            "apply-qt-gtk-system",
+            &["apply", "qt-gtk", "--scope", "system", "--format", "json"],
+        ),
+        (
+            "revert-qt-gtk-system",
+            &["revert", "qt-gtk", "--scope", "system", "--format", "json"],
+        ),
+        (
+            "check-gtk-legacy-user",
+            &["check", "gtk-legacy", "--format", "json"],
+        ),
+    ];
+    let bless = std::env::var_os("HOSTKIT_BLESS").is_some();
+    let mut differs = Vec::new();
+    for (name, args) in cases {
+        let mut cmd = crate::recipes::in_root(&dir, args);
+        if *name == "list" {
+            cmd = hk_args(args);
+        }
+        let out = run(&mut cmd);
+        let (stdout, stderr) = crate::util::texts(&out);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{name}: {stderr}");
+        let got = stdout.replace(&root, "ROOT");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.json"));
+        if bless {
+            std::fs::write(&path, &got).unwrap();
+        } else {
+            let want = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (HOSTKIT_BLESS=1 writes it)", path.display()));
+            if got != want {
+                differs.push(format!("{name}:\n--- want\n{want}\n+++ got\n{got}"));
+            }
+        }
+    }
+    assert!(
+        differs.is_empty(),
+        "JSON output changed:\n{}",
+        differs.join("\n")
+    );
+}

@@ -3,108 +3,24 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::context::{Context, Options};
 use crate::diff;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::host::{Cmd, Host};
 use crate::plan::{Effect, Plan, Status, StepPlan, plan};
-use crate::recipe::{Recipe, Scope};
+use crate::recipe::Recipe;
+use crate::report::{Action, CommandReport, Report, StepReport, StepStatus};
 use crate::state::{self, Entry, FileEntry, Journal, State};
 use crate::steps::{StepKind, StepSpec};
 
-/// A command in a report.
-#[derive(Debug, Clone, Serialize)]
-pub struct CommandReport {
-    /// The command line (shell-quoted).
-    pub command: String,
-    /// Whether it is (or was) run; false when only reported (under `--root`).
-    pub run: bool,
-}
-
-/// One step in a report.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepReport {
-    /// The step's id.
-    pub id: String,
-    /// Its kind.
-    pub kind: StepKind,
-    /// What it sets.
-    pub summary: String,
-    /// Why it exists (one or two lines of history).
-    pub why: String,
-    /// `ok`, `would change`, `not applicable`, `manual` (check, dry run); `changed`,
-    /// `reported`, `failed`, `not done` (apply); `reverted` (revert).
-    pub status: String,
-    /// Why not applicable, what to do by hand, or what failed.
-    pub reason: Option<String>,
-    /// Files (relative to the root) it changes or changed.
-    pub files: Vec<String>,
-    /// Non-file effects.
-    pub commands: Vec<CommandReport>,
-    /// The unified diff of its files.
-    pub diff: String,
-}
-
-/// What a command did, for text or JSON output.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// The recipe.
-    pub recipe: String,
-    /// `check`, `dry-run`, `apply` or `revert`.
-    pub action: &'static str,
-    /// The scope.
-    pub scope: Scope,
-    /// The root (`/` for the live system).
-    pub root: String,
-    /// Whether anything was (check, dry run: would be) changed.
-    pub changed: bool,
-    /// One line: "already applied", "2 steps would change", …
-    pub message: String,
-    /// The steps.
-    pub steps: Vec<StepReport>,
-    /// The whole diff.
-    pub diff: String,
-}
-
-impl Report {
-    /// True when something is left to do: `check` found a change, or `apply` could only report
-    /// a command (under `--root`). Maps to exit status 1.
-    pub fn pending(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| s.status == Status::WouldChange.as_str() || s.status == "reported")
-            && self.action != "dry-run"
-    }
-
-    fn new(ctx: &Context, action: &'static str) -> Report {
-        Report {
-            recipe: ctx.recipe.clone(),
-            action,
-            scope: ctx.scope,
-            root: ctx.root.display().to_string(),
-            changed: false,
-            message: String::new(),
-            steps: Vec::new(),
-            diff: String::new(),
-        }
-    }
-
-    fn finish(mut self) -> Report {
-        self.diff = self.steps.iter().map(|s| s.diff.as_str()).collect();
-        self
-    }
-}
-
-fn step_report(sp: &StepPlan, status: &str) -> StepReport {
+fn step_report(sp: &StepPlan, status: StepStatus) -> StepReport {
     StepReport {
         id: sp.id.clone(),
         kind: sp.kind,
         summary: sp.summary.clone(),
         why: sp.why.clone(),
-        status: status.to_string(),
+        status,
         reason: sp.reason.clone(),
         files: sp
             .effects
@@ -129,12 +45,12 @@ fn step_report(sp: &StepPlan, status: &str) -> StepReport {
     }
 }
 
-fn plan_report(ctx: &Context, plan: &Plan, action: &'static str) -> Report {
+fn plan_report(ctx: &Context, plan: &Plan, action: Action) -> Report {
     let mut report = Report::new(ctx, action);
     report.steps = plan
         .steps
         .iter()
-        .map(|s| step_report(s, s.status.as_str()))
+        .map(|s| step_report(s, s.status.into()))
         .collect();
     let n = plan
         .steps
@@ -164,21 +80,16 @@ fn plan_report(ctx: &Context, plan: &Plan, action: &'static str) -> Report {
 
 /// `hostkit check`: the status of every step; changes nothing.
 pub fn check(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
-    planned(recipe, opts, host, "check")
+    planned(recipe, opts, host, Action::Check)
 }
 
 /// `hostkit apply --dry-run`: the diff and the commands; changes nothing, not even the state
 /// directory.
 pub fn dry_run(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
-    planned(recipe, opts, host, "dry-run")
+    planned(recipe, opts, host, Action::DryRun)
 }
 
-fn planned(
-    recipe: &Recipe,
-    opts: &Options,
-    host: &dyn Host,
-    action: &'static str,
-) -> Result<Report> {
+fn planned(recipe: &Recipe, opts: &Options, host: &dyn Host, action: Action) -> Result<Report> {
     let ctx = Context::new(recipe, opts, host)?;
     let plan = plan(recipe, &ctx, host)?;
     Ok(plan_report(&ctx, &plan, action))
@@ -268,13 +179,13 @@ fn applied_report(
     done: &[String],
     failed: Option<(&str, &Error)>,
 ) -> Report {
-    let mut report = Report::new(ctx, "apply");
+    let mut report = Report::new(ctx, Action::Apply);
     let mut after_failure = false;
     for sp in &plan.steps {
-        let mut sr = step_report(sp, sp.status.as_str());
+        let mut sr = step_report(sp, sp.status.into());
         if sp.status == Status::WouldChange {
             if done.contains(&sp.id) {
-                sr.status = "changed".into();
+                sr.status = StepStatus::Changed;
                 // Commands that only reported stay visible as such.
                 if sp.effects.iter().any(|e| !e.runs()) {
                     sr.reason = Some(
@@ -282,15 +193,15 @@ fn applied_report(
                     );
                 }
             } else if failed.is_some_and(|(id, _)| id == sp.id) {
-                sr.status = "failed".into();
+                sr.status = StepStatus::Failed;
                 sr.reason = failed.map(|(_, e)| e.to_string());
                 sr.diff.clear();
                 after_failure = true;
             } else if after_failure {
-                sr.status = "not done".into();
+                sr.status = StepStatus::NotDone;
                 sr.diff.clear();
             } else {
-                sr.status = "reported".into();
+                sr.status = StepStatus::Reported;
                 sr.reason = Some("not run under --root: run the command inside the image".into());
             }
         }
@@ -457,7 +368,7 @@ struct CheckedFile {
 /// [`crate::state`]); commands come from the recipe, never from the journal.
 pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
     let ctx = Context::new(recipe, opts, host)?;
-    let mut report = Report::new(&ctx, "revert");
+    let mut report = Report::new(&ctx, Action::Revert);
     if state::load(&ctx)?.is_none() {
         report.message = format!(
             "nothing to revert: {} has not been applied (no journal at {})",
@@ -490,7 +401,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 .map_or(StepKind::File, |s| s.spec.kind()),
             summary: String::new(),
             why: String::new(),
-            status: "reverted".into(),
+            status: StepStatus::Reverted,
             reason: None,
             files: Vec::new(),
             commands: Vec::new(),

@@ -164,13 +164,21 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
-    /// An external command could not run or failed.
+    /// An external command ran and failed.
     #[error("`{command}` {failure}")]
     Command {
         /// The command line, shell-quoted.
         command: String,
-        /// "could not start: …" or "exited with status N: stderr".
+        /// "exited with status N: stderr", or what else went wrong.
         failure: String,
+    },
+    /// An external command could not start (not installed, not executable).
+    #[error("`{command}` could not start: {reason}")]
+    NotStarted {
+        /// The command line, shell-quoted.
+        command: String,
+        /// Why.
+        reason: String,
     },
     /// Another `hostkit apply`/`revert` holds the lock.
     #[error("{}: locked by {holder} (another hostkit apply or revert); try again when it has finished, or use --wait", path.display())]

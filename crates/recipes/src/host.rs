@@ -94,8 +94,8 @@ pub fn shell_quote(word: &str) -> String {
 
 /// The host: commands, environment, identity.
 pub trait Host {
-    /// Runs a command to completion. An error only when it cannot start; `Error::Command`'s
-    /// `failure` then starts with "could not start".
+    /// Runs a command to completion. An error only when it cannot start
+    /// ([`Error::NotStarted`]).
     fn run(&self, cmd: &Cmd) -> Result<Output>;
     /// An environment variable.
     fn env(&self, name: &str) -> Option<String>;
@@ -110,9 +110,9 @@ pub struct RealHost;
 impl Host for RealHost {
     fn run(&self, cmd: &Cmd) -> Result<Output> {
         let Some((program, args)) = cmd.argv.split_first() else {
-            return Err(Error::Command {
+            return Err(Error::NotStarted {
                 command: String::new(),
-                failure: "could not start: empty command".into(),
+                reason: "empty command".into(),
             });
         };
         log::debug!("running {}", cmd.display());
@@ -121,9 +121,9 @@ impl Host for RealHost {
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| Error::Command {
+            .map_err(|e| Error::NotStarted {
                 command: cmd.display(),
-                failure: format!("could not start: {e}"),
+                reason: e.to_string(),
             })?;
         Ok(Output {
             code: out.status.code(),
@@ -146,7 +146,7 @@ impl Host for RealHost {
 
 /// True when an error says the command could not start (e.g. not installed).
 pub fn not_started(err: &Error) -> bool {
-    matches!(err, Error::Command { failure, .. } if failure.starts_with("could not start"))
+    matches!(err, Error::NotStarted { .. })
 }
 
 #[cfg(test)]
@@ -183,9 +183,9 @@ pub(crate) mod fake {
         fn run(&self, cmd: &Cmd) -> Result<Output> {
             let line = cmd.display();
             self.calls.borrow_mut().push(line.clone());
-            self.answers.get(&line).cloned().ok_or(Error::Command {
+            self.answers.get(&line).cloned().ok_or(Error::NotStarted {
                 command: line,
-                failure: "could not start: not in the fake's table".into(),
+                reason: "not in the fake's table".into(),
             })
         }
 

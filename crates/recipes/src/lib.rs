@@ -32,13 +32,15 @@ pub mod pkg;
 pub mod plan;
 pub mod probes;
 pub mod recipe;
+pub mod report;
 pub mod state;
 pub mod steps;
 mod text;
 mod toml;
 
 pub use context::{Context, Options};
-pub use engine::{Applied, CommandReport, Report, StepReport, apply, check, dry_run, revert};
+pub use engine::{Applied, apply, check, dry_run, revert};
 pub use error::{Error, Result};
 pub use host::{Host, RealHost};
 pub use recipe::{Catalog, Recipe, Scope};
+pub use report::{Action, CommandReport, Report, StepReport, StepStatus};

@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host::{Cmd, Host};
 use crate::pkg::{Manager, Presence, at_least, presence};
-use crate::recipe::{OVERRIDE_VALUES, Recipe, Step};
+use crate::recipe::{Override, Recipe, Step};
 use crate::steps::{Outcome, StepKind};
 
 /// A step's status in a check (and, for the parts not done, in a dry run).
@@ -295,12 +295,12 @@ fn not_applicable(
         .as_ref()
         .map(|p| format!(" (--set {p}=always to apply anyway)"));
     if let Some(param) = &when.override_param {
-        match ctx.var(param) {
-            Some(v) if v == OVERRIDE_VALUES[1] => return Ok(None),
-            Some(v) if v == OVERRIDE_VALUES[2] => {
+        match ctx.var(param).and_then(Override::parse) {
+            Some(Override::Always) => return Ok(None),
+            Some(Override::Never) => {
                 return Ok(Some(format!("disabled by --set {param}=never")));
             }
-            _ => {}
+            Some(Override::Auto) | None => {}
         }
     }
     if let Some(path) = &when.exists {

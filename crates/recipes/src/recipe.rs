@@ -229,6 +229,29 @@ pub const BUILTIN_VARS: &[&str] = &["home", "config_home", "recipe"];
 /// The values `when.override` parameters may take.
 pub const OVERRIDE_VALUES: &[&str] = &["auto", "always", "never"];
 
+/// The value of a `when.override` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override {
+    /// The step's own conditions decide.
+    Auto,
+    /// Apply the step whatever its conditions say.
+    Always,
+    /// Never apply the step.
+    Never,
+}
+
+impl Override {
+    /// The value as written (`--set PARAM=always`); `None` for any other text.
+    pub fn parse(value: &str) -> Option<Override> {
+        match value {
+            "auto" => Some(Override::Auto),
+            "always" => Some(Override::Always),
+            "never" => Some(Override::Never),
+            _ => None,
+        }
+    }
+}
+
 const TOP_KEYS: &[&str] = &[
     "summary",
     "description",

@@ -70,7 +70,11 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         for line in step_lines(printer, &report, false) {
             printer.note(line);
         }
-        if report.steps.iter().any(|s| s.status == "reported") {
+        if report
+            .steps
+            .iter()
+            .any(|s| s.status == hostkit_recipes::StepStatus::Reported)
+        {
             printer.warn("some commands were not run under --root: run them inside the image");
         }
         let suffix = if args.dry_run {

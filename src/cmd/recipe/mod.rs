@@ -10,7 +10,7 @@ pub mod source;
 
 use std::path::PathBuf;
 
-use hostkit_recipes::{Catalog, Options, Report, Scope};
+use hostkit_recipes::{Catalog, Options, Report, Scope, StepStatus};
 
 use crate::printer::{Color, Printer};
 
@@ -127,10 +127,7 @@ pub fn print_diff(printer: &Printer, diff: &str) {
 /// when only reported.
 pub fn print_commands(printer: &Printer, report: &Report) {
     for step in &report.steps {
-        if matches!(
-            step.status.as_str(),
-            "ok" | "not applicable" | "manual" | "failed" | "not done"
-        ) {
+        if !step.status.acts() {
             continue;
         }
         for c in &step.commands {
@@ -156,18 +153,20 @@ pub fn step_lines(printer: &Printer, report: &Report, color: bool) -> Vec<String
     for step in &report.steps {
         let status = format!("{:<15}", step.status);
         let status = if color {
-            let c = match step.status.as_str() {
-                "ok" | "changed" | "reverted" => Color::Green,
-                "would change" | "manual" | "reported" => Color::Yellow,
-                "failed" => Color::Red,
-                _ => Color::Cyan,
+            let c = match step.status {
+                StepStatus::Ok | StepStatus::Changed | StepStatus::Reverted => Color::Green,
+                StepStatus::WouldChange | StepStatus::Manual | StepStatus::Reported => {
+                    Color::Yellow
+                }
+                StepStatus::Failed => Color::Red,
+                StepStatus::NotApplicable | StepStatus::NotDone => Color::Cyan,
             };
             printer.paint(&status, c)
         } else {
             status
         };
         lines.push(format!("  {status} {:<26} {}", step.id, step.summary));
-        if step.status == "would change" && step.reason.is_none() {
+        if step.status == StepStatus::WouldChange && step.reason.is_none() {
             // What exactly would change: the files (as paths inside the root) and commands.
             let what: Vec<String> = step
                 .files

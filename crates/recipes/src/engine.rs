@@ -50,7 +50,7 @@ fn plan_report(ctx: &Context, plan: &Plan, action: Action) -> Report {
     report.steps = plan
         .steps
         .iter()
-        .map(|s| step_report(s, s.status.into()))
+        .map(|s| step_report(s, s.status))
         .collect();
     let n = plan
         .steps
@@ -182,7 +182,7 @@ fn applied_report(
     let mut report = Report::new(ctx, Action::Apply);
     let mut after_failure = false;
     for sp in &plan.steps {
-        let mut sr = step_report(sp, sp.status.into());
+        let mut sr = step_report(sp, sp.status);
         if sp.status == Status::WouldChange {
             if done.contains(&sp.id) {
                 sr.status = StepStatus::Changed;

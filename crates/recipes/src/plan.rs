@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host::{Cmd, Host};
@@ -13,34 +11,9 @@ use crate::pkg::{Manager, Presence, at_least, presence};
 use crate::recipe::{Override, Recipe, Step};
 use crate::steps::{Outcome, StepKind};
 
-/// A step's status in a check (and, for the parts not done, in a dry run).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Status {
-    /// Already as wanted.
-    #[serde(rename = "ok")]
-    Ok,
-    /// Something would change.
-    #[serde(rename = "would change")]
-    WouldChange,
-    /// The step does not apply to this host (see the reason).
-    #[serde(rename = "not applicable")]
-    NotApplicable,
-    /// No setting exists; a person must act (see the reason).
-    #[serde(rename = "manual")]
-    Manual,
-}
-
-impl Status {
-    /// The status as shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::WouldChange => "would change",
-            Status::NotApplicable => "not applicable",
-            Status::Manual => "manual",
-        }
-    }
-}
+/// A step's status in a plan: [`StepStatus::Ok`], [`StepStatus::WouldChange`],
+/// [`StepStatus::NotApplicable`] or [`StepStatus::Manual`] (the report's vocabulary, one enum).
+pub use crate::report::StepStatus as Status;
 
 /// A file to write (or remove).
 #[derive(Debug, Clone)]

@@ -7,7 +7,6 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::plan::Status;
 use crate::recipe::Scope;
 use crate::steps::StepKind;
 
@@ -94,17 +93,6 @@ impl fmt::Display for StepStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `pad` so that widths (`{:<15}`) apply.
         f.pad(self.as_str())
-    }
-}
-
-impl From<Status> for StepStatus {
-    fn from(s: Status) -> StepStatus {
-        match s {
-            Status::Ok => StepStatus::Ok,
-            Status::WouldChange => StepStatus::WouldChange,
-            Status::NotApplicable => StepStatus::NotApplicable,
-            Status::Manual => StepStatus::Manual,
-        }
     }
 }
 

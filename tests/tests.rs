@@ -12,6 +12,8 @@ mod patch;
 mod recipes;
 mod security;
 mod sysrecipes;
+#[macro_use]
 mod tun;
+mod tun_garbage;
 mod tun_ipv6;
 mod tun_trust;

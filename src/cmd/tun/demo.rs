@@ -32,6 +32,11 @@ pub struct DemoArgs {
     /// Packet-log lines to show.
     #[arg(long, value_name = "N", default_value_t = 12)]
     pub show_packets: usize,
+    /// Run in this existing named network namespace (`ip netns add NAME`) instead of a private
+    /// one, so that another program (tcpdump, a test) can watch the demo from outside. It must
+    /// hold no tun0/tun1; everything the demo sets up there is undone at the end.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
 }
 
 /// Runs `hostkit tun demo`.
@@ -40,8 +45,19 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     require_capability(CAP_SYS_ADMIN, "CAP_SYS_ADMIN", "hostkit tun demo")?;
     // Before any thread exists: everything below, threads and child processes included, lives
     // in this namespace, which vanishes with the process. The host is never touched.
-    hostkit_net::netns::unshare_private()?;
-    printer.out("1. created a private network namespace (it vanishes when the demo ends)");
+    match &args.netns {
+        None => {
+            hostkit_net::netns::unshare_private()?;
+            printer.out("1. created a private network namespace (it vanishes when the demo ends)");
+        }
+        Some(name) => {
+            hostkit_net::netns::enter(name)
+                .with_context(|| format!("enter the network namespace {name} (--netns)"))?;
+            printer.out(format!(
+                "1. entered the network namespace {name} (everything is undone at the end)"
+            ));
+        }
+    }
 
     let nl = Netlink::connect().context("open a netlink socket")?;
     let lo = nl
@@ -130,7 +146,10 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         "8. verdict: the ping and the HTTP transfer crossed the relay, not lo \
          (relay: {relayed} bytes; lo: {lo_delta} packets received meanwhile)"
     ));
-    printer.out("9. tore everything down; the private namespace goes with this process");
+    printer.out(match &args.netns {
+        None => "9. tore everything down; the private namespace goes with this process",
+        Some(_) => "9. tore everything down",
+    });
     Ok(Outcome::Success)
 }
 

@@ -1,0 +1,66 @@
+//! The fast engine: one thread per queue pair, epoll over both devices and the stop pipe,
+//! draining every ready device in a batch; after a busy wake-up, a short pause (interrupt
+//! moderation) so that the next one moves a batch.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use super::MAX_PACKET;
+use super::forward::{Forwarder, RelayError, drain};
+
+/// The fast engine's worker: epoll over both devices of a queue pair and the stop pipe; each
+/// wake-up drains every ready device in a batch; a busy wake-up is followed by a short
+/// `coalesce` pause (see [`super::RelayOptions::coalesce`]).
+pub(super) fn epoll_worker(
+    fwd: &[Forwarder<'_>; 2],
+    stop_rx: &OwnedFd,
+    coalesce: Option<std::time::Duration>,
+) -> Result<(), RelayError> {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    let fail = |device: &str, e: nix::errno::Errno| RelayError {
+        device: device.to_string(),
+        source: e.into(),
+    };
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| fail("epoll", e))?;
+    for (i, f) in fwd.iter().enumerate() {
+        epoll
+            .add(f.from.fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+            .map_err(|e| fail(f.from.label(), e))?;
+    }
+    epoll
+        .add(stop_rx, EpollEvent::new(EpollFlags::EPOLLIN, 2))
+        .map_err(|e| fail("stop pipe", e))?;
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut events = [EpollEvent::empty(); 3];
+    let mut busy = false;
+    loop {
+        if let Some(pause) = coalesce
+            && busy
+        {
+            std::thread::sleep(pause);
+        }
+        busy = false;
+        let n = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(fail("epoll", e)),
+        };
+        for ev in &events[..n] {
+            let which = ev.data() as usize;
+            if which >= 2 {
+                return Ok(());
+            }
+            let flags = ev.events();
+            if flags.contains(EpollFlags::EPOLLIN) {
+                busy |= drain(&fwd[which], &mut buf)?.is_busy_with_small_packets();
+            } else if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+                return Err(RelayError {
+                    device: fwd[which].from.label().to_string(),
+                    source: io::Error::other(format!(
+                        "the device reported {flags:?} (was it deleted?)"
+                    )),
+                });
+            }
+        }
+    }
+}

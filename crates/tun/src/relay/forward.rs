@@ -1,0 +1,314 @@
+//! The per-packet logic, apart from any device I/O: log, write, count ([`Forwarder`]), and the
+//! drain loop ([`drain`]) that both engines run on a readable device. It works on any
+//! [`PacketIo`], so it is unit-tested with an in-memory fake.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::endpoint::PacketIo;
+use super::stats::DirCounters;
+use crate::packet;
+
+/// Packets handled per wake-up before the loop polls again (keeps the stop check responsive).
+const BATCH: usize = 256;
+
+/// A wake-up that finds at least this many wire-sized packets queued means the device is busy
+/// with a high packet rate: the fast engine then lets packets accumulate for
+/// [`super::RelayOptions::coalesce`] before waiting again.
+const BUSY_THRESHOLD: usize = 4;
+
+/// Packets up to this size (on average, headers included) count as wire-sized for
+/// [`Drained::is_busy_with_small_packets`]; GSO super-packets are far larger.
+const SMALL_PACKET: usize = 1600;
+
+/// How much of each packet to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PacketLog {
+    /// Nothing.
+    #[default]
+    Off,
+    /// `read 84 from fd 3`, the classic form.
+    Brief,
+    /// The classic line plus direction, protocol, addresses, ports or ICMP type, length.
+    Decoded,
+}
+
+/// Where packet-log lines go (stderr in the CLI, a buffer in the demo and tests).
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The per-packet logic of one direction: log, write, count. Keeps going on a failed write.
+pub struct Forwarder<'a> {
+    /// Where packets come from.
+    pub from: &'a dyn PacketIo,
+    /// Where packets go.
+    pub to: &'a dyn PacketIo,
+    /// This direction's counters.
+    pub counters: &'a DirCounters,
+    /// Packet-log level.
+    pub log: PacketLog,
+    /// Packet-log destination.
+    pub sink: &'a LogSink,
+    /// `from`'s per-packet metadata length, read once.
+    hdr: usize,
+}
+
+impl<'a> Forwarder<'a> {
+    /// A forwarder from `from` to `to`.
+    pub fn new(
+        from: &'a dyn PacketIo,
+        to: &'a dyn PacketIo,
+        counters: &'a DirCounters,
+        log: PacketLog,
+        sink: &'a LogSink,
+    ) -> Forwarder<'a> {
+        Forwarder {
+            from,
+            to,
+            counters,
+            log,
+            sink,
+            hdr: from.header_len(),
+        }
+    }
+
+    /// Handles one packet read from `from` (with its metadata header, if the device has one);
+    /// returns whether it was written. Logs and counts the IP packet's own length.
+    pub fn forward(&self, pkt: &[u8]) -> bool {
+        let ip = pkt.get(self.hdr..).unwrap_or(&[]);
+        match self.log {
+            PacketLog::Off => {}
+            PacketLog::Brief => {
+                (self.sink)(&format!("read {} from fd {}", ip.len(), self.source_fd()));
+            }
+            PacketLog::Decoded => {
+                let what = match packet::decode(ip) {
+                    Ok(summary) => summary.to_string(),
+                    Err(e) => format!("{e}, length {}", ip.len()),
+                };
+                (self.sink)(&format!(
+                    "read {} from fd {}: {} -> {} {what}",
+                    ip.len(),
+                    self.source_fd(),
+                    self.from.label(),
+                    self.to.label()
+                ));
+            }
+        }
+        match self.to.send(pkt) {
+            Ok(_) => {
+                self.counters.packets.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(ip.len() as u64, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                let n = self.counters.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n <= 10 || n.is_multiple_of(1000) {
+                    log::warn!(
+                        "write of {} bytes to {} (fd {}) failed: {e}; packet dropped ({n} so far)",
+                        pkt.len(),
+                        self.to.label(),
+                        self.to.fd().as_raw_fd()
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    fn source_fd(&self) -> RawFd {
+        self.from.fd().as_raw_fd()
+    }
+}
+
+/// Why a direction stopped on its own.
+#[derive(Debug, thiserror::Error)]
+#[error("reading from {device} failed")]
+pub struct RelayError {
+    /// The device that failed.
+    pub device: String,
+    /// The error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// What one [`drain`] moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Drained {
+    /// Packets read.
+    pub packets: usize,
+    /// Bytes read (headers included).
+    pub bytes: usize,
+}
+
+impl Drained {
+    /// Many wire-sized packets queued at once: a high packet rate, where one wake-up per
+    /// packet would cost more than the packets themselves (super-packets never count).
+    pub fn is_busy_with_small_packets(&self) -> bool {
+        self.packets >= BUSY_THRESHOLD && self.bytes <= self.packets * SMALL_PACKET
+    }
+}
+
+/// Reads and forwards queued packets until none is left (or a batch is done).
+/// Returns what was read; a read error other than "nothing queued" is fatal.
+pub fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<Drained, RelayError> {
+    let mut got = Drained::default();
+    while got.packets < BATCH {
+        match fwd.from.recv(buf) {
+            Ok(len) => {
+                got.packets += 1;
+                got.bytes += len;
+                fwd.forward(&buf[..len]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                fwd.counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(RelayError {
+                    device: fwd.from.label().to_string(),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::MAX_PACKET;
+    use crate::relay::testing::{MemIo, collecting_sink, echo_request};
+    use std::os::fd::BorrowedFd;
+
+    #[test]
+    fn forwards_payload_unchanged_and_counts() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        let pkts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![0x45, i, 1, 2, 3]).collect();
+        for p in &pkts {
+            a.inbox.lock().unwrap().push_back(Ok(p.clone()));
+        }
+        let counters = DirCounters::default();
+        let (sink, lines) = collecting_sink();
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
+        let mut buf = vec![0u8; MAX_PACKET];
+        assert_eq!(
+            drain(&fwd, &mut buf).unwrap(),
+            Drained {
+                packets: 5,
+                bytes: 25
+            }
+        );
+        assert_eq!(*b.sent.lock().unwrap(), pkts);
+        assert_eq!(counters.packets.load(Ordering::Relaxed), 5);
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 25);
+        assert!(lines.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn logs_in_the_classic_and_decoded_forms() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        let fd = a.fd.as_raw_fd();
+        let counters = DirCounters::default();
+        let (sink, lines) = collecting_sink();
+        for log in [PacketLog::Brief, PacketLog::Decoded] {
+            let fwd = Forwarder::new(&a, &b, &counters, log, &sink);
+            assert!(fwd.forward(&echo_request()));
+        }
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines[0], format!("read 84 from fd {fd}"));
+        assert_eq!(
+            lines[1],
+            format!(
+                "read 84 from fd {fd}: tun0 -> tun1 ICMP 10.0.0.1 > 10.0.0.2 echo-request, length 84"
+            )
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_counted_and_the_relay_keeps_going() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        *b.fail_sends.lock().unwrap() = vec![false, true, false];
+        for i in 0..3u8 {
+            a.inbox.lock().unwrap().push_back(Ok(vec![0x45, i]));
+        }
+        let counters = DirCounters::default();
+        let (sink, _) = collecting_sink();
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
+        let mut buf = vec![0u8; 64];
+        assert_eq!(drain(&fwd, &mut buf).unwrap().packets, 3);
+        assert_eq!(*b.sent.lock().unwrap(), vec![vec![0x45, 0], vec![0x45, 2]]);
+        assert_eq!(counters.packets.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.write_errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_read_error_stops_the_direction_with_the_device_named() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        a.inbox
+            .lock()
+            .unwrap()
+            .push_back(Err(io::Error::from_raw_os_error(libc::EBADFD)));
+        let counters = DirCounters::default();
+        let (sink, _) = collecting_sink();
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
+        let err = drain(&fwd, &mut [0u8; 64]).unwrap_err();
+        assert_eq!(err.device, "tun0");
+        assert_eq!(counters.read_errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn vnet_headers_are_passed_through_but_not_logged_or_counted() {
+        struct VnetIo(MemIo);
+        impl PacketIo for VnetIo {
+            fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.recv(buf)
+            }
+            fn send(&self, pkt: &[u8]) -> io::Result<usize> {
+                self.0.send(pkt)
+            }
+            fn label(&self) -> &str {
+                self.0.label()
+            }
+            fn fd(&self) -> BorrowedFd<'_> {
+                self.0.fd()
+            }
+            fn header_len(&self) -> usize {
+                crate::device::VNET_HDR_LEN
+            }
+        }
+        let (a, b) = (VnetIo(MemIo::new("tun0")), VnetIo(MemIo::new("tun1")));
+        let mut pkt = vec![1u8; crate::device::VNET_HDR_LEN];
+        pkt.extend(echo_request());
+        let counters = DirCounters::default();
+        let (sink, lines) = collecting_sink();
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Decoded, &sink);
+        assert!(fwd.forward(&pkt));
+        assert_eq!(
+            b.0.sent.lock().unwrap()[0],
+            pkt,
+            "header and packet unchanged"
+        );
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 84);
+        assert!(
+            lines.lock().unwrap()[0].ends_with("echo-request, length 84"),
+            "{:?}",
+            lines.lock().unwrap()
+        );
+    }
+
+    #[test]
+    fn only_many_small_packets_count_as_busy() {
+        let d = |packets, bytes| Drained { packets, bytes };
+        assert!(d(4, 4 * 84).is_busy_with_small_packets());
+        assert!(d(200, 200 * 1500).is_busy_with_small_packets());
+        assert!(!d(3, 3 * 84).is_busy_with_small_packets(), "a ping or two");
+        assert!(
+            !d(8, 8 * 65_000).is_busy_with_small_packets(),
+            "TCP super-packets"
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! The simple engine: one thread per direction, `poll(2)` on the source device and the stop
+//! pipe, one packet per read and write — the classic relay.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::MAX_PACKET;
+use super::forward::{Forwarder, RelayError, drain};
+
+/// Relays one direction until the stop pipe closes or the device fails.
+pub(super) fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayError> {
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        let (dev_events, stop_events) = {
+            let mut fds = [
+                PollFd::new(fwd.from.fd(), PollFlags::POLLIN),
+                PollFd::new(stop_rx.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(RelayError {
+                        device: fwd.from.label().to_string(),
+                        source: e.into(),
+                    });
+                }
+            }
+            (
+                fds[0].revents().unwrap_or(PollFlags::empty()),
+                fds[1].revents().unwrap_or(PollFlags::empty()),
+            )
+        };
+        if !stop_events.is_empty() {
+            return Ok(());
+        }
+        if dev_events.intersects(PollFlags::POLLIN) {
+            drain(fwd, &mut buf)?;
+        } else if dev_events
+            .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+        {
+            return Err(RelayError {
+                device: fwd.from.label().to_string(),
+                source: io::Error::other(format!(
+                    "the device reported {dev_events:?} (was it deleted?)"
+                )),
+            });
+        }
+    }
+}

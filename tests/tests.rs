@@ -9,5 +9,6 @@ mod patch;
 mod recipes;
 mod sysrecipes;
 mod tun;
+mod tun_coexist;
 mod tun_ipv6;
 mod tun_trust;

@@ -147,6 +147,13 @@ pub struct RouteSummary {
     pub message: RouteMessage,
 }
 
+impl RouteSummary {
+    /// Whether it is a `local` route.
+    pub fn is_local(&self) -> bool {
+        self.kind == RouteType::Local
+    }
+}
+
 /// A policy-routing rule, decoded.
 #[derive(Debug, Clone)]
 pub struct RuleSummary {

@@ -340,18 +340,30 @@ pub struct TeardownItem {
     pub outcome: Outcome,
 }
 
-/// Undoes `undo` newest-first, continuing past failures; reports every item.
-pub fn teardown(nl: &Netlink, undo: &[Undo]) -> Vec<TeardownItem> {
+/// Sysctls that other running tunnels of the namespace still need: `(key, who)`.
+pub type KeepSysctls = [(String, String)];
+
+/// Undoes `undo` newest-first, continuing past failures; reports every item. A sysctl that
+/// another running tunnel still needs (`keep`) is left as it is: that tunnel recorded the
+/// value from before the first tunnel, and whichever leaves last puts it back.
+pub fn teardown(nl: &Netlink, undo: &[Undo], keep: &KeepSysctls) -> Vec<TeardownItem> {
     undo.iter()
         .rev()
         .map(|u| TeardownItem {
             undo: u.clone(),
-            outcome: match undo_one(nl, u) {
-                Ok(Undone::Done) => Outcome::Done,
-                Ok(Undone::Nothing) => Outcome::AlreadyGone,
-                Ok(Undone::NotOurs(why)) => Outcome::LeftAlone(why),
-                Err(e) if e.is_gone() => Outcome::AlreadyGone,
-                Err(e) => Outcome::Failed(e.to_string()),
+            outcome: match u {
+                Undo::RestoreSysctl { key, .. }
+                    if let Some((_, who)) = keep.iter().find(|(k, _)| k == key) =>
+                {
+                    Outcome::LeftAlone(format!("still needed by the tunnel {who}"))
+                }
+                _ => match undo_one(nl, u) {
+                    Ok(Undone::Done) => Outcome::Done,
+                    Ok(Undone::Nothing) => Outcome::AlreadyGone,
+                    Ok(Undone::NotOurs(why)) => Outcome::LeftAlone(why),
+                    Err(e) if e.is_gone() => Outcome::AlreadyGone,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                },
             },
         })
         .collect()

@@ -216,3 +216,47 @@ fn a_damaged_state_file_is_evidence_up_refuses_down_explains_force_moves_it_asid
     let up = Up::start(&ns, &dir, "simple", &[], &[]);
     assert!(up.stop(Signal::SIGTERM).0.success());
 }
+
+/// `ip -d -j link` info_data of tun0 and tun1 (type, pi, vnet_hdr, multi_queue, persist).
+fn tun_flags(ns: &NetNs) -> String {
+    ["tun0", "tun1"]
+        .iter()
+        .map(|dev| {
+            let v: serde_json::Value =
+                serde_json::from_str(&ns.ip(&["-d", "-j", "link", "show", dev])).unwrap();
+            format!("{dev}: {}", v[0]["linkinfo"]["info_data"])
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn persistent_devices_get_their_own_tun_flags_back_after_sigterm_and_after_down() {
+    // The kernel keeps the last opener's flags: after a fast relay (vnet header, no packet
+    // information) a device made with `pi` would otherwise be left with vnet_hdr on, pi off.
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun", "pi"]);
+    ns.ip(&["tuntap", "add", "dev", "tun1", "mode", "tun"]);
+    let before = tun_flags(&ns);
+    assert!(before.contains("\"pi\":true"), "{before}");
+    let up = Up::start(&ns, &dir, "fast", &[], &[]);
+    let during = tun_flags(&ns);
+    assert!(during.contains("\"vnet_hdr\":true"), "{during}");
+    run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+    let (status, _, stderr) = up.stop(Signal::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("done: restore tun0's own settings (pi on, vnet_hdr off, offloads none)"),
+        "{stderr}"
+    );
+    assert_eq!(tun_flags(&ns), before);
+    // The same after SIGKILL, from the record.
+    let up = Up::start(&ns, &dir, "fast", &[], &[]);
+    let mut down = up.hostkit("down", &[]);
+    assert!(!up.stop(Signal::SIGKILL).0.success());
+    assert!(tun_flags(&ns).contains("\"vnet_hdr\":true"));
+    let out = run_ok(&mut down);
+    assert!(out.contains("done: restore tun1's own settings"), "{out}");
+    assert_eq!(tun_flags(&ns), before);
+}

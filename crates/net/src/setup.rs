@@ -187,8 +187,14 @@ impl Tunnel {
 
     /// Undoes everything (newest first) while the devices are still open, then closes them.
     pub fn teardown(self, nl: &Netlink, keep: &undo::KeepSysctls) -> Vec<TeardownItem> {
-        let report = undo::teardown(nl, &self.undo, keep);
+        // A device's own flags can only be put back once our queues are detached.
+        let (after_close, now): (Vec<Undo>, Vec<Undo>) = self
+            .undo
+            .into_iter()
+            .partition(|u| matches!(u, Undo::RestoreTunSettings { .. }));
+        let mut report = undo::teardown(nl, &now, keep);
         drop(self.devices);
+        report.extend(undo::teardown(nl, &after_close, keep));
         report
     }
 }
@@ -234,6 +240,23 @@ fn establish_steps(
         }
         rec.tunnel.created[side] = existing.is_none();
         before.push(existing);
+    }
+    // An existing device keeps the flags and offloads of its last opener: record its own.
+    for (side, dev) in spec.devs().into_iter().enumerate() {
+        let Some(prev) = &before[side] else { continue };
+        let tun = prev.tun.unwrap_or_default();
+        let offloads = (!tun.vnet_hdr).then_some(0);
+        if tun.pi || tun.vnet_hdr != setup.vnet_hdr || (!tun.vnet_hdr && !setup.offloads.is_empty())
+        {
+            rec.push(Undo::RestoreTunSettings {
+                dev: dev.to_string(),
+                ifindex: prev.index,
+                pi: tun.pi,
+                vnet_hdr: tun.vnet_hdr,
+                multi_queue: tun.multi_queue,
+                offloads,
+            })?;
+        }
     }
     // An existing device that is up gets a link-local address the moment a queue attaches
     // (carrier on): turn address generation off before that.

@@ -187,11 +187,15 @@ impl Tunnel {
 
     /// Undoes everything (newest first) while the devices are still open, then closes them.
     pub fn teardown(self, nl: &Netlink, keep: &undo::KeepSysctls) -> Vec<TeardownItem> {
-        // A device's own flags can only be put back once our queues are detached.
-        let (after_close, now): (Vec<Undo>, Vec<Undo>) = self
-            .undo
-            .into_iter()
-            .partition(|u| matches!(u, Undo::RestoreTunSettings { .. }));
+        // A device's own flags can only be put back once our queues are detached; its
+        // address-generation mode after that (the attach briefly brings the carrier up, and
+        // with mode `none` that adds no link-local address).
+        let (after_close, now): (Vec<Undo>, Vec<Undo>) = self.undo.into_iter().partition(|u| {
+            matches!(
+                u,
+                Undo::RestoreTunSettings { .. } | Undo::RestoreAddrGenMode { .. }
+            )
+        });
         let mut report = undo::teardown(nl, &now, keep);
         drop(self.devices);
         report.extend(undo::teardown(nl, &after_close, keep));
@@ -241,6 +245,19 @@ fn establish_steps(
         rec.tunnel.created[side] = existing.is_none();
         before.push(existing);
     }
+    // An existing device that is up gets a link-local address the moment a queue attaches
+    // (carrier on): turn address generation off before that.
+    let plan = spec.plan(rec.tunnel.created);
+    for (side, dev) in spec.devs().into_iter().enumerate() {
+        let early = Step::SetAddrGenModeNone {
+            dev: dev.to_string(),
+        };
+        if before[side].is_some() && plan.contains(&early) {
+            let index = before[side].as_ref().map(|l| l.index).unwrap_or_default();
+            rec.tunnel.ifindex[side] = index;
+            run_step(nl, &early, &before, spec, rec)?;
+        }
+    }
     // An existing device keeps the flags and offloads of its last opener: record its own.
     for (side, dev) in spec.devs().into_iter().enumerate() {
         let Some(prev) = &before[side] else { continue };
@@ -256,19 +273,6 @@ fn establish_steps(
                 multi_queue: tun.multi_queue,
                 offloads,
             })?;
-        }
-    }
-    // An existing device that is up gets a link-local address the moment a queue attaches
-    // (carrier on): turn address generation off before that.
-    let plan = spec.plan(rec.tunnel.created);
-    for (side, dev) in spec.devs().into_iter().enumerate() {
-        let early = Step::SetAddrGenModeNone {
-            dev: dev.to_string(),
-        };
-        if before[side].is_some() && plan.contains(&early) {
-            let index = before[side].as_ref().map(|l| l.index).unwrap_or_default();
-            rec.tunnel.ifindex[side] = index;
-            run_step(nl, &early, &before, spec, rec)?;
         }
     }
     for (side, dev) in spec.devs().into_iter().enumerate() {
@@ -399,8 +403,17 @@ fn run_step(
                     mode: prev,
                 })?;
             }
-            nl.set_addr_gen_mode(idx, dev, ADDR_GEN_MODE_NONE)?;
-            Ok(())
+            match nl.set_addr_gen_mode(idx, dev, ADDR_GEN_MODE_NONE) {
+                // IPv6 compiled out or disabled at boot: nothing to silence, and an IPv4
+                // tunnel does not need it.
+                Err(e)
+                    if matches!(e.errno, Some(libc::EAFNOSUPPORT | libc::EOPNOTSUPP))
+                        && !spec.families().contains(&crate::Family::Ipv6) =>
+                {
+                    Ok(())
+                }
+                other => other.map_err(Into::into),
+            }
         }
         Step::AddAddress { dev, local, peer } => {
             let idx = index_of(nl, dev)?;

@@ -24,7 +24,9 @@ pub struct WhereArgs {
     /// Work inside this existing named network namespace (`ip netns add NAME`).
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
-    /// Directory for the run-state files (what `up` changed, the relay's counters).
+    /// Directory for the run-state files (what `up` changed, the relay's counters). It, and
+    /// every directory above it, must be root's and not group- or world-writable; when missing,
+    /// its last component is created with mode 0700.
     #[arg(long, value_name = "DIR", env = "HOSTKIT_RUN_DIR", default_value = hostkit_net::state::DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
 }

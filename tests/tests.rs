@@ -14,6 +14,7 @@ mod security;
 mod sysrecipes;
 #[macro_use]
 mod tun;
+mod tun_coexist;
 mod tun_demo;
 mod tun_garbage;
 mod tun_ipv6;

@@ -66,7 +66,19 @@ impl Up {
         flags: &[&str],
         args: &[&str],
     ) -> Up {
-        let run_dir = dir.join("run");
+        Up::start_with_run_dir(ns, dir, &dir.join("run"), engine, flags, args)
+    }
+
+    /// As [`Up::start`], with another run directory (to share one between tunnels).
+    pub(crate) fn start_with_run_dir(
+        ns: &NetNs,
+        dir: &TestDir,
+        run_dir: &Path,
+        engine: &str,
+        flags: &[&str],
+        args: &[&str],
+    ) -> Up {
+        let run_dir = run_dir.to_path_buf();
         let out = dir.join("up.stdout");
         let err = dir.join("up.stderr");
         let child = hostkit()

@@ -14,6 +14,6 @@ pub mod trust;
 pub mod undo;
 
 pub use netlink::{Family, Netlink, NetlinkError};
-pub use setup::{DeviceSetup, FailedSetup, SetupError, Tunnel};
+pub use setup::{DeviceSetup, FailedSetup, Neighbours, SetupError, Tunnel};
 pub use spec::{SpecError, SpecInput, Step, TunnelSpec};
 pub use undo::{Outcome, TeardownItem, Undo};

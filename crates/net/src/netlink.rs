@@ -9,13 +9,14 @@ use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoTun, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::packet_core::Nla;
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 
 /// The kernel's `local` routing table.
@@ -90,8 +91,21 @@ pub struct LinkInfoSummary {
     pub kind: Option<String>,
     /// The IPv6 address-generation mode (`IFLA_INET6_ADDR_GEN_MODE`), if IPv6 is on.
     pub addr_gen_mode: Option<u8>,
+    /// A TUN device's flags (`IFLA_INFO_DATA`), as its last opener set them.
+    pub tun: Option<TunInfo>,
     /// Counters (rx_packets, tx_packets, rx_bytes, tx_bytes, rx_dropped, tx_dropped).
     pub stats: Option<LinkCounters>,
+}
+
+/// A TUN device's flags from its link dump (`IFLA_TUN_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunInfo {
+    /// Packets carry the 4-byte packet-information header (no `IFF_NO_PI`).
+    pub pi: bool,
+    /// `IFF_VNET_HDR`.
+    pub vnet_hdr: bool,
+    /// `IFF_MULTI_QUEUE`.
+    pub multi_queue: bool,
 }
 
 /// Interface counters from `IFLA_STATS64`.
@@ -145,6 +159,13 @@ pub struct RouteSummary {
     pub metric: Option<u32>,
     /// The raw message, to delete exactly this route.
     pub message: RouteMessage,
+}
+
+impl RouteSummary {
+    /// Whether it is a `local` route.
+    pub fn is_local(&self) -> bool {
+        self.kind == RouteType::Local
+    }
 }
 
 /// A policy-routing rule, decoded.
@@ -703,6 +724,7 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
         txqueuelen: None,
         kind: None,
         addr_gen_mode: None,
+        tun: None,
         stats: None,
     };
     for attr in &msg.attributes {
@@ -723,11 +745,15 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
             LinkAttribute::TxQueueLen(q) => s.txqueuelen = Some(*q),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
-                    if let LinkInfo::Kind(kind) = info {
-                        s.kind = Some(match kind {
-                            InfoKind::Tun => "tun".to_string(),
-                            other => other.to_string(),
-                        });
+                    match info {
+                        LinkInfo::Kind(kind) => {
+                            s.kind = Some(match kind {
+                                InfoKind::Tun => "tun".to_string(),
+                                other => other.to_string(),
+                            });
+                        }
+                        LinkInfo::Data(InfoData::Tun(nlas)) => s.tun = Some(tun_info(nlas)),
+                        _ => {}
                     }
                 }
             }
@@ -745,6 +771,26 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
         }
     }
     s
+}
+
+/// `IFLA_TUN_PI` (4), `IFLA_TUN_VNET_HDR` (5), `IFLA_TUN_MULTI_QUEUE` (7): one byte each
+/// (after `OWNER` 1, `GROUP` 2, `TYPE` 3; `PERSIST` is 6).
+fn tun_info(nlas: &[InfoTun]) -> TunInfo {
+    let mut t = TunInfo::default();
+    for nla in nlas {
+        if nla.value_len() != 1 {
+            continue;
+        }
+        let mut v = [0u8; 1];
+        nla.emit_value(&mut v);
+        match nla.kind() {
+            4 => t.pi = v[0] != 0,
+            5 => t.vnet_hdr = v[0] != 0,
+            7 => t.multi_queue = v[0] != 0,
+            _ => {}
+        }
+    }
+    t
 }
 
 fn addr_summary(msg: &AddressMessage) -> Option<AddrSummary> {

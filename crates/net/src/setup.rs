@@ -55,6 +55,18 @@ pub enum SetupError {
     /// A failure injected for testing (`HOSTKIT_TUN_FAIL_AT_STEP`, debug builds only).
     #[error("injected failure before step {0} (HOSTKIT_TUN_FAIL_AT_STEP)")]
     Injected(usize),
+    /// A tunnel address is already on another interface.
+    #[error(
+        "address {addr} is already on {dev}; a tunnel end must be an address of its own device ({wanted}) only: remove it there or choose another"
+    )]
+    AddressInUse {
+        /// The address.
+        addr: IpAddr,
+        /// Where it is.
+        dev: String,
+        /// The tunnel device it is meant for.
+        wanted: String,
+    },
     /// The journal could not be written.
     #[error("cannot record the change in the state file: {0}")]
     Journal(std::io::Error),
@@ -98,6 +110,15 @@ impl DeviceSetup {
     }
 }
 
+/// What the other tunnels of the namespace share with a new one (from their state files).
+#[derive(Debug, Clone, Default)]
+pub struct Neighbours {
+    /// `(key, value)`: a sysctl's value from before the first tunnel changed it.
+    pub sysctls_before: Vec<(String, String)>,
+    /// `(key, who)`: sysctls that other running tunnels still need.
+    pub keep_sysctls: Vec<(String, String)>,
+}
+
 /// An established tunnel: the two open devices and the record of what was changed.
 #[derive(Debug)]
 pub struct Tunnel {
@@ -119,6 +140,8 @@ struct Recorder<'j> {
     journal: Journal<'j>,
     /// The addresses this setup added.
     ours: Vec<IpAddr>,
+    /// Sysctl values from before the first tunnel of the namespace (other tunnels' records).
+    sysctls_before: Vec<(String, String)>,
 }
 
 impl Recorder<'_> {
@@ -135,6 +158,7 @@ impl Tunnel {
         nl: &Netlink,
         spec: &TunnelSpec,
         setup: &DeviceSetup,
+        neighbours: &Neighbours,
         journal: Journal<'_>,
     ) -> Result<Tunnel, FailedSetup> {
         let mut rec = Recorder {
@@ -147,23 +171,34 @@ impl Tunnel {
             },
             journal,
             ours: Vec::new(),
+            sysctls_before: Vec::new(),
         };
-        match establish_steps(nl, spec, setup, &mut rec) {
+        match establish_steps(nl, spec, setup, neighbours, &mut rec) {
             Ok(()) => Ok(rec.tunnel),
             // The journal keeps every item: if part of this teardown fails, `tun down` retries
             // from it (undoing what is already gone is a no-op). The devices stay open until
             // the teardown is done.
             Err(error) => Err(FailedSetup {
                 error,
-                teardown: rec.tunnel.teardown(nl),
+                teardown: rec.tunnel.teardown(nl, &neighbours.keep_sysctls),
             }),
         }
     }
 
     /// Undoes everything (newest first) while the devices are still open, then closes them.
-    pub fn teardown(self, nl: &Netlink) -> Vec<TeardownItem> {
-        let report = undo::teardown(nl, &self.undo);
+    pub fn teardown(self, nl: &Netlink, keep: &undo::KeepSysctls) -> Vec<TeardownItem> {
+        // A device's own flags can only be put back once our queues are detached; its
+        // address-generation mode after that (the attach briefly brings the carrier up, and
+        // with mode `none` that adds no link-local address).
+        let (after_close, now): (Vec<Undo>, Vec<Undo>) = self.undo.into_iter().partition(|u| {
+            matches!(
+                u,
+                Undo::RestoreTunSettings { .. } | Undo::RestoreAddrGenMode { .. }
+            )
+        });
+        let mut report = undo::teardown(nl, &now, keep);
         drop(self.devices);
+        report.extend(undo::teardown(nl, &after_close, keep));
         report
     }
 }
@@ -172,8 +207,25 @@ fn establish_steps(
     nl: &Netlink,
     spec: &TunnelSpec,
     setup: &DeviceSetup,
+    neighbours: &Neighbours,
     rec: &mut Recorder<'_>,
 ) -> Result<(), SetupError> {
+    // 0. An address that already sits on another interface: refused before anything changes.
+    let links = nl.links()?;
+    for addr in nl.addresses(None)? {
+        for (side, end) in spec.ends.iter().enumerate() {
+            let owner = links.iter().find(|l| l.index == addr.index);
+            let owner_name = owner.map(|l| l.name.as_str()).unwrap_or("?");
+            if end.addrs.contains(&addr.local) && owner_name != spec.devs()[side] {
+                return Err(SetupError::AddressInUse {
+                    addr: addr.local,
+                    dev: owner_name.to_string(),
+                    wanted: spec.devs()[side].to_string(),
+                });
+            }
+        }
+    }
+    rec.sysctls_before = neighbours.sysctls_before.clone();
     // 1. Devices: create, or attach to an existing TUN device.
     let mut before = Vec::new();
     for (side, dev) in spec.devs().into_iter().enumerate() {
@@ -204,6 +256,23 @@ fn establish_steps(
             let index = before[side].as_ref().map(|l| l.index).unwrap_or_default();
             rec.tunnel.ifindex[side] = index;
             run_step(nl, &early, &before, spec, rec)?;
+        }
+    }
+    // An existing device keeps the flags and offloads of its last opener: record its own.
+    for (side, dev) in spec.devs().into_iter().enumerate() {
+        let Some(prev) = &before[side] else { continue };
+        let tun = prev.tun.unwrap_or_default();
+        let offloads = (!tun.vnet_hdr).then_some(0);
+        if tun.pi || tun.vnet_hdr != setup.vnet_hdr || (!tun.vnet_hdr && !setup.offloads.is_empty())
+        {
+            rec.push(Undo::RestoreTunSettings {
+                dev: dev.to_string(),
+                ifindex: prev.index,
+                pi: tun.pi,
+                vnet_hdr: tun.vnet_hdr,
+                multi_queue: tun.multi_queue,
+                offloads,
+            })?;
         }
     }
     for (side, dev) in spec.devs().into_iter().enumerate() {
@@ -334,8 +403,17 @@ fn run_step(
                     mode: prev,
                 })?;
             }
-            nl.set_addr_gen_mode(idx, dev, ADDR_GEN_MODE_NONE)?;
-            Ok(())
+            match nl.set_addr_gen_mode(idx, dev, ADDR_GEN_MODE_NONE) {
+                // IPv6 compiled out or disabled at boot: nothing to silence, and an IPv4
+                // tunnel does not need it.
+                Err(e)
+                    if matches!(e.errno, Some(libc::EAFNOSUPPORT | libc::EOPNOTSUPP))
+                        && !spec.families().contains(&crate::Family::Ipv6) =>
+                {
+                    Ok(())
+                }
+                other => other.map_err(Into::into),
+            }
         }
         Step::AddAddress { dev, local, peer } => {
             let idx = index_of(nl, dev)?;
@@ -427,16 +505,18 @@ fn run_step(
                 }
             }
             nl.delete_route(&route, &format!("local {addr} dev {dev} table local"))?;
+            // A route already in the table is not ours: neither added nor removed.
+            if nl.find_local_route(*addr, *table, Some(idx))?.is_some() {
+                return Ok(());
+            }
             rec.push(Undo::DelTableRoute {
                 dev: dev.clone(),
                 ifindex: idx,
                 addr: *addr,
                 table: *table,
             })?;
-            match nl.add_local_route(*addr, idx, dev, *table) {
-                Err(e) if e.is_exists() => Ok(()),
-                other => other.map_err(Into::into),
-            }
+            nl.add_local_route(*addr, idx, dev, *table)?;
+            Ok(())
         }
         Step::AddRule { dev, family, table } => {
             // A rule that is already there is not ours: leave it (and its removal) alone.
@@ -462,7 +542,16 @@ fn run_step(
                     value: prev,
                 })?;
                 sysctl::write(key, value).map_err(SetupError::Sysctl)?;
+            } else if let Some((_, before)) = rec.sysctls_before.iter().find(|(k, _)| k == key) {
+                // Another tunnel set it: record the value from before it, so that whichever
+                // tunnel leaves last puts it back.
+                let before = before.clone();
+                rec.push(Undo::RestoreSysctl {
+                    key: key.clone(),
+                    value: before,
+                })?;
             }
+            // Otherwise it was already so before any tunnel: not ours to restore.
             Ok(())
         }
     }

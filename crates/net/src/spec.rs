@@ -280,6 +280,17 @@ impl TunnelSpec {
             .collect()
     }
 
+    /// The sysctl keys this tunnel sets (and needs while it runs).
+    pub fn sysctl_keys(&self) -> Vec<String> {
+        self.plan([true, true])
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::SetSysctl { key, .. } => Some(key),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The device names.
     pub fn devs(&self) -> [&str; 2] {
         [&self.ends[0].dev, &self.ends[1].dev]

@@ -86,7 +86,9 @@ pub enum StateError {
     #[error(transparent)]
     Untrusted(#[from] TrustError),
     /// A state file that cannot be read as one.
-    #[error("state file {path} is damaged or not a hostkit state file: {reason}")]
+    #[error(
+        "state file {path} is damaged or not a hostkit state file: {reason}; it is kept as evidence (`hostkit tun down` says what can still be undone)"
+    )]
     Corrupt {
         /// The file.
         path: String,
@@ -157,11 +159,89 @@ fn parse(path: &Path, text: &str) -> Result<TunnelState, StateError> {
     serde_json::from_value(version).map_err(|e| corrupt(e.to_string()))
 }
 
-/// Every state file of a namespace, with whether its relay is running.
-pub fn list(
-    run_dir: &RunDir,
-    netns_inode: u64,
-) -> Result<Vec<(PathBuf, TunnelState, bool)>, StateError> {
+/// One state file of a namespace: its tunnel, or why it cannot be read as one.
+#[derive(Debug)]
+pub struct Record {
+    /// The file.
+    pub path: PathBuf,
+    /// The recorded tunnel, or why the file is damaged (the reason).
+    pub state: Result<TunnelState, String>,
+    /// Whether a running `up` holds its lock.
+    pub running: bool,
+}
+
+impl Record {
+    /// The device pair: recorded, or — for a damaged file — whatever can still be read (the
+    /// JSON's `spec`, else an unambiguous file name).
+    pub fn devs(&self) -> Option<[String; 2]> {
+        match &self.state {
+            Ok(s) => Some([s.spec.ends[0].dev.clone(), s.spec.ends[1].dev.clone()]),
+            Err(_) => salvage(&self.path).map(|(devs, _)| devs),
+        }
+    }
+
+    /// The routing table: recorded, or salvaged from a damaged file.
+    pub fn table(&self) -> Option<u32> {
+        match &self.state {
+            Ok(s) => Some(s.spec.table),
+            Err(_) => salvage(&self.path).and_then(|(_, t)| t),
+        }
+    }
+
+    /// A short description: `tun0 <-> tun1 (pid 42, running)`.
+    pub fn describe(&self) -> String {
+        let devs = self
+            .devs()
+            .map(|d| format!("{} <-> {}", d[0], d[1]))
+            .unwrap_or_else(|| "an unknown pair".into());
+        match &self.state {
+            Ok(s) => format!(
+                "{devs} (pid {}, {}; {})",
+                s.pid,
+                if self.running {
+                    "running"
+                } else {
+                    "not running"
+                },
+                self.path.display()
+            ),
+            Err(_) => format!("{devs} (damaged record {})", self.path.display()),
+        }
+    }
+}
+
+/// What a damaged state file still tells: its devices and table, from the JSON's `spec` if it
+/// parses that far, else from the file name when that is unambiguous.
+fn salvage(path: &Path) -> Option<([String; 2], Option<u32>)> {
+    let from_json = trust::open_trusted(path).ok().flatten().and_then(|mut f| {
+        let mut text = String::new();
+        f.read_to_string(&mut text).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let dev = |i: usize| v["spec"]["ends"][i]["dev"].as_str().map(str::to_string);
+        let table = v["spec"]["table"]
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok());
+        Some(([dev(0)?, dev(1)?], table))
+    });
+    let valid = |d: &str| hostkit_tun::device::validate_name(d).is_ok();
+    if let Some((devs, table)) = from_json
+        && devs.iter().all(|d| valid(d))
+    {
+        return Some((devs, table));
+    }
+    let name = path.file_name()?.to_str()?.strip_suffix(".json")?;
+    // tun-INODE-DEV0-DEV1
+    let (_inode, pair) = name.strip_prefix("tun-")?.split_once('-')?;
+    let pair: Vec<&str> = pair.split('-').collect();
+    match pair.as_slice() {
+        [a, b] if valid(a) && valid(b) => Some(([a.to_string(), b.to_string()], None)),
+        _ => None,
+    }
+}
+
+/// Every state file of a namespace, each read on its own: a damaged one is reported in its
+/// [`Record`], not fatal. A file that fails the trust checks is still an error.
+pub fn records(run_dir: &RunDir, netns_inode: u64) -> Result<Vec<Record>, StateError> {
     let prefix = format!("tun-{netns_inode}-");
     let entries = match std::fs::read_dir(run_dir.path()) {
         Ok(e) => e,
@@ -173,13 +253,40 @@ pub fn list(
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(&prefix) && name.ends_with(".json") {
             let path = entry.path();
-            let state = read(&path)?;
+            let state = match read(&path) {
+                Ok(s) => Ok(s),
+                Err(StateError::Corrupt { reason, .. }) => Err(reason),
+                Err(e) => return Err(e),
+            };
             let running = is_locked(&path);
-            out.push((path, state, running));
+            out.push(Record {
+                path,
+                state,
+                running,
+            });
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// Moves a damaged state file aside as `NAME.corrupt` (or `NAME.corrupt.N`), never deleting
+/// it; returns the new path.
+pub fn move_aside(path: &Path) -> io::Result<PathBuf> {
+    let base = path.as_os_str().to_string_lossy().into_owned();
+    for n in 0..100u32 {
+        let target = if n == 0 {
+            PathBuf::from(format!("{base}.corrupt"))
+        } else {
+            PathBuf::from(format!("{base}.corrupt.{n}"))
+        };
+        if std::fs::symlink_metadata(&target).is_err() {
+            std::fs::rename(path, &target)?;
+            let _ = std::fs::remove_file(lock_path(path));
+            return Ok(target);
+        }
+    }
+    Err(io::Error::other("too many .corrupt files"))
 }
 
 /// Whether a running `up` holds the state file's lock.
@@ -280,5 +387,35 @@ impl StateFile {
         }
         let _ = std::fs::remove_file(&self.lock_path);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_record_still_names_its_devices_when_it_can() {
+        let t = tempfile::tempdir().unwrap();
+        let rec = |name: &str, text: &str| {
+            let path = t.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            Record {
+                state: Err("damaged".into()),
+                path,
+                running: false,
+            }
+        };
+        let r = rec("tun-7-tun0-tun1.json", "{ half a docu");
+        assert_eq!(r.devs(), Some(["tun0".to_string(), "tun1".to_string()]));
+        assert_eq!(r.table(), None);
+        let r = rec(
+            "tun-7-a-b-c.json",
+            r#"{"version": 9, "spec": {"ends": [{"dev": "a-b"}, {"dev": "c"}], "table": 42}}"#,
+        );
+        assert_eq!(r.devs(), Some(["a-b".to_string(), "c".to_string()]));
+        assert_eq!(r.table(), Some(42));
+        // Ambiguous name, unreadable content: nothing is guessed.
+        assert_eq!(rec("tun-7-a-b-c-d.json", "garbage").devs(), None);
     }
 }

@@ -307,6 +307,7 @@ mod tests {
     #[test]
     fn a_missing_run_dir_is_created_0700_and_only_its_last_component() {
         if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (checks root-owned directories)");
             return;
         }
         let t = tmp();
@@ -323,6 +324,7 @@ mod tests {
     #[test]
     fn a_file_or_a_writable_dir_is_refused_with_the_reason() {
         if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (checks root-owned directories)");
             return;
         }
         let t = tmp();

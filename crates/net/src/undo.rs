@@ -52,6 +52,24 @@ pub enum Undo {
         /// Previous length.
         len: u32,
     },
+    /// Put back an existing TUN device's own flags (packet information, vnet header — the
+    /// kernel keeps the last opener's) and, when known, its offloads. Done after our queues
+    /// are closed.
+    RestoreTunSettings {
+        /// Device.
+        dev: String,
+        /// Its interface index.
+        ifindex: u32,
+        /// It had the packet-information header.
+        pi: bool,
+        /// It had `IFF_VNET_HDR`.
+        vnet_hdr: bool,
+        /// It is multi-queue.
+        multi_queue: bool,
+        /// Its offloads, when they can be known (0 for a device without a vnet header: offloads
+        /// cannot be used without one); `None`: left as they are.
+        offloads: Option<u32>,
+    },
     /// Put back an existing device's IPv6 address-generation mode.
     RestoreAddrGenMode {
         /// Device.
@@ -152,6 +170,7 @@ impl Undo {
             | Undo::RestoreTxQueueLen { dev, .. }
             | Undo::DelAddress { dev, .. }
             | Undo::RestoreAddrGenMode { dev, .. }
+            | Undo::RestoreTunSettings { dev, .. }
             | Undo::DelPeerRoute { dev, .. }
             | Undo::ReAddAddress { dev, .. }
             | Undo::RestoreLocalRoute { dev, .. }
@@ -181,6 +200,21 @@ impl fmt::Display for Undo {
                     full_prefix(local)
                 ),
             },
+            Undo::RestoreTunSettings {
+                dev,
+                pi,
+                vnet_hdr,
+                offloads,
+                ..
+            } => write!(
+                f,
+                "restore {dev}'s own settings (pi {}, vnet_hdr {}{})",
+                on_off(*pi),
+                on_off(*vnet_hdr),
+                offloads
+                    .map(|o| format!(", offloads {}", hostkit_tun::device::offload_names(o)))
+                    .unwrap_or_default()
+            ),
             Undo::RestoreAddrGenMode { dev, mode, .. } => write!(
                 f,
                 "restore addrgenmode {} on {dev}",
@@ -294,6 +328,11 @@ pub fn check_entries(spec: &TunnelSpec, undo: &[Undo]) -> Result<(), RefusedEntr
             } if !own.contains(addr) || *prefix_len > full_prefix(addr) => {
                 return Err(refuse(format!("{addr} is not the device's tunnel address")));
             }
+            Undo::RestoreTunSettings {
+                offloads: Some(o), ..
+            } if *o & !0x7f != 0 => {
+                return Err(refuse(format!("offloads {o:#x} are not TUN offload flags")));
+            }
             Undo::RestoreAddrGenMode { mode, .. } if *mode > 3 => {
                 return Err(refuse(format!("addrgenmode {mode} is not a mode")));
             }
@@ -340,18 +379,30 @@ pub struct TeardownItem {
     pub outcome: Outcome,
 }
 
-/// Undoes `undo` newest-first, continuing past failures; reports every item.
-pub fn teardown(nl: &Netlink, undo: &[Undo]) -> Vec<TeardownItem> {
+/// Sysctls that other running tunnels of the namespace still need: `(key, who)`.
+pub type KeepSysctls = [(String, String)];
+
+/// Undoes `undo` newest-first, continuing past failures; reports every item. A sysctl that
+/// another running tunnel still needs (`keep`) is left as it is: that tunnel recorded the
+/// value from before the first tunnel, and whichever leaves last puts it back.
+pub fn teardown(nl: &Netlink, undo: &[Undo], keep: &KeepSysctls) -> Vec<TeardownItem> {
     undo.iter()
         .rev()
         .map(|u| TeardownItem {
             undo: u.clone(),
-            outcome: match undo_one(nl, u) {
-                Ok(Undone::Done) => Outcome::Done,
-                Ok(Undone::Nothing) => Outcome::AlreadyGone,
-                Ok(Undone::NotOurs(why)) => Outcome::LeftAlone(why),
-                Err(e) if e.is_gone() => Outcome::AlreadyGone,
-                Err(e) => Outcome::Failed(e.to_string()),
+            outcome: match u {
+                Undo::RestoreSysctl { key, .. }
+                    if let Some((_, who)) = keep.iter().find(|(k, _)| k == key) =>
+                {
+                    Outcome::LeftAlone(format!("still needed by the tunnel {who}"))
+                }
+                _ => match undo_one(nl, u) {
+                    Ok(Undone::Done) => Outcome::Done,
+                    Ok(Undone::Nothing) => Outcome::AlreadyGone,
+                    Ok(Undone::NotOurs(why)) => Outcome::LeftAlone(why),
+                    Err(e) if e.is_gone() => Outcome::AlreadyGone,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                },
             },
         })
         .collect()
@@ -457,6 +508,27 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<Undone, NetlinkError> {
             let l = link!(dev, ifindex);
             done(nl.delete_address(l.index, dev, *local, full_prefix(local), *peer))
         }
+        Undo::RestoreTunSettings {
+            dev,
+            ifindex,
+            pi,
+            vnet_hdr,
+            multi_queue,
+            offloads,
+        } => {
+            let l = link!(dev, ifindex);
+            let now = l.tun.unwrap_or_default();
+            if now.pi == *pi && now.vnet_hdr == *vnet_hdr && offloads.is_none() {
+                return Ok(Undone::Nothing);
+            }
+            hostkit_tun::TunDevice::restore_settings(dev, *pi, *vnet_hdr, *multi_queue, *offloads)
+                .map_err(|e| NetlinkError {
+                    op: format!("restore the settings of {dev}"),
+                    message: e.to_string(),
+                    errno: None,
+                })?;
+            Ok(Undone::Done)
+        }
         Undo::RestoreAddrGenMode { dev, ifindex, mode } => {
             let l = link!(dev, ifindex);
             if l.addr_gen_mode.is_none_or(|m| m == *mode) {
@@ -559,4 +631,8 @@ fn addr_gen_mode_name(mode: u8) -> &'static str {
         3 => "random",
         _ => "unknown",
     }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
 }

@@ -167,6 +167,15 @@ impl TunDevice {
 
     /// Like [`TunDevice::open`] with another clone-device path (for tests of the error path).
     pub fn open_at(clone: &Path, opts: &TunOptions) -> Result<TunDevice, DeviceError> {
+        Self::open_with(clone, opts, false, true)
+    }
+
+    fn open_with(
+        clone: &Path,
+        opts: &TunOptions,
+        packet_info: bool,
+        set_offload: bool,
+    ) -> Result<TunDevice, DeviceError> {
         validate_name(&opts.name)?;
         let name = opts.name.clone();
         let file = OpenOptions::new()
@@ -186,7 +195,10 @@ impl TunDevice {
             })?;
         let fd: OwnedFd = file.into();
 
-        let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;
+        let mut flags = libc::IFF_TUN;
+        if !packet_info {
+            flags |= libc::IFF_NO_PI;
+        }
         if opts.vnet_hdr {
             flags |= libc::IFF_VNET_HDR;
         }
@@ -215,11 +227,34 @@ impl TunDevice {
             name: read_back_name(&opts.name, &req),
             vnet_hdr: opts.vnet_hdr,
         };
-        dev.set_offload(opts.offload).map_err(|e| DeviceError::Io {
-            name: dev.name.clone(),
-            source: e,
-        })?;
+        if set_offload {
+            dev.set_offload(opts.offload).map_err(|e| DeviceError::Io {
+                name: dev.name.clone(),
+                source: e,
+            })?;
+        }
         Ok(dev)
+    }
+
+    /// Puts an existing device's own settings back: attaches once with its flags (packet
+    /// information header, `IFF_VNET_HDR`, multi-queue: the kernel keeps the last opener's),
+    /// sets its offloads if known, and detaches. Needs no queue of ours to be attached.
+    pub fn restore_settings(
+        name: &str,
+        pi: bool,
+        vnet_hdr: bool,
+        multi_queue: bool,
+        offload: Option<u32>,
+    ) -> Result<(), DeviceError> {
+        let opts = TunOptions {
+            name: name.to_string(),
+            vnet_hdr,
+            multi_queue,
+            offload: offload.unwrap_or(0),
+        };
+        let dev = Self::open_with(Path::new(TUN_CLONE_PATH), &opts, pi, offload.is_some())?;
+        drop(dev);
+        Ok(())
     }
 
     /// Opens `queues` queues of one device (multi-queue when more than one). An existing

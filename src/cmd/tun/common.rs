@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use hostkit_net::Neighbours;
+use hostkit_net::state::Record;
 use hostkit_net::trust::RunDir;
 use hostkit_net::undo::{Outcome as UndoOutcome, TeardownItem};
 use hostkit_tun::relay::Engine;
@@ -22,7 +24,9 @@ pub struct WhereArgs {
     /// Work inside this existing named network namespace (`ip netns add NAME`).
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
-    /// Directory for the run-state files (what `up` changed, the relay's counters).
+    /// Directory for the run-state files (what `up` changed, the relay's counters). It, and
+    /// every directory above it, must be root's and not group- or world-writable; when missing,
+    /// its last component is created with mode 0700.
     #[arg(long, value_name = "DIR", env = "HOSTKIT_RUN_DIR", default_value = hostkit_net::state::DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
 }
@@ -33,6 +37,28 @@ impl WhereArgs {
     pub fn run_dir(&self, create: bool) -> anyhow::Result<Option<RunDir>> {
         Ok(RunDir::open(&self.run_dir, create)?)
     }
+}
+
+/// What the other tunnels of the namespace (all records but `own`) share with one: the sysctl
+/// values from before the first of them, and the sysctls the running ones still need.
+pub fn neighbours(records: &[Record], own: &std::path::Path) -> Neighbours {
+    let mut n = Neighbours::default();
+    for r in records.iter().filter(|r| r.path != own) {
+        let Ok(state) = &r.state else { continue };
+        for u in &state.undo {
+            if let hostkit_net::Undo::RestoreSysctl { key, value } = u
+                && !n.sysctls_before.iter().any(|(k, _)| k == key)
+            {
+                n.sysctls_before.push((key.clone(), value.clone()));
+            }
+        }
+        if r.running {
+            for key in state.spec.sysctl_keys() {
+                n.keep_sysctls.push((key, r.describe()));
+            }
+        }
+    }
+    n
 }
 
 /// Fails unless the process has the capability `cap` (with `what` explaining why).

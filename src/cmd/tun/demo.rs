@@ -72,7 +72,7 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     })?;
     // The demo logs every packet, so the devices are opened without offloads.
     let setup = super::up::device_setup(Engine::Fast, None, true);
-    let tunnel = Tunnel::establish(&nl, &spec, &setup, &mut |_| Ok(()))
+    let tunnel = Tunnel::establish(&nl, &spec, &setup, &Default::default(), &mut |_| Ok(()))
         .map_err(|f| anyhow!(f.error).context("set up the tunnel"))?;
     printer.out("2. set up the tunnel, exactly as `hostkit tun up` does:");
     for step in spec.plan(tunnel.created) {
@@ -103,7 +103,7 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let result = traffic(&nl, &args, printer);
     let stats = relay.stats();
     let relay_errors = relay.stop();
-    let report = tunnel.teardown(&nl);
+    let report = tunnel.teardown(&nl, &[]);
     let (lo_delta, transfer) = result?;
     let failed = hostkit_net::undo::failures(&report);
     ensure!(failed.is_empty(), "teardown failed: {}", failed.join("; "));

@@ -20,16 +20,21 @@ const STOP_WAIT: Duration = Duration::from_secs(15);
 /// Options of `hostkit tun down`.
 #[derive(Debug, clap::Args)]
 pub struct DownArgs {
-    /// First device of the tunnel to remove (default: every tunnel recorded in the namespace,
-    /// and stale rules of tun0).
+    /// First device of the tunnel to remove (default: every tunnel recorded in the namespace).
     #[arg(long, value_name = "NAME")]
     pub dev0: Option<String>,
-    /// Second device of the tunnel to remove (default as for --dev0, with tun1).
+    /// Second device of the tunnel to remove (default as for --dev0).
     #[arg(long, value_name = "NAME")]
     pub dev1: Option<String>,
-    /// Table of the stale rules to look for when no state was recorded.
+    /// With --force: the table of the rules and routes to remove when the record cannot say.
     #[arg(long, value_name = "ID", default_value_t = hostkit_net::spec::DEFAULT_TABLE)]
     pub table: u32,
+    /// For a damaged state file: remove what can be identified by name (the rules `iif DEV
+    /// lookup TABLE` of its devices and the local routes through them in that table) and move
+    /// the file aside as `*.corrupt`. Without a record at all: remove `iif DEV lookup TABLE`
+    /// rules of --dev0/--dev1 (default tun0/tun1). Never deletes a device.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub place: WhereArgs,
 }
@@ -38,65 +43,170 @@ pub struct DownArgs {
 pub fn run(args: DownArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun down")?;
     let nl = Netlink::connect().context("open a netlink socket")?;
-    let wanted = |devs: [&str; 2]| {
+    let wanted = |devs: &[String; 2]| {
         args.dev0.as_deref().is_none_or(|d| d == devs[0])
             && args.dev1.as_deref().is_none_or(|d| d == devs[1])
     };
-    let mut acted = 0usize;
-    let mut failures = Vec::new();
-    let mut tables = vec![args.table];
-    let records = match args.place.run_dir(false)? {
-        Some(dir) => state::list(&dir, netns_inode)?,
+    let run_dir = args.place.run_dir(false)?;
+    let records = match &run_dir {
+        Some(dir) => state::records(dir, netns_inode)?,
         None => Vec::new(),
     };
-    for (path, recorded, running) in records {
-        if !wanted(recorded.spec.devs()) {
+    let mut acted = 0usize;
+    let mut failures = Vec::new();
+    for record in &records {
+        let Some(devs) = record.devs() else {
+            // Nothing can be identified: say so, never guess.
+            failures.push(format!(
+                "{}: damaged, and neither its content nor its name says which devices it was for; left as it is",
+                record.path.display()
+            ));
+            continue;
+        };
+        if !wanted(&devs) {
             continue;
         }
-        tables.push(recorded.spec.table);
         acted += 1;
-        if running {
-            stop_running(&path, &recorded, printer)?;
+        let path = &record.path;
+        let recorded = match &record.state {
+            Ok(s) => s,
+            Err(why) => {
+                failures.extend(damaged(&nl, record, why, &devs, &args, printer)?);
+                continue;
+            }
+        };
+        if record.running {
+            stop_running(path, recorded, printer)?;
             if !path.exists() {
                 continue;
             }
         }
-        failures.extend(undo_recorded(&nl, &path, printer)?);
+        // The other tunnels running now decide which sysctls must stay.
+        let others = match &run_dir {
+            Some(dir) => state::records(dir, netns_inode)?,
+            None => Vec::new(),
+        };
+        let keep = super::common::neighbours(&others, path).keep_sysctls;
+        failures.extend(undo_recorded(&nl, path, &keep, printer)?);
     }
-    // Rules outlive their devices: remove any `iif DEV lookup TABLE` left without a record.
-    tables.sort_unstable();
-    tables.dedup();
-    let devs = [
-        args.dev0.clone().unwrap_or_else(|| "tun0".into()),
-        args.dev1.clone().unwrap_or_else(|| "tun1".into()),
-    ];
-    for table in tables {
-        for dev in &devs {
-            for family in [Family::Ipv4, Family::Ipv6] {
-                for rule in nl.find_iif_rules(family, dev, table)? {
-                    acted += 1;
-                    match nl.delete_rule(&rule) {
-                        Ok(()) => printer.out(format!(
-                            "done: remove stale {} rule {}: iif {dev} lookup {table} (no record of it)",
-                            family.label(),
-                            rule.priority
-                        )),
-                        Err(e) => failures.push(e.to_string()),
-                    }
-                }
-            }
+    // Rules outlive their devices, but without a record there is no telling whose they are:
+    // only --force removes them.
+    if args.force {
+        let devs = [
+            args.dev0.clone().unwrap_or_else(|| "tun0".into()),
+            args.dev1.clone().unwrap_or_else(|| "tun1".into()),
+        ];
+        if !records.iter().any(|r| r.devs().is_some_and(|d| d == devs)) {
+            acted += remove_by_name(&nl, &devs, args.table, printer, &mut failures)?;
         }
     }
     if acted == 0 {
         printer.out(format!(
-            "nothing to remove: no tunnel recorded in this network namespace and no rules iif {}/{} lookup {}",
-            devs[0], devs[1], args.table
+            "nothing to remove: no tunnel recorded in this network namespace{}",
+            if args.force {
+                String::new()
+            } else {
+                " (rules without a record are left alone; --force removes `iif tun0/tun1 lookup 13` rules)".to_string()
+            }
         ));
     }
     if !failures.is_empty() {
         bail!("could not remove: {}", failures.join("; "));
     }
     Ok(Outcome::Success)
+}
+
+/// A damaged state file: says what can still be done; with --force does it, by name, and
+/// moves the file aside (never deletes it). Returns the failures.
+fn damaged(
+    nl: &Netlink,
+    record: &state::Record,
+    why: &str,
+    devs: &[String; 2],
+    args: &DownArgs,
+    printer: &Printer,
+) -> anyhow::Result<Vec<String>> {
+    let path = &record.path;
+    let table = record.table().unwrap_or(args.table);
+    if !args.force {
+        return Ok(vec![format!(
+            "state file {} is damaged ({why}); nothing was undone from it. It is for {} and {}: \
+             `hostkit tun down --force` removes, by those names, the rules iif {}/{} lookup {table} and \
+             the local routes through them in table {table}, and moves the file aside as {}.corrupt \
+             (kept as evidence). Devices are never deleted by name; sysctls are left as they are",
+            path.display(),
+            devs[0],
+            devs[1],
+            devs[0],
+            devs[1],
+            path.display()
+        )]);
+    }
+    if record.running {
+        return Ok(vec![format!(
+            "{} is damaged but a relay still holds its lock; stop that process first",
+            path.display()
+        )]);
+    }
+    let Some(_lock) = StateFile::take_existing(path)? else {
+        bail!("{} is locked by a running relay", path.display());
+    };
+    let mut failures = Vec::new();
+    remove_by_name(nl, devs, table, printer, &mut failures)?;
+    let aside =
+        state::move_aside(path).with_context(|| format!("move {} aside", path.display()))?;
+    printer.out(format!(
+        "done: moved the damaged state file aside as {} (kept as evidence)",
+        aside.display()
+    ));
+    Ok(failures)
+}
+
+/// `--force`: removes the `iif DEV lookup TABLE` rules of `devs` and the local routes through
+/// them in `table`. Returns how many things it found.
+fn remove_by_name(
+    nl: &Netlink,
+    devs: &[String; 2],
+    table: u32,
+    printer: &Printer,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<usize> {
+    let mut found = 0;
+    for dev in devs {
+        for family in [Family::Ipv4, Family::Ipv6] {
+            for rule in nl.find_iif_rules(family, dev, table)? {
+                found += 1;
+                match nl.delete_rule(&rule) {
+                    Ok(()) => printer.out(format!(
+                        "done: remove {} rule {}: iif {dev} lookup {table} (by name, --force)",
+                        family.label(),
+                        rule.priority
+                    )),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            if let Some(link) = nl.link_by_name(dev)? {
+                for route in nl
+                    .routes(family)?
+                    .into_iter()
+                    .filter(|r| r.table == table && r.oif == Some(link.index) && r.is_local())
+                {
+                    found += 1;
+                    let what = format!(
+                        "local {} dev {dev} table {table}",
+                        route.dst.map(|d| d.to_string()).unwrap_or_default()
+                    );
+                    match nl.delete_route(&route, &what) {
+                        Ok(()) => {
+                            printer.out(format!("done: remove route {what} (by name, --force)"))
+                        }
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Asks a running relay to stop (SIGTERM) and waits for it to tear down.
@@ -128,7 +238,12 @@ fn stop_running(path: &Path, recorded: &TunnelState, printer: &Printer) -> anyho
 }
 
 /// Replays a dead `up`'s journal; returns the failures.
-fn undo_recorded(nl: &Netlink, path: &Path, printer: &Printer) -> anyhow::Result<Vec<String>> {
+fn undo_recorded(
+    nl: &Netlink,
+    path: &Path,
+    keep: &undo::KeepSysctls,
+    printer: &Printer,
+) -> anyhow::Result<Vec<String>> {
     let Some(file) = StateFile::take_existing(path)? else {
         bail!("{} is locked by a running relay", path.display());
     };
@@ -140,7 +255,7 @@ fn undo_recorded(nl: &Netlink, path: &Path, printer: &Printer) -> anyhow::Result
         "undoing what `hostkit tun up` (pid {}, no longer running) changed for {} <-> {}",
         recorded.pid, recorded.spec.ends[0].dev, recorded.spec.ends[1].dev
     ));
-    let report = undo::teardown(nl, &recorded.undo);
+    let report = undo::teardown(nl, &recorded.undo, keep);
     let failures = report_teardown(printer, &report, true);
     let all_gone = report.iter().all(|i| i.outcome == UndoOutcome::AlreadyGone);
     if all_gone && !report.is_empty() {

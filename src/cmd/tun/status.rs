@@ -109,10 +109,20 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun status")?;
     let nl = Netlink::connect().context("open a netlink socket")?;
     let records = match args.place.run_dir(false)? {
-        Some(dir) => state::list(&dir, netns_inode)?,
+        Some(dir) => state::records(&dir, netns_inode)?,
         None => Vec::new(),
     };
-    let recorded = records
+    let mut readable = Vec::new();
+    for r in records {
+        match r.state {
+            Ok(s) => readable.push((r.path, s, r.running)),
+            Err(why) => printer.warn(format!(
+                "state file {} is damaged ({why}); `hostkit tun down` says what can still be undone",
+                r.path.display()
+            )),
+        }
+    }
+    let recorded = readable
         .into_iter()
         .find(|(_, s, _)| {
             args.dev0.as_deref().is_none_or(|d| d == s.spec.ends[0].dev)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use hostkit_net::spec::RuleSides;
-use hostkit_net::state::{DirStats, StateFile, TunnelState};
+use hostkit_net::state::{self, DirStats, StateFile, TunnelState};
 use hostkit_net::{DeviceSetup, Netlink, SpecInput, Tunnel, TunnelSpec};
 use hostkit_tun::device::offload_names;
 use hostkit_tun::relay::{Engine, PacketIo};
@@ -232,6 +232,25 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         .run_dir(true)?
         .context("the run directory vanished")?;
     let state_file = StateFile::acquire(&run_dir, netns_inode, spec.devs())?;
+    // Another tunnel of the namespace using one of our device names: refused at once.
+    let records = state::records(&run_dir, netns_inode)?;
+    for r in records.iter().filter(|r| r.path != state_file.path()) {
+        if let Some(devs) = r.devs()
+            && let Some(dev) = spec
+                .devs()
+                .into_iter()
+                .find(|d| devs.iter().any(|o| o == d))
+        {
+            let _ = state_file.remove();
+            bail!(
+                "device {dev} belongs to the tunnel {}; choose other device names, or stop that tunnel first (hostkit tun down --dev0 {} --dev1 {})",
+                r.describe(),
+                devs[0],
+                devs[1]
+            );
+        }
+    }
+    let neighbours = super::common::neighbours(&records, state_file.path());
     let nl = Netlink::connect().context("open a netlink socket")?;
     let mut state = TunnelState {
         version: hostkit_net::state::STATE_VERSION,
@@ -260,7 +279,7 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         args.queues,
         relay_opts.log != PacketLog::Off,
     );
-    let established = Tunnel::establish(&nl, &spec, &setup, &mut |undo| {
+    let established = Tunnel::establish(&nl, &spec, &setup, &neighbours, &mut |undo| {
         state.undo = undo.to_vec();
         state_file.write(&state)
     });
@@ -292,7 +311,11 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let relay = match relay {
         Ok(r) => r,
         Err(e) => {
-            report_teardown(printer, &tunnel.teardown(&nl), false);
+            report_teardown(
+                printer,
+                &tunnel.teardown(&nl, &neighbours.keep_sysctls),
+                false,
+            );
             let _ = state_file.remove();
             return Err(anyhow!(e).context("start the relay"));
         }
@@ -322,7 +345,11 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     state.stats = counters.snapshot().to_vec();
     let final_stats = stats_of(&state.stats);
     printer.note(format!("stopping ({stop_reason}); tearing down"));
-    let report = tunnel.teardown(&nl);
+    // The tunnels running now (not those at start) decide which sysctls must stay.
+    let keep = state::records(&run_dir, netns_inode)
+        .map(|r| super::common::neighbours(&r, state_file.path()).keep_sysctls)
+        .unwrap_or_else(|_| neighbours.keep_sysctls.clone());
+    let report = tunnel.teardown(&nl, &keep);
     let failures = report_teardown(printer, &report, false);
     if failures.is_empty() {
         state_file.remove().context("remove the state file")?;

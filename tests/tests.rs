@@ -4,6 +4,7 @@
 #[macro_use]
 mod util;
 
+mod desktop;
 mod patch;
 #[macro_use]
 mod recipes;

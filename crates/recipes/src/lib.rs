@@ -32,6 +32,7 @@ pub mod pkg;
 pub mod plan;
 pub mod probes;
 pub mod recipe;
+pub mod session;
 pub mod state;
 pub mod steps;
 mod text;
@@ -42,3 +43,4 @@ pub use engine::{Applied, CommandReport, Report, StepReport, apply, check, dry_r
 pub use error::{Error, Result};
 pub use host::{Host, RealHost};
 pub use recipe::{Catalog, Recipe, Scope};
+pub use session::{Action, SessionHost};

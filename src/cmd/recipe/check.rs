@@ -1,7 +1,7 @@
 //! `hostkit check NAME|all`.
 
 use crate::Outcome;
-use crate::cmd::recipe::{Format, TargetArgs, print_json, step_lines};
+use crate::cmd::recipe::{Format, TargetArgs, print_json, session_host, step_lines};
 use crate::printer::Printer;
 
 /// `hostkit check` options.
@@ -36,14 +36,16 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                 recipe.params.iter().any(|p| p.name == key)
             });
         }
-        match hostkit_recipes::check(recipe, &opts, &hostkit_recipes::RealHost) {
+        let checked = session_host(recipe, &opts, hostkit_recipes::Action::Plan, printer)
+            .and_then(|host| Ok(hostkit_recipes::check(recipe, &opts, &host)?));
+        match checked {
             Ok(report) => reports.push(report),
             // `check all` goes on with the other recipes and fails at the end.
             Err(e) if many => {
-                printer.error(&anyhow::Error::new(e).context(format!("recipe {}", recipe.name)));
+                printer.error(&e.context(format!("recipe {}", recipe.name)));
                 failed.push(recipe.name.as_str());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     if args.target.catalog.format == Format::Json {

@@ -1,7 +1,9 @@
 //! `hostkit revert NAME`.
 
 use crate::Outcome;
-use crate::cmd::recipe::{Format, TargetArgs, print_commands, print_diff, print_json};
+use crate::cmd::recipe::{
+    Format, TargetArgs, print_commands, print_diff, print_json, session_host,
+};
 use crate::printer::Printer;
 
 /// `hostkit revert` options.
@@ -20,11 +22,13 @@ pub struct Args {
 pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     let catalog = args.target.catalog.load()?;
     let recipe = catalog.get(&args.name)?;
-    let report = hostkit_recipes::revert(
-        recipe,
-        &args.target.options(args.force),
-        &hostkit_recipes::RealHost,
-    )?;
+    let opts = args.target.options(args.force);
+    let host = session_host(recipe, &opts, hostkit_recipes::Action::Revert, printer)?;
+    let result = hostkit_recipes::revert(recipe, &opts, &host);
+    for note in host.notes() {
+        printer.note(note);
+    }
+    let report = result?;
     if args.target.catalog.format == Format::Json {
         print_json(printer, std::slice::from_ref(&report), false)?;
     } else {

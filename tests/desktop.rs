@@ -143,6 +143,8 @@ fn gsettings_without_a_session_bus_is_really_written_and_reverted() {
         &stdout,
         "$ gsettings set org.gtk.Settings.FileChooser sort-directories-first true",
     );
+    has(&stderr, "no session bus is reachable for the current user");
+    has(&stderr, "no session bus is reachable for the current user");
     has(&stderr, "private bus (dbus-run-session)");
     // The next session reads the new value: the change really happened.
     assert_eq!(session_get(&d.home, None), "true");
@@ -618,8 +620,22 @@ setpriv --reuid=hkdesk --regid=hkdesk --init-groups env -i HOME={home} XDG_RUNTI
 (cd {home} && find . -user root -not -path './.local/state/hostkit*' | sort) > {out}/root-owned
 run {hk} revert gtk-legacy --set settings_ini=always > {out}/revert.out 2> {out}/revert.err && echo 0 > {out}/revert.rc || echo $? > {out}/revert.rc
 setpriv --reuid=hkdesk --regid=hkdesk --init-groups env -i HOME={home} XDG_RUNTIME_DIR="$rt" PATH=/usr/bin:/bin timeout 60 dbus-run-session -- gsettings get {schema} {key} > {out}/reverted 2>/dev/null
-rm -rf "$rt"
 snap > {out}/end
+# Phase 2: hkdesk is logged in: a session bus at /run/user/UID/bus (a private /run/user).
+mount -t tmpfs -o mode=0755 tmpfs /run/user
+mkdir -m 0700 /run/user/$uid
+chown hkdesk:hkdesk /run/user/$uid
+setpriv --reuid=hkdesk --regid=hkdesk --init-groups env -i HOME={home} XDG_RUNTIME_DIR=/run/user/$uid PATH=/usr/bin:/bin \
+    dbus-daemon --session --address=unix:path=/run/user/$uid/bus --fork --print-pid=3 3> {out}/bus.pid 2>/dev/null
+i=0; while [ ! -S /run/user/$uid/bus ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+in_session() {{ setpriv --reuid=hkdesk --regid=hkdesk --init-groups env -i HOME={home} XDG_RUNTIME_DIR=/run/user/$uid DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$uid/bus PATH=/usr/bin:/bin timeout 60 "$@"; }}
+run {hk} apply gtk-legacy --set settings_ini=always > {out}/apply2.out 2> {out}/apply2.err && echo 0 > {out}/apply2.rc || echo $? > {out}/apply2.rc
+in_session gsettings get {schema} {key} > {out}/after2 2>/dev/null
+run {hk} revert gtk-legacy --set settings_ini=always > {out}/revert2.out 2> {out}/revert2.err && echo 0 > {out}/revert2.rc || echo $? > {out}/revert2.rc
+in_session gsettings get {schema} {key} > {out}/reverted2 2>/dev/null
+kill $(cat {out}/bus.pid) 2>/dev/null || true
+rm -rf "$rt"
+snap > {out}/end2
 "#,
         d = dir.path().display(),
         home = home.display(),
@@ -682,6 +698,37 @@ snap > {out}/end
     assert_eq!(read("reverted").trim(), "false");
     assert_eq!(
         read("end"),
+        read("before"),
+        "revert did not restore the user's home"
+    );
+    // Logged in: the user's own session bus is used, and its session sees the change at once.
+    assert_eq!(
+        read("apply2.rc").trim(),
+        "0",
+        "apply:\n{}\n{}",
+        read("apply2.out"),
+        read("apply2.err")
+    );
+    has(
+        &read("apply2.err"),
+        "writing through hkdesk's session bus (unix:path=/run/user/",
+    );
+    assert_eq!(
+        read("after2").trim(),
+        "true",
+        "apply:\n{}",
+        read("apply2.err")
+    );
+    assert_eq!(
+        read("revert2.rc").trim(),
+        "0",
+        "revert:\n{}\n{}",
+        read("revert2.out"),
+        read("revert2.err")
+    );
+    assert_eq!(read("reverted2").trim(), "false");
+    assert_eq!(
+        read("end2"),
         read("before"),
         "revert did not restore the user's home"
     );

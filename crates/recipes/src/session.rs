@@ -178,7 +178,7 @@ impl<'h> SessionHost<'h> {
                 name: Some(name), ..
             }) => name.clone(),
             Some(o) => format!("uid {}", o.uid),
-            None => "this user".into(),
+            None => "the current user".into(),
         }
     }
 
@@ -284,8 +284,7 @@ impl<'h> SessionHost<'h> {
         let bus = self.find_bus()?;
         match &bus {
             Bus::Private(why) => self.note(format!(
-                "gsettings: {why}; each write goes through a private bus (dbus-run-session), whose dconf-service writes the database {}'s next session reads, and is read back",
-                self.who()
+                "gsettings: {why}; each write goes through a private bus (dbus-run-session), whose dconf-service writes the database the next session reads, and is read back"
             )),
             Bus::Session(addr) => self.note(format!(
                 "gsettings: writing through {}'s session bus ({addr}), read back after each write",
@@ -322,7 +321,7 @@ impl<'h> SessionHost<'h> {
         };
         let Some(address) = address else {
             return Ok(Bus::Private(format!(
-                "{} has no session bus here (no DBUS_SESSION_BUS_ADDRESS, no {}/bus)",
+                "no session bus is reachable for {} (no DBUS_SESSION_BUS_ADDRESS, no {}/bus)",
                 self.who(),
                 runtime.display()
             )));

@@ -733,3 +733,194 @@ snap > {out}/end2
         "revert did not restore the user's home"
     );
 }
+
+/// One X server at a time (`xvfb-run -a` picks a free display, but two at once may race).
+static XVFB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// True when the real GUI clients can run: Xvfb, the system Python with PyGObject/GTK 3 and
+/// PyQt5, and Qt 5's GTK3 platform theme plugin.
+fn gui_clients() -> bool {
+    if !tools(&["xvfb-run", "xauth", "dbus-run-session", "gsettings"]) {
+        return false;
+    }
+    let py = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import gi; gi.require_version('Gtk', '3.0'); from gi.repository import Gtk; import PyQt5.QtWidgets",
+        ])
+        .output();
+    if !py.is_ok_and(|o| o.status.success()) {
+        skip(
+            "needs /usr/bin/python3 with python3-gi, gir1.2-gtk-3.0 and python3-pyqt5 (bash .ci/deps)",
+        );
+        return false;
+    }
+    if !Path::new("/usr/lib/x86_64-linux-gnu/qt5/plugins/platformthemes/libqgtk3.so").exists()
+        && !Path::new("/usr/lib/aarch64-linux-gnu/qt5/plugins/platformthemes/libqgtk3.so").exists()
+    {
+        skip("needs qt5-gtk-platformtheme (bash .ci/deps)");
+        return false;
+    }
+    true
+}
+
+/// A real GTK 3 file chooser dialog (PyGObject) under Xvfb, in a session of its own
+/// (`dbus-run-session`, so it reads dconf as a desktop session does), on `home`: the names it
+/// lists in `folder`, in its order.
+const CHOOSER: &str = r#"
+import sys
+import gi
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gtk, GLib, GObject
+
+folder, out = sys.argv[1], sys.argv[2]
+dlg = Gtk.FileChooserDialog(title="probe", action=Gtk.FileChooserAction.OPEN)
+dlg.set_current_folder(folder)
+dlg.show_all()
+
+def trees(w, acc):
+    if isinstance(w, Gtk.TreeView):
+        acc.append(w)
+    if isinstance(w, Gtk.Container):
+        w.forall(lambda c: trees(c, acc))
+    return acc
+
+tries = [0]
+def poll():
+    tries[0] += 1
+    for tv in trees(dlg, []):
+        model = tv.get_model()
+        # The file list's GtkFileSystemModel: MODEL_COL_NAME (string), MODEL_COL_SIZE (int64).
+        if model is None or model.get_n_columns() < 2:
+            continue
+        if model.get_column_type(0) != GObject.TYPE_STRING or model.get_column_type(1) != GObject.TYPE_INT64:
+            continue
+        names = []
+        it = model.get_iter_first()
+        while it is not None:
+            names.append(model.get_value(it, 0))
+            it = model.iter_next(it)
+        if len(names) >= 2:
+            with open(out, "w") as f:
+                f.write(" ".join(names))
+            Gtk.main_quit()
+            return False
+    if tries[0] > 200:
+        Gtk.main_quit()
+        return False
+    return True
+
+GLib.timeout_add(50, poll)
+Gtk.main()
+"#;
+
+fn file_chooser_order(home: &Path, folder: &Path) -> String {
+    let _x = XVFB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new();
+    let script = dir.write("chooser.py", CHOOSER);
+    let out = dir.join("out");
+    let runtime = dir.join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let result = run_with_timeout(
+        Command::new("env")
+            .arg("-i")
+            .arg(format!("HOME={}", home.display()))
+            .arg(format!("XDG_RUNTIME_DIR={}", runtime.display()))
+            .args([
+                "PATH=/usr/bin:/bin",
+                "xvfb-run",
+                "-a",
+                "dbus-run-session",
+                "--",
+            ])
+            .arg("/usr/bin/python3")
+            .arg(&script)
+            .arg(folder)
+            .arg(&out),
+        120,
+    );
+    std::fs::read_to_string(&out)
+        .unwrap_or_else(|_| panic!("the GTK file chooser listed nothing: {}", texts(&result).1))
+}
+
+#[test]
+fn a_real_gtk3_file_chooser_lists_folders_first_after_apply_without_a_session_bus() {
+    if !gui_clients() || !tools(&["dconf"]) {
+        return;
+    }
+    let d = desk();
+    let folder = d.dir.join("folder");
+    std::fs::create_dir_all(folder.join("b")).unwrap();
+    std::fs::write(folder.join("a.txt"), "").unwrap();
+    let args = ["--set", "settings_ini=never"];
+    assert_eq!(file_chooser_order(&d.home, &folder), "a.txt b");
+    let out = run_with_timeout(
+        &mut hk_nobus(&d, &[&["apply", "gtk-legacy"], &args[..]].concat()),
+        120,
+    );
+    expect(&out, 0);
+    assert_eq!(file_chooser_order(&d.home, &folder), "b a.txt");
+    let out = run_with_timeout(
+        &mut hk_nobus(&d, &[&["revert", "gtk-legacy"], &args[..]].concat()),
+        120,
+    );
+    expect(&out, 0);
+    assert_eq!(file_chooser_order(&d.home, &folder), "a.txt b");
+}
+
+/// A real PyQt5 window, started as the session program of Debian's real Xsession under Xvfb:
+/// does Qt load the GTK3 platform theme (libqgtk3.so) from what ~/.xsessionrc sets?
+fn qt_loads_gtk3_theme(home: &Path) -> bool {
+    let _x = XVFB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new();
+    let log = dir.join("qt.log");
+    let probe = dir.write(
+        "probe",
+        format!(
+            "#!/bin/sh\nQT_DEBUG_PLUGINS=1 exec /usr/bin/python3 -c '\nimport sys\nfrom PyQt5.QtWidgets import QApplication, QWidget\nfrom PyQt5.QtCore import QTimer\napp = QApplication(sys.argv)\nw = QWidget(); w.show()\nQTimer.singleShot(200, app.quit)\napp.exec_()\n' 2> {}\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let result = run_with_timeout(
+        Command::new("env")
+            .arg("-i")
+            .arg(format!("HOME={}", home.display()))
+            .args([
+                "PATH=/usr/bin:/bin",
+                "USER=root",
+                "LOGNAME=root",
+                "xvfb-run",
+                "-a",
+                "/etc/X11/Xsession",
+            ])
+            .arg(&probe),
+        120,
+    );
+    let text = std::fs::read_to_string(&log)
+        .unwrap_or_else(|_| panic!("the Qt window did not run: {}", texts(&result).1));
+    assert!(text.contains("QFactoryLoader"), "no plugin log:\n{text}");
+    text.lines()
+        .any(|l| l.starts_with("loaded library") && l.contains("libqgtk3.so"))
+}
+
+#[test]
+fn a_real_pyqt5_window_in_an_xsession_uses_the_gtk3_theme_after_apply() {
+    if !gui_clients() {
+        return;
+    }
+    if !Path::new("/etc/X11/Xsession").exists() {
+        skip("needs Debian's /etc/X11/Xsession (x11-common; bash .ci/deps)");
+        return;
+    }
+    let dir = TestDir::new();
+    dpkg_status(&dir, DEBIAN_12);
+    let home = dir.join("home/u");
+    std::fs::create_dir_all(&home).unwrap();
+    assert!(!qt_loads_gtk3_theme(&home), "gtk3 theme before apply");
+    at(&dir, &["apply", "qt-gtk"], 0);
+    assert!(qt_loads_gtk3_theme(&home), "no gtk3 theme after apply");
+    at(&dir, &["revert", "qt-gtk"], 0);
+    assert!(!qt_loads_gtk3_theme(&home), "gtk3 theme after revert");
+}

@@ -546,3 +546,76 @@ impl Context {
 pub fn join(root: &Path, logical: &Path) -> PathBuf {
     root.join(logical.strip_prefix("/").unwrap_or(logical))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    #[test]
+    fn user_names_are_plain() {
+        for ok in ["alice", "a.b", "build-bot", "u_1"] {
+            assert!(valid_user_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../root",
+            "a/b",
+            "-x",
+            "a b",
+            "a:b",
+            "a\nb",
+            "ä",
+        ] {
+            assert!(!valid_user_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwd_lines_that_are_not_seven_fields_or_have_bad_ids_are_skipped() {
+        let text = "root:x:0:0:root:/root:/bin/bash\nbroken:x:12\nneg:x:-1:0::/h:/bin/sh\nalice:x:1000:1001:A:/home/alice:/bin/sh\n";
+        let all: Vec<_> = passwd_entries(text).collect();
+        assert_eq!(
+            all,
+            [
+                ("root", 0, 0, "/root"),
+                ("alice", 1000, 1001, "/home/alice")
+            ]
+        );
+    }
+
+    #[test]
+    fn sudo_under_root_picks_the_images_account_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\nalice:x:4242:4242::/home/alice:/bin/sh\n",
+        )
+        .unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let mut host = FakeHost::default();
+        host.env.insert("SUDO_USER".into(), "alice".into());
+        host.env.insert("SUDO_UID".into(), "1000".into());
+        let opts = Options::default();
+        if host.ids().0 == 0 {
+            let a = account(&opts, &host, &root, false).unwrap().unwrap();
+            assert_eq!((a.name.as_str(), a.uid, a.via), ("alice", 4242, Via::Sudo));
+            assert_eq!(a.home, Path::new("/home/alice"));
+            host.env.insert("SUDO_USER".into(), "../../root".into());
+            let e = account(&opts, &host, &root, false).unwrap_err().to_string();
+            assert!(e.contains("is not a user name"), "{e}");
+        } else {
+            // Not root: sudo variables mean nothing (the kernel already limits the run).
+            assert_eq!(account(&opts, &host, &root, false).unwrap(), None);
+        }
+        let opts = Options {
+            user: Some("nosuch".into()),
+            ..Options::default()
+        };
+        let e = account(&opts, &host, &root, false).unwrap_err().to_string();
+        assert!(e.contains("--user nosuch: no such user in"), "{e}");
+    }
+}

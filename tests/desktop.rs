@@ -924,3 +924,29 @@ fn a_real_pyqt5_window_in_an_xsession_uses_the_gtk3_theme_after_apply() {
     at(&dir, &["revert", "qt-gtk"], 0);
     assert!(!qt_loads_gtk3_theme(&home), "gtk3 theme after revert");
 }
+
+/// A backend that accepts a write and forgets it (`GSETTINGS_BACKEND=memory`, as a dconf
+/// write without dconf-service does): `gsettings set` exits 0, the read-back catches it, the
+/// step fails with exit 2 and is never reported as changed.
+#[test]
+fn a_write_that_does_not_stick_fails_with_exit_2_and_is_not_reported_changed() {
+    if !tools(&["gsettings"]) {
+        return;
+    }
+    let d = desk();
+    let out = run_with_timeout(
+        hk_nobus(&d, &["apply", "gtk-legacy", "--set", "settings_ini=never"])
+            .env("GSETTINGS_BACKEND", "memory"),
+        120,
+    );
+    let (_, stderr) = expect(&out, 2);
+    has(
+        &stderr,
+        "reads back as `false`, not `true`: the change did not happen",
+    );
+    has(&stderr, "failed          sort-directories-first");
+    assert!(
+        !stderr.contains("changed         sort-directories-first"),
+        "{stderr}"
+    );
+}

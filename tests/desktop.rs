@@ -556,6 +556,17 @@ fn sudo_variables_and_user_names_are_data_never_instructions() {
         &before,
         "a refused run changed the image",
     );
+    refused(
+        &mut in_root(&dir, &["apply", "ngroups", "--user", "alice"]),
+        "--user is for user scope; recipe ngroups runs in system scope here",
+    );
+    // `check all --user` checks the user-scope recipes for alice, the others as usual.
+    let (all, _) = expect(
+        &crate::util::run(&mut in_root(&dir, &["check", "all", "--user", "alice"])),
+        1,
+    );
+    has(&all, "gtk-legacy (user scope");
+    has(&all, "ngroups (system scope");
 
     // Live: a SUDO_UID that is not in the passwd database, and a name that disagrees with it.
     let home = TestDir::new();

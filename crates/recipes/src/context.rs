@@ -343,6 +343,12 @@ impl Context {
         };
         let account = match scope {
             Scope::User => account(opts, host, &root, live)?,
+            Scope::System if opts.user.is_some() => {
+                return Err(Error::Environment(format!(
+                    "--user is for user scope; recipe {} runs in system scope here",
+                    recipe.name
+                )));
+            }
             Scope::System => None,
         };
         // Someone else's home: its paths come from the passwd database, never from this

@@ -31,6 +31,10 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             // `check all`: each recipe in the requested scope when it has it, else its default;
             // `--set` applies to the recipes that have the parameter.
             opts.scope = opts.scope.filter(|s| recipe.scopes.contains(s));
+            if recipe.scope(opts.scope).ok() == Some(hostkit_recipes::Scope::System) {
+                // `--user` names the home of the user-scope recipes.
+                opts.user = None;
+            }
             opts.sets.retain(|kv| {
                 let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
                 recipe.params.iter().any(|p| p.name == key)

@@ -99,7 +99,7 @@ pub(crate) fn dpkg_status(dir: &TestDir, packages: &[(&str, &str)]) {
     dir.write("var/lib/dpkg/status", text);
 }
 
-const DEBIAN_12: &[(&str, &str)] = &[
+pub(crate) const DEBIAN_12: &[(&str, &str)] = &[
     ("libgtk-3-0", "3.24.38-2~deb12u3"),
     ("libqtgui4", "4:4.8.7+dfsg-18"),
     ("qt5-gtk-platformtheme", "5.15.8+dfsg-11+deb12u2"),
@@ -114,7 +114,11 @@ pub(crate) fn hk(home: &Path) -> Command {
         .env_remove("XDG_STATE_HOME")
         .env_remove("GSETTINGS_BACKEND")
         .env_remove("GSETTINGS_SCHEMA_DIR")
-        .env_remove("HOSTKIT_FAIL_AFTER_STEP");
+        .env_remove("HOSTKIT_FAIL_AFTER_STEP")
+        .env_remove("SUDO_USER")
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .env_remove("PKEXEC_UID");
     cmd
 }
 
@@ -406,7 +410,8 @@ fn qt_gtk_user_scope_under_root() {
     );
     let diff = "--- a/home/u/.config/Trolltech.conf\n+++ b/home/u/.config/Trolltech.conf\n@@ -2,5 +2,5 @@\n foo=1\r\n \r\n [Qt]\r\n-style=Plastique\r\n+style=GTK+\r\n font=\"Sans,10\"\r\n\
                 --- /dev/null\n+++ b/home/u/.config/environment.d/60-hostkit-qt-gtk.conf\n@@ -0,0 +1,2 @@\n\
-                +# Managed by hostkit (recipe qt-gtk): Qt5/Qt6 applications use the GTK3 platform theme.\n+QT_QPA_PLATFORMTHEME=gtk3\n";
+                +# Managed by hostkit (recipe qt-gtk): Qt5/Qt6 applications use the GTK3 platform theme.\n+QT_QPA_PLATFORMTHEME=gtk3\n\
+                --- /dev/null\n+++ b/home/u/.xsessionrc\n@@ -0,0 +1 @@\n+export QT_QPA_PLATFORMTHEME=gtk3\n";
     // A private file of another owner keeps its mode and owner through the atomic rewrite.
     let conf = dir.join("home/u/.config/Trolltech.conf");
     std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -641,7 +646,7 @@ fn malformed_recipes_name_file_line_and_column() {
         ),
         (
             "summary = \"x\"\nscopes = [\"user\"]\n[[steps]]\nid = \"a\"\nkind = \"line\"\npath = \"/x\"\nline = \"y\"\ncolour = 1\n",
-            "bad.toml:8:1: step `a`: unknown key `colour`; allowed: id, kind, summary, why, scope, when, path, line, match, state, mode",
+            "bad.toml:8:1: step `a`: unknown key `colour`; allowed: id, kind, summary, why, reaches, scope, when, path, line, match, state, mode",
         ),
         (
             "summary = \"x\"\nscopes = [\"user\", \"galaxy\"]\n",

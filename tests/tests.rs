@@ -5,8 +5,8 @@
 mod util;
 
 mod cli;
+mod desktop;
 mod fuzz;
-
 mod patch;
 #[macro_use]
 mod recipes;

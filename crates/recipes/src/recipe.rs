@@ -121,6 +121,8 @@ pub struct Step {
     pub summary: String,
     /// Why, one or two lines of history.
     pub why: String,
+    /// Who reads what it writes (which sessions or programs), shown by `show`.
+    pub reaches: String,
     /// The scopes it belongs to.
     pub scopes: Vec<Scope>,
     /// When it applies.
@@ -263,7 +265,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const PARAM_KEYS: &[&str] = &["default", "allowed", "help"];
 const PACKAGE_KEYS: &[&str] = &["dpkg", "rpm", "pacman"];
-const STEP_KEYS: &[&str] = &["id", "kind", "summary", "why", "scope", "when"];
+const STEP_KEYS: &[&str] = &["id", "kind", "summary", "why", "reaches", "scope", "when"];
 const WHEN_KEYS: &[&str] = &[
     "package",
     "min_version",
@@ -628,6 +630,7 @@ fn parse_step(
         id,
         summary: fields.string("summary")?.unwrap_or_default(),
         why: fields.string("why")?.unwrap_or_default(),
+        reaches: fields.string("reaches")?.unwrap_or_default(),
         scopes,
         when,
         spec,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::Outcome;
 use crate::cmd::recipe::{
-    Format, TargetArgs, print_commands, print_diff, print_json, source, step_lines,
+    Format, TargetArgs, print_commands, print_diff, print_json, session_host, source, step_lines,
 };
 use crate::printer::Printer;
 
@@ -55,7 +55,12 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         }
         return Err(e.into());
     }
-    let host = hostkit_recipes::RealHost;
+    let action = if args.dry_run {
+        hostkit_recipes::Action::DryRun
+    } else {
+        hostkit_recipes::Action::Apply
+    };
+    let host = session_host(recipe, &opts, action, printer)?;
     let (report, error) = if args.dry_run {
         (hostkit_recipes::dry_run(recipe, &opts, &host)?, None)
     } else {
@@ -89,6 +94,9 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                 recipe.name, recipe.name
             ));
         }
+    }
+    for note in host.notes() {
+        printer.note(note);
     }
     if let Some(error) = error {
         return Err(error.into());

@@ -1,7 +1,7 @@
 //! `hostkit check NAME|all`.
 
 use crate::Outcome;
-use crate::cmd::recipe::{Format, TargetArgs, print_json, step_lines};
+use crate::cmd::recipe::{Format, TargetArgs, print_json, session_host, step_lines};
 use crate::printer::Printer;
 
 /// `hostkit check` options.
@@ -43,20 +43,26 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             // `check all`: each recipe in the requested scope when it has it, else its default;
             // `--set` applies to the recipes that have the parameter.
             opts.scope = opts.scope.filter(|s| recipe.scopes.contains(s));
+            if recipe.scope(opts.scope).ok() == Some(hostkit_recipes::Scope::System) {
+                // `--user` names the home of the user-scope recipes.
+                opts.user = None;
+            }
             opts.sets.retain(|kv| {
                 let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
                 recipe.params.iter().any(|p| p.name == key)
             });
         }
-        match hostkit_recipes::check(recipe, &opts, &hostkit_recipes::RealHost) {
+        let checked = session_host(recipe, &opts, hostkit_recipes::Action::Check, printer)
+            .and_then(|host| Ok(hostkit_recipes::check(recipe, &opts, &host)?));
+        match checked {
             Ok(report) => reports.push(report),
             // `check all` goes on with the other recipes and fails at the end.
             Err(e) if many => {
-                let e = anyhow::Error::new(e).context(format!("recipe {}", recipe.name));
+                let e = e.context(format!("recipe {}", recipe.name));
                 printer.error(&e);
                 failed.push((recipe.name.as_str(), format!("{e:#}")));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     if args.target.catalog.format == Format::Json {

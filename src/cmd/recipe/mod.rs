@@ -63,6 +63,11 @@ pub struct TargetArgs {
     /// Set a recipe parameter (repeatable); `hostkit show NAME` lists them.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// User scope: configure this user's home (looked up in the passwd database; under
+    /// --root, in DIR/etc/passwd). Root run through sudo or pkexec configures the invoking
+    /// user's home without it.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArgs,
 }
@@ -79,8 +84,34 @@ impl TargetArgs {
             sets: self.set.clone(),
             force,
             wait: false,
+            user: self.user.clone(),
         }
     }
+}
+
+/// The host a recipe command runs against: `gsettings` for the configured home runs as its
+/// user, through a bus that reaches dconf, and is read back (see
+/// [`hostkit_recipes::session`]). Says on stderr whose home a user-scope run configures when
+/// it is not the runner's own `HOME` (`--user`, sudo, pkexec).
+pub fn session_host<'h>(
+    recipe: &hostkit_recipes::Recipe,
+    opts: &Options,
+    action: hostkit_recipes::Action,
+    printer: &Printer,
+) -> anyhow::Result<hostkit_recipes::SessionHost<'h>> {
+    let host = hostkit_recipes::SessionHost::new(recipe, opts, &hostkit_recipes::RealHost, action)?;
+    let ctx = host.context();
+    if let (Some(a), Some(home)) = (&ctx.account, &ctx.home) {
+        printer.note(format!(
+            "{}: user scope for {} (uid {}, from {}): home {}",
+            recipe.name,
+            a.name,
+            a.uid,
+            a.via.as_str(),
+            home.logical.display()
+        ));
+    }
+    Ok(host)
 }
 
 /// Prints reports as JSON (one object, or an array when there are several).

@@ -1,7 +1,9 @@
 //! `hostkit revert NAME`.
 
 use crate::Outcome;
-use crate::cmd::recipe::{Format, TargetArgs, print_commands, print_diff, print_json};
+use crate::cmd::recipe::{
+    Format, TargetArgs, print_commands, print_diff, print_json, session_host,
+};
 use crate::printer::Printer;
 
 /// `hostkit revert` options.
@@ -27,7 +29,12 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         wait: args.wait,
         ..args.target.options(args.force)
     };
-    let report = hostkit_recipes::revert(recipe, &opts, &hostkit_recipes::RealHost)?;
+    let host = session_host(recipe, &opts, hostkit_recipes::Action::Revert, printer)?;
+    let result = hostkit_recipes::revert(recipe, &opts, &host);
+    for note in host.notes() {
+        printer.note(note);
+    }
+    let report = result?;
     if args.target.catalog.format == Format::Json {
         print_json(printer, std::slice::from_ref(&report), false)?;
     } else {

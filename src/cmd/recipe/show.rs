@@ -28,6 +28,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                     "scopes": s.scopes,
                     "summary": s.summary,
                     "why": s.why,
+                    "reaches": s.reaches,
                 })
             })
             .collect();
@@ -86,6 +87,9 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         ));
         if !s.why.is_empty() {
             printer.out(format!("      why: {}", s.why));
+        }
+        if !s.reaches.is_empty() {
+            printer.out(format!("      reaches: {}", s.reaches));
         }
         if let hostkit_recipes::steps::StepSpec::Manual(m) = &s.spec {
             printer.out(format!("      what to do: {}", m.action.0));

@@ -57,22 +57,22 @@ fn the_demos_counters_match_what_tcpdump_sees() {
             })
             .count() as u64
     };
-    // What the kernel sent out of tun0 is what the relay read there and wrote into tun1.
+    // Every packet the relay wrote into one device is seen entering it; what the kernel sent
+    // out of the other is what the relay read there, but for the last few a connection may
+    // send after the relay stopped (a final ACK or FIN).
     let (to1, to0) = (
         claimed(&stdout, "tun0", "tun1"),
         claimed(&stdout, "tun1", "tun0"),
     );
     assert!(to1 > 0 && to0 > 0, "{stdout}");
-    assert_eq!(
-        (count("tun0", "Out"), count("tun1", "In")),
-        (to1, to1),
-        "tun0 -> tun1"
-    );
-    assert_eq!(
-        (count("tun1", "Out"), count("tun0", "In")),
-        (to0, to0),
-        "tun1 -> tun0"
-    );
+    for (from, to, claim) in [("tun0", "tun1", to1), ("tun1", "tun0", to0)] {
+        assert_eq!(count(to, "In"), claim, "{from} -> {to}: entered {to}");
+        let out = count(from, "Out");
+        assert!(
+            out >= claim && out - claim <= 4,
+            "{from} -> {to}: the relay claims {claim}, tcpdump saw {out} leave {from}"
+        );
+    }
     assert_eq!(
         count("lo", "In") + count("lo", "Out"),
         0,

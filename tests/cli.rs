@@ -351,3 +351,61 @@ fn json_output_is_pinned() {
         differs.join("\n")
     );
 }
+
+#[test]
+fn tun_up_refuses_bad_arguments_before_anything_changes() {
+    // Each is refused with exit 2 and a message naming the argument; with --dry-run (nothing
+    // would change anyway) and, as root, for real in a namespace the test made.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--dev0", "all"], "invalid device name \"all\": reserved"),
+        (
+            &["--dev1", "default"],
+            "invalid device name \"default\": reserved",
+        ),
+        (
+            &["--dev0", "tun%d"],
+            "invalid device name \"tun%d\": contains '%'",
+        ),
+        (
+            &["--txqueuelen", "4294967295"],
+            "invalid value '4294967295' for '--txqueuelen <PACKETS>'",
+        ),
+        (
+            &["--engine", "simple", "--queues", "4"],
+            "--queues applies to the fast engine only",
+        ),
+        (
+            &["--no-routing", "--rules", "first-only"],
+            "'--no-routing' cannot be used with '--rules <RULES>'",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut cmd = hk_args(&["tun", "up", "--dry-run"]);
+        cmd.args(*args);
+        let (out, err) = expect(&run(&mut cmd), 2);
+        assert!(
+            out.is_empty(),
+            "{args:?}: a dry run printed commands:\n{out}"
+        );
+        has(&err, want);
+    }
+    // A dry run refuses what `up` refuses: an existing device that is not a TUN device.
+    let (_, err) = expect(
+        &run(&mut hk_args(&["tun", "up", "--dry-run", "--dev0", "lo"])),
+        2,
+    );
+    has(&err, "device \"lo\" exists but is not a TUN device");
+    if !crate::util::is_root() {
+        crate::util::skip("the real `up` part needs root (a network namespace)");
+        return;
+    }
+    let ns = crate::util::NetNs::new();
+    let before = ns.ip(&["-d", "link"]);
+    for (args, want) in cases {
+        let mut cmd = hk_args(&["tun", "up", "--netns", ns.name()]);
+        cmd.args(*args);
+        let (_, err) = expect(&crate::util::run_with_timeout(&mut cmd, 20), 2);
+        has(&err, want);
+        assert_eq!(ns.ip(&["-d", "link"]), before, "{args:?} changed the links");
+    }
+}

@@ -100,6 +100,15 @@ pub fn validate_name(name: &str) -> Result<(), DeviceError> {
     if name == "." || name == ".." {
         return bad("reserved name");
     }
+    if name == "all" || name == "default" {
+        // /proc/sys/net/ipv{4,6}/conf/{all,default} are not devices: the kernel refuses them.
+        return bad("reserved: `all` and `default` name every device in /proc/sys/net/*/conf");
+    }
+    if name.contains('%') {
+        return bad(
+            "contains '%': a kernel name template (`tun%d`) gives a device hostkit cannot name in advance; choose the name",
+        );
+    }
     if name
         .bytes()
         .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)

@@ -100,7 +100,7 @@ pub struct UpArgs {
     pub dry_run: bool,
     /// Skip the routing rewrite: traffic then goes through `lo`, not the relay (shows the
     /// problem hostkit solves).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rules")]
     pub no_routing: bool,
     /// Which devices get an `iif DEV lookup TABLE` rule; anything but `both` reproduces the
     /// classic one-sided mistake (requests cross, replies are lost).
@@ -130,8 +130,8 @@ pub struct UpArgs {
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub coalesce_us: u64,
     /// Transmit queue length of both devices (default: 5000 with the fast engine, the kernel's
-    /// 500 with the simple one).
-    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..))]
+    /// 500 with the simple one; at most 1 000 000 — the kernel allocates a slot per packet).
+    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub txqueuelen: Option<u32>,
 }
 
@@ -212,6 +212,11 @@ impl UpArgs {
 
 /// Runs `hostkit tun up`.
 pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    if args.engine == EngineArg::Simple && args.queues.is_some() {
+        anyhow::bail!(
+            "--queues applies to the fast engine only: the simple engine uses one queue per device"
+        );
+    }
     let spec = args.spec()?;
     if args.dry_run {
         return dry_run(&spec, args.place.netns.as_deref(), printer);
@@ -404,12 +409,27 @@ fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow:
     // Look (read-only) for existing devices, so that the commands are exact; if we cannot
     // look (no privileges for the namespace), assume they will be created.
     let nl = netns.is_none().then(Netlink::connect).and_then(Result::ok);
-    let exists = |dev: &str| {
-        nl.as_ref()
+    let mut created = [true, true];
+    for (side, dev) in spec.devs().into_iter().enumerate() {
+        let Some(link) = nl
+            .as_ref()
             .and_then(|nl| nl.link_by_name(dev).ok().flatten())
-            .is_some()
-    };
-    let created = [!exists(spec.devs()[0]), !exists(spec.devs()[1])];
+        else {
+            continue;
+        };
+        // The same refusal as `up` itself: a dry run that passes is a run that would start.
+        if link.kind.as_deref() != Some("tun") {
+            return Err(hostkit_net::SetupError::NotTun {
+                dev: dev.to_string(),
+                kind: link
+                    .kind
+                    .map(|k| format!("a {k} device"))
+                    .unwrap_or_else(|| "a device without a kind".into()),
+            }
+            .into());
+        }
+        created[side] = false;
+    }
     for step in spec.plan(created) {
         for cmd in step.commands(netns) {
             printer.out(cmd);

@@ -56,8 +56,9 @@ pub(super) fn epoll_worker(
             } else if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
                 return Err(RelayError {
                     device: fwd[which].from.label().to_string(),
-                    source: io::Error::other(format!(
-                        "the device reported {flags:?} (was it deleted?)"
+                    source: io::Error::other(super::hangup_message(
+                        flags.contains(EpollFlags::EPOLLHUP),
+                        flags.contains(EpollFlags::EPOLLERR),
                     )),
                 });
             }

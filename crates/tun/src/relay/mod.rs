@@ -239,6 +239,17 @@ impl WorkerCtx {
     }
 }
 
+/// What a device's hang-up or error event means, in words.
+fn hangup_message(hangup: bool, error: bool) -> String {
+    let what = match (hangup, error) {
+        (true, true) => "hung up with an error",
+        (true, false) => "hung up",
+        (false, true) => "reported an error",
+        (false, false) => "is no longer usable",
+    };
+    format!("the device {what}: was it deleted or detached?")
+}
+
 /// Sets the calling thread's nice value (on Linux, nice is per thread).
 pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     // SAFETY: setpriority takes plain integers; `who` = 0 with PRIO_PROCESS means the calling

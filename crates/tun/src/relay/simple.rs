@@ -43,8 +43,9 @@ pub(super) fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayEr
         {
             return Err(RelayError {
                 device: fwd.from.label().to_string(),
-                source: io::Error::other(format!(
-                    "the device reported {dev_events:?} (was it deleted?)"
+                source: io::Error::other(super::hangup_message(
+                    dev_events.contains(PollFlags::POLLHUP),
+                    dev_events.contains(PollFlags::POLLERR),
                 )),
             });
         }

@@ -127,8 +127,23 @@ impl Up {
         nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
     }
 
-    /// Sends `sig` and waits (bounded) for the process to exit.
+    /// Sends `sig` and waits (bounded) for the process to exit. A stop by SIGINT, SIGTERM or
+    /// SIGHUP must end in exit 0 (a full teardown): checked here, for every test.
     pub(crate) fn stop(self, sig: nix::sys::signal::Signal) -> (ExitStatus, String, String) {
+        use nix::sys::signal::Signal;
+        let clean = matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP);
+        let (status, stdout, stderr) = self.stop_any(sig);
+        if clean {
+            assert!(
+                status.success(),
+                "hostkit tun up stopped by {sig} exited with {status}:\n{stderr}"
+            );
+        }
+        (status, stdout, stderr)
+    }
+
+    /// Sends `sig` and waits (bounded) for the process to exit, whatever its status.
+    pub(crate) fn stop_any(self, sig: nix::sys::signal::Signal) -> (ExitStatus, String, String) {
         nix::sys::signal::kill(self.pid(), sig).unwrap();
         self.wait_exit()
     }

@@ -27,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -76,7 +77,8 @@ class Path:
             self.namespaces.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             self.client_ns = self.server_ns = ns
-            self.log = open(f"/tmp/hostkit-bench-{tag}-{name}.log", "w+")
+            # An unnamed temporary file (deleted when closed): no fixed path anywhere.
+            self.log = tempfile.TemporaryFile("w+")
             self.relay = subprocess.Popen(
                 [hostkit, "tun", "up", "--netns", ns, "--engine", name,
                  "--run-dir", f"/run/hostkit-bench-{tag}"],

@@ -828,7 +828,7 @@ fn system_scope_on_a_live_system_runs_dconf_update() {
         printf 'user-db:user\nsystem-db:local\n' > /etc/dconf/profile/user
         dconf update
         tree() { find /etc /var/lib -type f -exec sha256sum {} + | sort -k2; }
-        tree > /tmp/before
+        tree > "$TMPDIR/before"
         read_key() { DCONF_PROFILE="$PROFILE" dconf read "$1"; }
         hk() { HOME=/root "$HK" "$@" --scope system --set settings_ini=always; }
         hk apply gtk-legacy | grep '^\$'
@@ -836,7 +836,7 @@ fn system_scope_on_a_live_system_runs_dconf_update() {
         echo "applied: $(read_key /org/gtk/settings/file-chooser/sort-directories-first)"
         hk revert gtk-legacy | grep '^\$'
         echo "reverted: [$(read_key /org/gtk/settings/file-chooser/sort-directories-first)] $(read_key /org/gnome/desktop/interface/clock-format)"
-        tree | diff /tmp/before - && echo "identical"
+        tree | diff "$TMPDIR/before" - && echo "identical"
     "#;
     let tmp = TestDir::new();
     let out = run(Command::new("unshare")

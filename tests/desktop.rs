@@ -960,4 +960,12 @@ fn a_write_that_does_not_stick_fails_with_exit_2_and_is_not_reported_changed() {
         !stderr.contains("changed         sort-directories-first"),
         "{stderr}"
     );
+    // The steps before it are undone by a plain revert: the setting that never changed is not
+    // "changed by someone else", it is simply as before.
+    let out = run_with_timeout(
+        hk_nobus(&d, &["revert", "gtk-legacy"]).env("GSETTINGS_BACKEND", "memory"),
+        120,
+    );
+    let (_, stderr) = expect(&out, 0);
+    assert!(!stderr.contains("changed by someone else"), "{stderr}");
 }

@@ -354,6 +354,9 @@ enum Restore {
 struct Checked<'j> {
     entry: &'j Entry,
     file: Option<CheckedFile>,
+    /// For a setting: false when it already holds the value from before apply (a write that
+    /// never took effect) — nothing to put back.
+    restore: bool,
 }
 
 struct CheckedFile {
@@ -445,13 +448,15 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 } else {
                     Cmd::new(["gsettings", "set", schema, key, previous])
                 };
-                if ctx.live {
-                    run(host, &cmd)?;
+                if c.restore {
+                    if ctx.live {
+                        run(host, &cmd)?;
+                    }
+                    done.commands.push(CommandReport {
+                        command: cmd.display(),
+                        run: ctx.live,
+                    });
                 }
-                done.commands.push(CommandReport {
-                    command: cmd.display(),
-                    run: ctx.live,
-                });
             }
             (Entry::Reload { step }, _) => {
                 // Run once every file is restored (below); under --root only reported.
@@ -538,6 +543,7 @@ fn check_entry<'j>(
             schema,
             key,
             value,
+            previous,
             ..
         } => {
             let declared = recipe.steps.iter().any(|s| {
@@ -553,10 +559,14 @@ fn check_entry<'j>(
                     ),
                 });
             }
+            let mut restore = true;
             if ctx.live && !opts.force {
                 let get = Cmd::new(["gsettings", "get", schema, key]);
                 let current = get.check(host.run(&get)?)?.stdout.trim().to_string();
-                if current != *value {
+                if current == *previous {
+                    // Apply's write never took effect (it failed half-way): as before.
+                    restore = false;
+                } else if current != *value {
                     return Err(Error::SettingChangedSince {
                         setting: format!("{schema} {key}"),
                         value: current,
@@ -564,7 +574,11 @@ fn check_entry<'j>(
                     });
                 }
             }
-            Ok(Checked { entry, file: None })
+            Ok(Checked {
+                entry,
+                file: None,
+                restore,
+            })
         }
         Entry::File(f) | Entry::Generated { file: f } => {
             let path = ctx.from_journal(&f.path)?;
@@ -582,6 +596,7 @@ fn check_entry<'j>(
             };
             Ok(Checked {
                 entry,
+                restore: true,
                 file: Some(CheckedFile {
                     path,
                     decision,
@@ -589,7 +604,11 @@ fn check_entry<'j>(
                 }),
             })
         }
-        Entry::Reload { .. } | Entry::Packages { .. } => Ok(Checked { entry, file: None }),
+        Entry::Reload { .. } | Entry::Packages { .. } => Ok(Checked {
+            entry,
+            file: None,
+            restore: true,
+        }),
     }
 }
 

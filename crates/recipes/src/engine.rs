@@ -678,3 +678,65 @@ fn step_reload(recipe: &Recipe, step: &str) -> Option<Cmd> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+    use crate::recipe::Catalog;
+
+    const GET: &str = "gsettings get org.gtk.Settings.FileChooser sort-directories-first";
+
+    /// A live user-scope run of gtk-legacy's gsettings step alone, against a fake `gsettings`.
+    fn setup() -> (tempfile::TempDir, FakeHost, Options) {
+        let home = tempfile::tempdir().unwrap();
+        let mut host = FakeHost::default();
+        host.env
+            .insert("HOME".into(), home.path().display().to_string());
+        host.answer(GET, 0, "false\n");
+        host.answer(
+            "gsettings set org.gtk.Settings.FileChooser sort-directories-first true",
+            0,
+            "",
+        );
+        host.answer(
+            "gsettings reset org.gtk.Settings.FileChooser sort-directories-first",
+            0,
+            "",
+        );
+        let opts = Options {
+            sets: vec!["settings_ini=never".into()],
+            ..Options::default()
+        };
+        (home, host, opts)
+    }
+
+    #[test]
+    fn revert_refuses_a_setting_changed_to_a_third_value_and_leaves_one_set_back() {
+        let catalog = Catalog::load(&[] as &[&Path]).unwrap();
+        let recipe = catalog.get("gtk-legacy").unwrap();
+        let (_home, mut host, opts) = setup();
+        let applied = apply(recipe, &opts, &host).unwrap();
+        assert!(applied.error.is_none(), "{:?}", applied.error);
+        // Someone changed the key to a value that is neither apply's nor the one before.
+        host.answer(GET, 0, "'elsewhere'\n");
+        let err = revert(recipe, &opts, &host).unwrap_err();
+        assert!(
+            matches!(&err, Error::SettingChangedSince { value, .. } if value == "'elsewhere'"),
+            "{err}"
+        );
+        // Set back to the value from before apply: as before, nothing to reset.
+        host.answer(GET, 0, "false\n");
+        host.calls.borrow_mut().clear();
+        revert(recipe, &opts, &host).unwrap();
+        assert!(
+            !host
+                .calls
+                .borrow()
+                .iter()
+                .any(|c| c.starts_with("gsettings reset")),
+            "{:?}",
+            host.calls.borrow()
+        );
+    }
+}

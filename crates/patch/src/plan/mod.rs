@@ -1,17 +1,20 @@
-//! Planning (pure: reads the tree, computes each file's new text), diffs and atomic application.
+//! Planning a rule on a source tree (pure: reads the tree, computes each file's new text) and
+//! the plan's diff; [`walk`] finds the files, [`edit`] runs the edits on their text,
+//! [`commit`] writes the result atomically.
+
+mod commit;
+mod edit;
+mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::ops::Range;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Mismatch, PatchError};
 use crate::params::Params;
-use crate::rule::{Applied, Edit, Matcher, Require, Rule};
+use crate::rule::{Require, Rule};
 
-/// Directories never descended into.
-const SKIP_DIRS: &[&str] = &[".git", ".hg", ".svn"];
+use edit::{first_match_line, is_crlf, run_edit};
+use walk::{Walked, walk};
 
 /// Progress of a scan, reported to the caller's callback while walking the tree.
 #[derive(Debug, Clone, Copy)]
@@ -172,232 +175,6 @@ impl PatchPlan {
             .flat_map(|c| encode(&c.unified_diff(), c.encoding))
             .collect()
     }
-
-    /// Writes the changes: all files or none. Each file is staged as a temporary file in its
-    /// own directory (same mode and owner), fsynced, then renamed over the original; files that
-    /// changed since planning stop everything before any rename.
-    pub fn apply(&self) -> Result<ApplyReport, PatchError> {
-        if self.status != PlanStatus::Pending {
-            return Ok(ApplyReport { files: Vec::new() });
-        }
-        // 1. Nothing changed under our feet.
-        for c in &self.changes {
-            let now = std::fs::read(&c.abs).map_err(|e| PatchError::io(&c.abs, e))?;
-            if now != encode(&c.before, c.encoding) {
-                return Err(PatchError::ChangedSincePlan {
-                    path: c.abs.clone(),
-                });
-            }
-        }
-        // 2. Stage every file.
-        let mut staged = Vec::new();
-        for c in &self.changes {
-            staged.push(stage(&c.abs, &encode(&c.after, c.encoding))?);
-        }
-        // 3. Rename; on failure put back what was already replaced.
-        let mut done: Vec<&FileChange> = Vec::new();
-        for (c, tmp) in self.changes.iter().zip(staged) {
-            if let Err(e) = tmp.persist(&c.abs) {
-                for prev in done {
-                    if let Ok(back) = stage(&prev.abs, &encode(&prev.before, prev.encoding)) {
-                        let _ = back.persist(&prev.abs);
-                    }
-                }
-                return Err(PatchError::io(&c.abs, e.error));
-            }
-            done.push(c);
-        }
-        let dirs: BTreeSet<&Path> = self.changes.iter().filter_map(|c| c.abs.parent()).collect();
-        for dir in dirs {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(ApplyReport {
-            files: self.changes.iter().map(|c| c.path.clone()).collect(),
-        })
-    }
-}
-
-fn stage(target: &Path, contents: &[u8]) -> Result<tempfile::NamedTempFile, PatchError> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let meta = std::fs::metadata(target).map_err(|e| PatchError::io(target, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".hostkit-patch-")
-        .tempfile_in(dir)
-        .map_err(|e| PatchError::io(dir, e))?;
-    let io = |e| PatchError::io(tmp_path_or(target), e);
-    tmp.write_all(contents).map_err(io)?;
-    let file = tmp.as_file();
-    file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-        .map_err(io)?;
-    let tmeta = file.metadata().map_err(io)?;
-    if (tmeta.uid(), tmeta.gid()) != (meta.uid(), meta.gid())
-        && let Err(e) = std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()))
-    {
-        log::warn!("{}: cannot keep the owner ({e})", target.display());
-    }
-    file.sync_all().map_err(io)?;
-    Ok(tmp)
-}
-
-fn tmp_path_or(target: &Path) -> PathBuf {
-    target.to_path_buf()
-}
-
-/// An edit's effect on one file's text.
-struct EditRun {
-    text: String,
-    pending: usize,
-    applied: usize,
-}
-
-fn run_edit(edit: &Edit, text: &str, params: &Params) -> EditRun {
-    // Every occurrence of the find, with what it would become.
-    let mut finds: Vec<(Range<usize>, String)> = Vec::new();
-    match &edit.find {
-        Matcher::Literal(lit) => {
-            let replacement = edit.replace.render(params, false);
-            for r in literal_ranges(text, lit) {
-                finds.push((r, replacement.clone()));
-            }
-        }
-        Matcher::Regex(re) => {
-            let tpl = edit.replace.render(params, true);
-            for caps in re.captures_iter(text) {
-                let Some(m) = caps.get(0) else { continue };
-                if m.is_empty() {
-                    continue;
-                }
-                let mut replacement = String::new();
-                caps.expand(&tpl, &mut replacement);
-                finds.push((m.range(), replacement));
-            }
-        }
-    }
-    // Where the edit's result already stands. A result that only lies inside a find occurrence
-    // (a replacement shorter than what it replaces) proves nothing and is dropped; a find
-    // occurrence inside a result (a replacement that keeps the found text) is already done.
-    let candidates: Vec<Range<usize>> = match (&edit.applied, &edit.find) {
-        (Some(Applied::Literal(t)), _) => literal_ranges(text, &t.render(params, false)),
-        (Some(Applied::Regex(r)), _) => r.find_iter(text).map(|m| m.range()).collect(),
-        (None, Matcher::Literal(_)) => literal_ranges(text, &edit.replace.render(params, false)),
-        (None, Matcher::Regex(_)) => Vec::new(),
-    };
-    let contains = |outer: &Range<usize>, inner: &Range<usize>| {
-        outer.start <= inner.start && inner.end <= outer.end
-    };
-    let overlap = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
-    let applied: Vec<Range<usize>> = candidates
-        .into_iter()
-        .filter(|a| finds.iter().all(|(f, _)| !overlap(a, f) || contains(a, f)))
-        .collect();
-
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    let (mut pending, mut equal) = (0, 0);
-    for (range, replacement) in finds {
-        if applied.iter().any(|a| contains(a, &range)) {
-            continue;
-        }
-        if replacement == text[range.clone()] {
-            equal += 1;
-            continue;
-        }
-        pending += 1;
-        out.push_str(&text[last..range.start]);
-        out.push_str(&replacement);
-        last = range.end;
-    }
-    out.push_str(&text[last..]);
-    EditRun {
-        text: out,
-        pending,
-        applied: applied.len() + equal,
-    }
-}
-
-fn literal_ranges(text: &str, needle: &str) -> Vec<Range<usize>> {
-    if needle.is_empty() {
-        return Vec::new();
-    }
-    text.match_indices(needle)
-        .map(|(i, m)| i..i + m.len())
-        .collect()
-}
-
-fn first_match_line(text: &str, m: &Matcher) -> Option<usize> {
-    let start = match m {
-        Matcher::Literal(l) => text.find(l.as_str())?,
-        Matcher::Regex(r) => r.find(text)?.start(),
-    };
-    Some(text[..start].matches('\n').count() + 1)
-}
-
-struct Walked {
-    /// Relative path → absolute path, for every regular file matched by some pattern.
-    files: BTreeMap<String, PathBuf>,
-    seen: usize,
-}
-
-fn walk(
-    rule: &Rule,
-    source: &Path,
-    progress: &mut dyn FnMut(ScanProgress),
-) -> Result<Walked, PatchError> {
-    let mut files = BTreeMap::new();
-    let mut seen = 0;
-    let walker = walkdir::WalkDir::new(source)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            !(e.depth() > 0
-                && e.file_type().is_dir()
-                && e.file_name()
-                    .to_str()
-                    .is_some_and(|n| SKIP_DIRS.contains(&n)))
-        });
-    for entry in walker {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(source).to_path_buf();
-            let io = e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
-            PatchError::io(path, io)
-        })?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        seen += 1;
-        if seen % 256 == 0 {
-            progress(ScanProgress {
-                files_seen: seen,
-                done: false,
-            });
-        }
-        let Ok(rel) = entry.path().strip_prefix(source) else {
-            continue;
-        };
-        let Some(rel) = rel.to_str() else {
-            log::debug!("skipping non-UTF-8 path {}", entry.path().display());
-            continue;
-        };
-        let wanted = rule
-            .edits
-            .iter()
-            .flat_map(|e| e.files.iter())
-            .chain(rule.not_applicable.iter().flat_map(|m| m.files.iter()))
-            .any(|p| p.matches(rel));
-        if wanted {
-            files.insert(rel.to_string(), entry.path().to_path_buf());
-        }
-    }
-    progress(ScanProgress {
-        files_seen: seen,
-        done: true,
-    });
-    Ok(Walked { files, seen })
 }
 
 impl Rule {
@@ -683,12 +460,6 @@ impl Rule {
         }
         None
     }
-}
-
-/// True when the text has line ends and every one is CRLF.
-fn is_crlf(text: &str) -> bool {
-    let lf = text.matches('\n').count();
-    lf > 0 && text.matches("\r\n").count() == lf
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::tun::{Up, snapshot};
+use crate::tun_trust::state_file;
 use crate::util::{NetNs, TestDir, hostkit, run, run_ok, texts};
 
 fn sysctl(ns: &NetNs, key: &str) -> String {
@@ -146,17 +147,6 @@ fn an_address_already_on_another_interface_is_refused_before_anything_changes() 
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(err.contains("address 10.0.0.2 is already on v0"), "{err}");
     assert_eq!(snapshot(&ns), before);
-}
-
-/// The one state file in a run directory.
-fn state_file(run_dir: &Path) -> PathBuf {
-    let files: Vec<PathBuf> = std::fs::read_dir(run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    files[0].clone()
 }
 
 #[test]

@@ -16,23 +16,6 @@ use crate::tun::{
 };
 use crate::util::{NetNs, TestDir, hostkit, run, run_ok, texts};
 
-macro_rules! with_both_engines {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn simple() {
-                    super::$name("simple")
-                }
-                #[test]
-                fn fast() {
-                    super::$name("fast")
-                }
-            }
-        )*
-    };
-}
-
 with_both_engines!(
     ipv6_only_every_client_takes_the_tunnel,
     dual_stack_every_client_takes_the_tunnel,

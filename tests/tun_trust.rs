@@ -12,7 +12,7 @@ use crate::tun::{Up, snapshot};
 use crate::util::{NetNs, TestDir, hostkit, run, texts};
 
 /// The one state file in a run directory.
-fn state_file(run_dir: &Path) -> PathBuf {
+pub(crate) fn state_file(run_dir: &Path) -> PathBuf {
     let files: Vec<PathBuf> = std::fs::read_dir(run_dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -18,4 +18,5 @@ mod tun_coexist;
 mod tun_demo;
 mod tun_garbage;
 mod tun_ipv6;
+mod tun_log;
 mod tun_trust;

@@ -315,14 +315,14 @@ impl Netlink {
     fn set_link(&self, msg: LinkMessage, op: impl FnOnce() -> String) -> Result<()> {
         self.rt
             .block_on(self.handle.link().set(msg).execute())
-            .map_err(|e| NetlinkError::new(op(), e))
+            .logged(op())
     }
 
     /// `ip link del dev DEV`.
     pub fn delete_link(&self, index: u32, name: &str) -> Result<()> {
         self.rt
             .block_on(self.handle.link().del(index).execute())
-            .map_err(|e| NetlinkError::new(format!("delete link {name}"), e))
+            .logged(format!("delete link {name}"))
     }
 
     /// `ip -6 addr add LOCAL/PREFIX dev DEV [peer PEER] FLAGS` (e.g. `nodad noprefixroute`).
@@ -354,9 +354,7 @@ impl Netlink {
             .push(AddressAttribute::Flags(AddressFlags::from_bits_retain(
                 flags,
             )));
-        self.rt
-            .block_on(req.execute())
-            .map_err(|e| NetlinkError::new(op, e))
+        self.rt.block_on(req.execute()).logged(op)
     }
 
     /// `ip addr del LOCAL/PREFIX [peer PEER] dev DEV`.
@@ -379,7 +377,7 @@ impl Netlink {
             .push(AddressAttribute::Address(peer.unwrap_or(local)));
         self.rt
             .block_on(self.handle.address().del(msg).execute())
-            .map_err(|e| NetlinkError::new(op, e))
+            .logged(op)
     }
 
     /// `ip route add DST/128 dev DEV src SRC proto static metric 1024` (IPv6): the peer route.
@@ -388,7 +386,7 @@ impl Netlink {
         let msg = peer_route_message(dst, src, index);
         self.rt
             .block_on(self.handle.route().add(msg).execute())
-            .map_err(|e| NetlinkError::new(op, e))
+            .logged(op)
     }
 
     /// The unicast route `DST/full dev OIF` in table `main`, if present.
@@ -450,9 +448,7 @@ impl Netlink {
         let op = format!("add address {local} peer {peer} dev {name}");
         let mut req = self.handle.address().add(index, local, full_prefix(&local));
         set_peer(req.message_mut(), local, peer);
-        self.rt
-            .block_on(req.execute())
-            .map_err(|e| NetlinkError::new(op, e))
+        self.rt.block_on(req.execute()).logged(op)
     }
 
     /// `ip addr del LOCAL peer PEER dev DEV`.
@@ -472,7 +468,7 @@ impl Netlink {
         set_peer(&mut msg, local, peer);
         self.rt
             .block_on(self.handle.address().del(msg).execute())
-            .map_err(|e| NetlinkError::new(op, e))
+            .logged(op)
     }
 
     /// Addresses, of one interface or of all.
@@ -526,7 +522,7 @@ impl Netlink {
     pub fn delete_route(&self, route: &RouteSummary, what: &str) -> Result<()> {
         self.rt
             .block_on(self.handle.route().del(route.message.clone()).execute())
-            .map_err(|e| NetlinkError::new(format!("delete route {what}"), e))
+            .logged(format!("delete route {what}"))
     }
 
     /// `ip route add local ADDR dev DEV table TABLE proto kernel scope host src ADDR` — the
@@ -539,7 +535,7 @@ impl Netlink {
         let msg = local_route_message(addr, index, table);
         self.rt
             .block_on(self.handle.route().add(msg).execute())
-            .map_err(|e| NetlinkError::new(op, e))
+            .logged(op)
     }
 
     /// Every rule of a family.
@@ -595,7 +591,7 @@ impl Netlink {
                     .execute(),
             ),
         };
-        res.map_err(|e| NetlinkError::new(op, e))
+        res.logged(op)
     }
 
     /// The `iif DEV lookup TABLE` rules of a family.
@@ -623,7 +619,29 @@ impl Netlink {
         );
         self.rt
             .block_on(self.handle.rule().del(rule.message.clone()).execute())
-            .map_err(|e| NetlinkError::new(op, e))
+            .logged(op)
+    }
+}
+
+/// A change request's result, logged at debug level (`-v`): every change hostkit makes through
+/// netlink is named in the log, in `ip`'s words.
+trait Logged {
+    fn logged(self, op: String) -> Result<()>;
+}
+
+impl Logged for std::result::Result<(), rtnetlink::Error> {
+    fn logged(self, op: String) -> Result<()> {
+        match self {
+            Ok(()) => {
+                log::debug!("netlink: {op}");
+                Ok(())
+            }
+            Err(e) => {
+                let e = NetlinkError::new(op, e);
+                log::debug!("netlink: {e}");
+                Err(e)
+            }
+        }
     }
 }
 

@@ -33,5 +33,7 @@ pub fn read(key: &str) -> io::Result<String> {
 /// Writes a sysctl's value.
 pub fn write(key: &str, value: &str) -> io::Result<()> {
     std::fs::write(path(key)?, value)
-        .map_err(|e| io::Error::new(e.kind(), format!("write sysctl {key}={value}: {e}")))
+        .map_err(|e| io::Error::new(e.kind(), format!("write sysctl {key}={value}: {e}")))?;
+    log::debug!("sysctl: {key}={value}");
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! journal and teardown ([`undo`]), the run-state file ([`state`]), sysctls and namespaces.
 #![deny(missing_docs)]
 
+pub mod inspect;
 pub mod netlink;
 pub mod netns;
 pub mod path;

@@ -1,14 +1,10 @@
 //! `hostkit tun status`.
 
-use std::net::IpAddr;
-
 use anyhow::Context;
-use hostkit_net::netlink::{TABLE_LOCAL, full_prefix};
-use hostkit_net::path::{PathCheck, check_paths};
-use hostkit_net::spec::{self, nonlocal_bind_key};
-use hostkit_net::state::{self, DirStats};
-use hostkit_net::{Family, Netlink, sysctl};
-use serde::Serialize;
+use hostkit_net::Netlink;
+use hostkit_net::inspect::{Status, inspect};
+use hostkit_net::spec;
+use hostkit_net::state;
 
 use super::common::{WhereArgs, enter_namespace};
 use crate::Outcome;
@@ -40,68 +36,6 @@ pub enum Format {
     Text,
     /// For scripts (stable field names).
     Json,
-}
-
-/// The status report (also the JSON shape).
-#[derive(Debug, Serialize)]
-pub struct Status {
-    netns: Option<String>,
-    table: u32,
-    devices: Vec<DeviceStatus>,
-    rules: Vec<RuleStatus>,
-    table_routes: Vec<String>,
-    addresses: Vec<MovedStatus>,
-    local_routes_moved: bool,
-    /// `route get` of each peer of the recorded tunnel, per family.
-    paths: Vec<PathCheck>,
-    /// Every path goes through the tunnel with the right source.
-    paths_ok: bool,
-    relay: Option<RelayStatus>,
-    sysctls: Vec<SysctlStatus>,
-}
-
-#[derive(Debug, Serialize)]
-struct DeviceStatus {
-    name: String,
-    exists: bool,
-    kind: Option<String>,
-    up: bool,
-    mtu: Option<u32>,
-    addresses: Vec<String>,
-    tx_dropped: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-struct RuleStatus {
-    family: Family,
-    priority: u32,
-    iif: String,
-    table: u32,
-}
-
-#[derive(Debug, Serialize)]
-struct MovedStatus {
-    address: IpAddr,
-    device: String,
-    in_local_table: bool,
-    in_tunnel_table: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct RelayStatus {
-    running: bool,
-    pid: u32,
-    engine: String,
-    offloads: String,
-    started_unix: u64,
-    directions: Vec<DirStats>,
-}
-
-#[derive(Debug, Serialize)]
-struct SysctlStatus {
-    key: String,
-    value: String,
-    before_up: Option<String>,
 }
 
 /// Runs `hostkit tun status`.
@@ -142,165 +76,18 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         .or(spec.map(|s| s.table))
         .unwrap_or(spec::DEFAULT_TABLE);
 
-    let (devices, addrs) = device_status(&nl, &devs)?;
-    let paths = match spec {
-        Some(spec) if spec.routing => check_paths(&nl, spec)?,
-        _ => Vec::new(),
-    };
-    let addresses = moved_status(&nl, &addrs, table)?;
-    let status = Status {
-        netns: args.place.netns.clone(),
+    let status = inspect(
+        &nl,
+        &devs,
         table,
-        devices,
-        rules: rule_status(&nl, &devs)?,
-        table_routes: table_routes(&nl, table)?,
-        local_routes_moved: !addresses.is_empty()
-            && addresses
-                .iter()
-                .all(|m| !m.in_local_table && m.in_tunnel_table),
-        addresses,
-        paths_ok: paths.iter().all(|p| p.ok),
-        paths,
-        relay: recorded.as_ref().map(|(s, running)| RelayStatus {
-            running: *running,
-            pid: s.pid,
-            engine: s.engine.name().to_string(),
-            offloads: s.offloads.clone(),
-            started_unix: s.started_unix,
-            directions: s.stats.clone(),
-        }),
-        sysctls: sysctl_status(recorded.as_ref().map(|(s, _)| s)),
-    };
+        recorded.as_ref().map(|(s, running)| (s, *running)),
+        args.place.netns.clone(),
+    )?;
     match args.format {
         Format::Json => printer.out(serde_json::to_string_pretty(&status)?),
         Format::Text => print_text(&status, printer),
     }
     Ok(Outcome::Success)
-}
-
-/// Addresses, each with the device it is on.
-type DeviceAddrs = Vec<(IpAddr, String)>;
-
-/// The devices, and their (non-link-local) addresses with the device they are on.
-fn device_status(
-    nl: &Netlink,
-    devs: &[String; 2],
-) -> anyhow::Result<(Vec<DeviceStatus>, DeviceAddrs)> {
-    let mut devices = Vec::new();
-    let mut addrs = Vec::new();
-    for dev in devs {
-        let link = nl.link_by_name(dev)?;
-        let mut d = DeviceStatus {
-            name: dev.clone(),
-            exists: link.is_some(),
-            kind: None,
-            up: false,
-            mtu: None,
-            addresses: Vec::new(),
-            tx_dropped: None,
-        };
-        if let Some(l) = link {
-            d.kind = l.kind.clone();
-            d.up = l.up;
-            d.mtu = l.mtu;
-            d.tx_dropped = l.stats.map(|s| s.tx_dropped);
-            for a in nl.addresses(Some(l.index))? {
-                if matches!(a.local, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
-                    continue;
-                }
-                d.addresses.push(match a.peer {
-                    Some(p) => format!("{} peer {p}/{}", a.local, a.prefix_len),
-                    None => format!("{}/{}", a.local, a.prefix_len),
-                });
-                addrs.push((a.local, dev.clone()));
-            }
-        }
-        devices.push(d);
-    }
-    Ok((devices, addrs))
-}
-
-/// The rules whose `iif` is one of the devices.
-fn rule_status(nl: &Netlink, devs: &[String; 2]) -> anyhow::Result<Vec<RuleStatus>> {
-    let mut rules = Vec::new();
-    for family in [Family::Ipv4, Family::Ipv6] {
-        for r in nl.rules(family)? {
-            if let Some(iif) = r.iif.as_ref().filter(|i| devs.contains(i)) {
-                rules.push(RuleStatus {
-                    family,
-                    priority: r.priority,
-                    iif: iif.clone(),
-                    table: r.table,
-                });
-            }
-        }
-    }
-    Ok(rules)
-}
-
-/// The routes of `table`, one line each (`local 10.0.0.1 dev tun0`).
-fn table_routes(nl: &Netlink, table: u32) -> anyhow::Result<Vec<String>> {
-    let links = nl.links()?;
-    let mut lines = Vec::new();
-    for family in [Family::Ipv4, Family::Ipv6] {
-        for r in nl.routes(family)?.into_iter().filter(|r| r.table == table) {
-            let dev = r
-                .oif
-                .and_then(|i| links.iter().find(|l| l.index == i))
-                .map(|l| l.name.as_str())
-                .unwrap_or("?");
-            let dst = match r.dst {
-                Some(d) if r.dst_len != full_prefix(&d) => format!("{d}/{}", r.dst_len),
-                Some(d) => d.to_string(),
-                None => "default".into(),
-            };
-            lines.push(format!("{:?} {dst} dev {dev}", r.kind).to_lowercase());
-        }
-    }
-    Ok(lines)
-}
-
-/// For each address: is its local route in table `local`, in the tunnel's table, or both.
-fn moved_status(
-    nl: &Netlink,
-    addrs: &[(IpAddr, String)],
-    table: u32,
-) -> anyhow::Result<Vec<MovedStatus>> {
-    addrs
-        .iter()
-        .map(|(addr, dev)| {
-            Ok(MovedStatus {
-                address: *addr,
-                device: dev.clone(),
-                in_local_table: nl.find_local_route(*addr, TABLE_LOCAL, None)?.is_some(),
-                in_tunnel_table: nl.find_local_route(*addr, table, None)?.is_some(),
-            })
-        })
-        .collect()
-}
-
-/// The non-local-bind sysctls, with the values `up` recorded before changing them.
-fn sysctl_status(recorded: Option<&state::TunnelState>) -> Vec<SysctlStatus> {
-    let mut sysctls = Vec::new();
-    for family in [Family::Ipv4, Family::Ipv6] {
-        let key = nonlocal_bind_key(family);
-        let before_up = recorded.and_then(|s| {
-            s.undo.iter().find_map(|u| match u {
-                hostkit_net::Undo::RestoreSysctl { key: k, value } if k == key => {
-                    Some(value.clone())
-                }
-                _ => None,
-            })
-        });
-        if let Ok(value) = sysctl::read(key) {
-            sysctls.push(SysctlStatus {
-                key: key.into(),
-                value,
-                before_up,
-            });
-        }
-    }
-    sysctls
 }
 
 fn print_text(s: &Status, printer: &Printer) {

@@ -19,3 +19,4 @@ mod tun_demo;
 mod tun_garbage;
 mod tun_ipv6;
 mod tun_trust;
+mod tun_watch;

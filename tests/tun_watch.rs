@@ -354,3 +354,37 @@ fn sorted_snapshot(ns: &NetNs) -> String {
     lines.sort_unstable();
     lines.join("\n")
 }
+
+#[test]
+fn someone_fighting_the_watcher_stops_the_relay_with_exit_2_and_everything_is_undone() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    let up = Up::start(&ns, &dir, "simple", &[], &[]);
+    // Down again and again, each time after the watcher's pass: it must give up, not fight
+    // forever (bounded: > 20 repairing passes within 10 s).
+    let mut downs = 0;
+    for _ in 0..60 {
+        if !run(&mut ns.exec(["ip", "link", "set", "tun0", "down"]))
+            .status
+            .success()
+        {
+            break; // torn down: tun0 is gone
+        }
+        downs += 1;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let (status, _, stderr) = up.wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("something else manages tun0 and tun1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the tunnel was torn down"), "{stderr}");
+    assert!(downs > 20 && downs < 60, "{downs} downs\n{stderr}");
+    assert!(
+        count(&stderr, "tun0 went down: brought it up again") >= 10,
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&ns), before);
+}

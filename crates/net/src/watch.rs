@@ -605,3 +605,101 @@ fn kind_of(msg: &RouteNetlinkMessage) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecInput;
+    use netlink_packet_route::address::AddressMessage;
+    use netlink_packet_route::link::LinkMessage;
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+
+    fn watcher() -> Watcher {
+        let spec = TunnelSpec::new(SpecInput {
+            devs: ["tun0".into(), "tun1".into()],
+            table: 13,
+            ..Default::default()
+        })
+        .unwrap();
+        Watcher::new(&spec, [true, true], [7, 8]).expect("a NETLINK_ROUTE socket")
+    }
+
+    fn link(index: u32) -> RouteNetlinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        RouteNetlinkMessage::NewLink(m)
+    }
+
+    fn address(index: u32, addr: &str) -> RouteNetlinkMessage {
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        m.attributes
+            .push(netlink_packet_route::address::AddressAttribute::Local(
+                addr.parse().unwrap(),
+            ));
+        RouteNetlinkMessage::DelAddress(m)
+    }
+
+    fn route(table: u8, dst: &str, oif: u32) -> RouteNetlinkMessage {
+        let mut m = RouteMessage::default();
+        m.header.table = table;
+        m.header.destination_prefix_length = 32;
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                dst.parse().unwrap(),
+            )));
+        m.attributes.push(RouteAttribute::Oif(oif));
+        RouteNetlinkMessage::NewRoute(m)
+    }
+
+    #[test]
+    fn only_events_about_the_tunnel_concern_it() {
+        let w = watcher();
+        assert!(w.concerns(&link(7)));
+        assert!(w.concerns(&link(8)));
+        assert!(!w.concerns(&link(9)), "another interface going down/up");
+        assert!(w.concerns(&address(7, "10.0.0.1")));
+        assert!(
+            w.concerns(&address(3, "10.0.0.2")),
+            "a tunnel address appearing elsewhere"
+        );
+        assert!(!w.concerns(&address(3, "192.168.7.1")));
+        assert!(w.concerns(&route(255, "10.0.0.1", 7)));
+        assert!(w.concerns(&route(255, "10.0.0.2", 1)));
+        assert!(
+            !w.concerns(&route(255, "192.168.9.9", 1)),
+            "a user's own local route for another address"
+        );
+        assert!(!w.concerns(&route(254, "10.0.0.1", 1)));
+    }
+
+    #[test]
+    fn a_pass_is_due_at_once_and_bursts_are_debounced() {
+        let mut w = watcher();
+        assert!(
+            w.is_due(),
+            "the first pass covers events before the subscription"
+        );
+        w.due = None;
+        w.first = None;
+        let t0 = Instant::now();
+        w.schedule(t0);
+        assert_eq!(w.due, Some(t0 + QUIET));
+        // A long burst is handled no later than MAX_DELAY after its first event.
+        w.schedule(t0 + Duration::from_millis(290));
+        assert_eq!(w.due, Some(t0 + MAX_DELAY));
+    }
+
+    #[test]
+    fn repairs_read_as_one_line_each() {
+        let r = Repair::LocalRouteMoved {
+            dev: "tun0".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            table: 13,
+        };
+        assert_eq!(
+            r.to_string(),
+            "tun0: moved local 10.0.0.1 back to table 13 (the kernel had put it into table local again)"
+        );
+    }
+}

@@ -388,3 +388,72 @@ fn someone_fighting_the_watcher_stops_the_relay_with_exit_2_and_everything_is_un
     );
     assert_eq!(snapshot(&ns), before);
 }
+
+#[test]
+fn an_address_taken_by_another_interface_stops_the_relay_with_exit_2() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    let before = snapshot(&ns);
+    let up = Up::start(&ns, &dir, "fast", &[], &[]);
+    // In one `ip` process, faster than the watcher's debounce.
+    let batch = dir.write(
+        "batch",
+        "addr del 10.0.0.2 peer 10.0.0.1 dev tun1\naddr add 10.0.0.2/32 dev v0\n",
+    );
+    ns.ip(&["-batch", batch.to_str().unwrap()]);
+    let (status, _, stderr) = up.wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("10.0.0.2 of tun1 is now on v0"), "{stderr}");
+    assert!(stderr.contains("the tunnel was torn down"), "{stderr}");
+    assert!(!stderr.contains("added it again"), "{stderr}");
+    // v0's address is not the tunnel's: it stays.
+    let v0 = ns.ip(&["-br", "addr", "show", "dev", "v0"]);
+    assert!(v0.contains("10.0.0.2/32"), "{v0}");
+    ns.ip(&["addr", "del", "10.0.0.2/32", "dev", "v0"]);
+    assert_eq!(snapshot(&ns), before);
+}
+
+#[test]
+fn on_persistent_devices_what_was_there_before_is_put_back_as_it_was() {
+    // tun0 was up and held fd00::1/64 before `up`; tun1 was down. A down/up drops fd00::1/64:
+    // it comes back as it was (not as hostkit's /128), tun1 (which hostkit brought up) is
+    // brought up again, and teardown still leaves both devices exactly as they were.
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
+    ns.ip(&["tuntap", "add", "dev", "tun1", "mode", "tun"]);
+    ns.ip(&["link", "set", "tun0", "up"]);
+    ns.ip(&["-6", "address", "add", "fd00::1/64", "dev", "tun0", "nodad"]);
+    let before = snapshot(&ns);
+    let up = Up::start(&ns, &dir, "simple", &[], &DUAL);
+    let recorded = journal(&dir);
+    ns.ip(&["link", "set", "tun0", "down"]);
+    ns.ip(&["link", "set", "tun0", "up"]);
+    ns.ip(&["link", "set", "tun1", "down"]);
+    wait_until_repaired(&ns, &up, &DUAL);
+    let addrs = ns.ip(&["-6", "-br", "addr", "show", "dev", "tun0"]);
+    assert!(addrs.contains("fd00::1/64"), "{addrs}");
+    pings_cross_the_relay(&ns, &dir, &DUAL);
+    let stderr = up.stderr();
+    assert_eq!(
+        count(
+            &stderr,
+            "tun0 lost fd00::1: added it again as it was before `up` (fd00::1/64)"
+        ),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&stderr, "tun1 went down: brought it up again"),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(journal(&dir), recorded);
+    let (status, _, stderr) = up.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}\n{stderr}");
+    // (See tun_ipv6: `ip route` shows a stale `linkdown` flag on IPv6 routes after a carrier
+    // change; `ip -6 route` shows it right.)
+    let same = |s: String| s.replace(" linkdown", "");
+    assert_eq!(same(snapshot(&ns)), same(before), "teardown:\n{stderr}");
+}

@@ -66,8 +66,10 @@ pub enum WatchError {
         /// The index the name has now.
         now: u32,
     },
-    /// A tunnel address was removed and now sits on another interface.
-    #[error("{addr} was removed from {wanted} and is now on {dev}; hostkit does not take it back")]
+    /// A tunnel address now (also) sits on another interface.
+    #[error(
+        "{addr} of {wanted} is now on {dev} too; a tunnel end must be an address of its own device only, and hostkit does not take it back"
+    )]
     AddressTaken {
         /// The address.
         addr: IpAddr,
@@ -124,6 +126,10 @@ pub enum Repair {
         local: IpAddr,
         /// Its peer (IPv4).
         peer: Option<IpAddr>,
+        /// Its prefix length.
+        prefix_len: u8,
+        /// It was on the device before `up` (put back as it was).
+        before: bool,
     },
     /// The IPv6 peer route was gone.
     PeerRoute {
@@ -161,12 +167,22 @@ impl fmt::Display for Repair {
             Repair::Address {
                 dev,
                 local,
-                peer: Some(peer),
-            } => write!(f, "{dev} lost {local} peer {peer}: added it again"),
-            Repair::Address { dev, local, .. } => write!(
-                f,
-                "{dev} lost {local}: added it again (nodad noprefixroute)"
-            ),
+                peer,
+                prefix_len,
+                before,
+            } => match (peer, before) {
+                (_, true) => write!(
+                    f,
+                    "{dev} lost {local}: added it again as it was before `up` ({local}/{prefix_len})"
+                ),
+                (Some(peer), false) => {
+                    write!(f, "{dev} lost {local} peer {peer}: added it again")
+                }
+                (None, false) => write!(
+                    f,
+                    "{dev} lost {local}: added it again (nodad noprefixroute)"
+                ),
+            },
             Repair::PeerRoute { dev, peer, local } => {
                 write!(f, "{dev} lost the route {peer} src {local}: added it again")
             }
@@ -454,10 +470,8 @@ impl Watcher {
                 }
                 Step::AddAddress { dev, local, peer } => {
                     let idx = self.ifindex[self.side(&dev)];
-                    if addrs.iter().any(|a| a.index == idx && a.local == local) {
-                        continue;
-                    }
-                    if let Some(other) = addrs.iter().find(|a| a.local == local) {
+                    // On another interface too, its local route there takes the traffic.
+                    if let Some(other) = addrs.iter().find(|a| a.local == local && a.index != idx) {
                         let name = links
                             .iter()
                             .find(|l| l.index == other.index)
@@ -468,6 +482,9 @@ impl Watcher {
                             dev: name,
                             wanted: dev,
                         });
+                    }
+                    if addrs.iter().any(|a| a.index == idx && a.local == local) {
+                        continue;
                     }
                     let added_by_us = undo.iter().any(|u| {
                         matches!(u, Undo::DelAddress { dev: d, ifindex: i, local: l, .. }
@@ -489,6 +506,7 @@ impl Watcher {
                         _ => None,
                     });
                     let repair_peer;
+                    let mut prefix_len = crate::netlink::full_prefix(&local);
                     if added_by_us {
                         match local {
                             IpAddr::V4(_) => {
@@ -507,9 +525,10 @@ impl Watcher {
                                 repair_peer = None;
                             }
                         }
-                    } else if let Some((prefix_len, p, flags)) = before {
-                        nl.add_address(idx, &dev, local, prefix_len, p, flags)?;
+                    } else if let Some((len, p, flags)) = before {
+                        nl.add_address(idx, &dev, local, len, p, flags)?;
                         repair_peer = p;
+                        prefix_len = len;
                     } else {
                         return Err(WatchError::AddressNotOurs { addr: local, dev });
                     }
@@ -517,13 +536,15 @@ impl Watcher {
                         index: idx,
                         local,
                         peer: repair_peer,
-                        prefix_len: crate::netlink::full_prefix(&local),
+                        prefix_len,
                         flags: 0,
                     });
                     repairs.push(Repair::Address {
                         dev,
                         local,
                         peer: repair_peer,
+                        prefix_len,
+                        before: !added_by_us,
                     });
                 }
                 Step::AddPeerRoute { dev, local, peer } => {

@@ -457,3 +457,39 @@ fn on_persistent_devices_what_was_there_before_is_put_back_as_it_was() {
     let same = |s: String| s.replace(" linkdown", "");
     assert_eq!(same(snapshot(&ns)), same(before), "teardown:\n{stderr}");
 }
+
+#[test]
+fn a_rule_removed_under_the_relay_is_put_back_with_its_priority() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let before = snapshot(&ns);
+    let up = Up::start(&ns, &dir, "fast", &[], &DUAL);
+    let recorded = journal(&dir);
+    let rules = (ns.ip(&["rule"]), ns.ip(&["-6", "rule"]));
+    ns.ip(&["rule", "del", "iif", "tun1", "lookup", "13"]);
+    ns.ip(&["-6", "rule", "del", "iif", "tun0", "lookup", "13"]);
+    let start = Instant::now();
+    while (ns.ip(&["rule"]), ns.ip(&["-6", "rule"])) != rules {
+        assert!(
+            start.elapsed() < REPAIR_BOUND,
+            "rules not put back:\n{}\n{}\n{}",
+            ns.ip(&["rule"]),
+            ns.ip(&["-6", "rule"]),
+            up.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The requests arrive on tun1 (IPv4) and tun0 (IPv6 replies): both need their rule.
+    pings_cross_the_relay(&ns, &dir, &DUAL);
+    let stderr = up.stderr();
+    for line in [
+        "tun1: the IPv4 rule iif tun1 lookup 13 was removed: added it again",
+        "tun0: the IPv6 rule iif tun0 lookup 13 was removed: added it again",
+    ] {
+        assert_eq!(count(&stderr, line), 1, "{stderr}");
+    }
+    assert_eq!(journal(&dir), recorded);
+    let (status, _, stderr) = up.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}\n{stderr}");
+    assert_eq!(snapshot(&ns), before);
+}

@@ -1,9 +1,9 @@
 //! Keeping the tunnel's promise while the relay runs.
 //!
-//! The kernel undoes parts of the routing rewrite on its own: `ip link set tun0 down; … up`
+//! The kernel undoes parts of the routing rewrite on its own (and people do): `ip link set tun0 down; … up`
 //! puts an address's local route back into table `local` (and, for IPv6, deletes the address
 //! and its peer route), and from then on traffic silently bypasses the relay. The [`Watcher`]
-//! subscribes to rtnetlink's link, address and route multicast groups, and when an event
+//! subscribes to rtnetlink's link, address, route and rule multicast groups, and when an event
 //! concerns the tunnel it schedules — debounced — a [`Watcher::reconcile`] pass: the tunnel's
 //! state is read back from the kernel and whatever drifted from the plan is put back, each
 //! change journalled exactly as at setup.
@@ -21,18 +21,27 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressFlags;
+use netlink_packet_route::rule::RuleAttribute;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::netlink::{
-    AddrSummary, LinkInfoSummary, Netlink, NetlinkError, TABLE_LOCAL, addr_summary, route_summary,
+    AddrSummary, Family, LinkInfoSummary, Netlink, NetlinkError, TABLE_LOCAL, addr_summary,
+    route_summary,
 };
 use crate::spec::{Step, TunnelSpec};
 use crate::undo::Undo;
 
-/// `RTNLGRP_LINK`, `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV4_ROUTE`, `RTNLGRP_IPV6_IFADDR`,
-/// `RTNLGRP_IPV6_ROUTE` (uapi rtnetlink.h).
-const GROUPS: [u32; 5] = [1, 5, 7, 9, 11];
+/// The multicast groups: links, addresses, routes and rules of both families.
+const GROUPS: [u32; 7] = [
+    libc::RTNLGRP_LINK,
+    libc::RTNLGRP_IPV4_IFADDR,
+    libc::RTNLGRP_IPV4_ROUTE,
+    libc::RTNLGRP_IPV4_RULE,
+    libc::RTNLGRP_IPV6_IFADDR,
+    libc::RTNLGRP_IPV6_ROUTE,
+    libc::RTNLGRP_IPV6_RULE,
+];
 /// A burst of events is handled once it has been quiet this long…
 const QUIET: Duration = Duration::from_millis(50);
 /// …or this long after its first event, whichever comes first.
@@ -87,6 +96,18 @@ pub enum WatchError {
         addr: IpAddr,
         /// Device.
         dev: String,
+    },
+    /// An `iif DEV lookup TABLE` rule that was there before `up` was removed.
+    #[error(
+        "the {family} rule iif {dev} lookup {table}, which was there before `up`, was removed under the relay; hostkit does not add again what it did not add"
+    )]
+    RuleNotOurs {
+        /// Device.
+        dev: String,
+        /// `IPv4`/`IPv6`.
+        family: &'static str,
+        /// Table.
+        table: u32,
     },
     /// Something keeps undoing the tunnel's configuration.
     #[error(
@@ -149,6 +170,17 @@ pub enum Repair {
         /// The tunnel's table.
         table: u32,
     },
+    /// The tunnel's `iif DEV lookup TABLE` rule was gone.
+    Rule {
+        /// Device.
+        dev: String,
+        /// Family.
+        family: Family,
+        /// Table.
+        table: u32,
+        /// Its priority (the one it had).
+        priority: u32,
+    },
     /// The local route was missing from the tunnel's table (and not in table `local`).
     TableRoute {
         /// Device.
@@ -189,6 +221,16 @@ impl fmt::Display for Repair {
             Repair::LocalRouteMoved { dev, addr, table } => write!(
                 f,
                 "{dev}: moved local {addr} back to table {table} (the kernel had put it into table local again)"
+            ),
+            Repair::Rule {
+                dev,
+                family,
+                table,
+                priority,
+            } => write!(
+                f,
+                "{dev}: the {} rule iif {dev} lookup {table} was removed: added it again (pref {priority})",
+                family.label()
             ),
             Repair::TableRoute { dev, addr, table } => write!(
                 f,
@@ -251,6 +293,7 @@ impl Watcher {
                         | Step::LinkUp { .. }
                         | Step::AddPeerRoute { .. }
                         | Step::MoveLocalRoute { .. }
+                        | Step::AddRule { .. }
                 )
             })
             .collect();
@@ -374,6 +417,11 @@ impl Watcher {
                     || r.dst.as_ref().is_some_and(|d| {
                         ours(d) && (r.table == TABLE_LOCAL || r.table == self.spec.table)
                     })
+            }
+            RouteNetlinkMessage::NewRule(r) | RouteNetlinkMessage::DelRule(r) => {
+                r.attributes.iter().any(|a| {
+                    matches!(a, RuleAttribute::Iifname(n) if self.spec.devs().contains(&n.as_str()))
+                })
             }
             _ => false,
         }
@@ -608,6 +656,34 @@ impl Watcher {
                         repairs.push(Repair::LocalRouteMoved { dev, addr, table });
                     }
                 }
+                Step::AddRule { dev, family, table } => {
+                    if !nl.find_iif_rules(family, &dev, table)?.is_empty() {
+                        continue;
+                    }
+                    let priority = undo.iter().find_map(|u| match u {
+                        Undo::DelRule {
+                            dev: d,
+                            family: f,
+                            table: t,
+                            priority,
+                        } if *d == dev && *f == family && *t == table => Some(*priority),
+                        _ => None,
+                    });
+                    let Some(priority) = priority else {
+                        return Err(WatchError::RuleNotOurs {
+                            dev,
+                            family: family.label(),
+                            table,
+                        });
+                    };
+                    nl.add_iif_rule(family, &dev, table, priority)?;
+                    repairs.push(Repair::Rule {
+                        dev,
+                        family,
+                        table,
+                        priority,
+                    });
+                }
                 _ => {}
             }
         }
@@ -692,6 +768,13 @@ mod tests {
             "a user's own local route for another address"
         );
         assert!(!w.concerns(&route(254, "10.0.0.1", 1)));
+        let rule = |iif: &str| {
+            let mut m = netlink_packet_route::rule::RuleMessage::default();
+            m.attributes.push(RuleAttribute::Iifname(iif.into()));
+            RouteNetlinkMessage::DelRule(m)
+        };
+        assert!(w.concerns(&rule("tun1")));
+        assert!(!w.concerns(&rule("eth0")), "someone else's rule");
     }
 
     #[test]

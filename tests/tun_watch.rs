@@ -493,3 +493,24 @@ fn a_rule_removed_under_the_relay_is_put_back_with_its_priority() {
     assert!(status.success(), "{status}\n{stderr}");
     assert_eq!(snapshot(&ns), before);
 }
+
+#[test]
+fn a_users_own_rule_removed_under_the_relay_stops_it_with_exit_2() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    ns.ip(&["rule", "add", "iif", "tun0", "lookup", "13", "pref", "100"]);
+    let before = snapshot(&ns);
+    let up = Up::start(&ns, &dir, "simple", &[], &[]);
+    ns.ip(&["rule", "del", "iif", "tun0", "lookup", "13", "pref", "100"]);
+    let (status, _, stderr) = up.wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("the IPv4 rule iif tun0 lookup 13, which was there before `up`, was removed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("added it again"), "{stderr}");
+    // Everything else as before (the user's rule is the user's to put back).
+    ns.ip(&["rule", "add", "iif", "tun0", "lookup", "13", "pref", "100"]);
+    assert_eq!(snapshot(&ns), before);
+}

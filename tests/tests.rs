@@ -20,3 +20,4 @@ mod tun_garbage;
 mod tun_ipv6;
 mod tun_log;
 mod tun_trust;
+mod tun_watch;

@@ -811,7 +811,7 @@ fn tun_info(nlas: &[InfoTun]) -> TunInfo {
     t
 }
 
-fn addr_summary(msg: &AddressMessage) -> Option<AddrSummary> {
+pub(crate) fn addr_summary(msg: &AddressMessage) -> Option<AddrSummary> {
     let mut local = None;
     let mut address = None;
     let mut flags = u32::from(msg.header.flags.bits());
@@ -845,7 +845,7 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn route_summary(message: RouteMessage) -> RouteSummary {
+pub(crate) fn route_summary(message: RouteMessage) -> RouteSummary {
     let mut table = u32::from(message.header.table);
     let mut dst = None;
     let mut oif = None;

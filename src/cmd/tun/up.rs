@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use hostkit_net::spec::RuleSides;
 use hostkit_net::state::{self, DirStats, StateFile, TunnelState};
-use hostkit_net::{DeviceSetup, Netlink, SpecInput, Tunnel, TunnelSpec};
+use hostkit_net::watch::{WatchError, Watcher};
+use hostkit_net::{DeviceSetup, Netlink, SpecInput, Tunnel, TunnelSpec, Undo};
 use hostkit_tun::device::offload_names;
 use hostkit_tun::relay::{Engine, PacketIo};
 use hostkit_tun::{PacketLog, Relay};
@@ -28,6 +29,8 @@ const FAST_NICE: i32 = -10;
 const MAX_DEFAULT_QUEUES: usize = 4;
 /// How often the running relay checks that each peer is still routed through the tunnel.
 const PATH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest wait for a signal between two looks at the relay and the counters.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Watches, while the relay runs, that `route get` of each peer still names the tunnel's device
 /// and source; warns once when that stops being true, and once when it is true again.
@@ -44,13 +47,14 @@ impl<'a> PathWatch<'a> {
         }
     }
 
-    fn check(&mut self, nl: &Netlink, printer: &Printer) {
+    /// Returns whether every path is as the tunnel needs it (or cannot be checked).
+    fn check(&mut self, nl: &Netlink, printer: &Printer) -> bool {
         // Without the routing rewrite the traffic is meant to bypass the relay.
         if !self.spec.routing {
-            return;
+            return true;
         }
         let Ok(checks) = hostkit_net::path::check_paths(nl, self.spec) else {
-            return;
+            return true;
         };
         let bad: Vec<String> = checks
             .iter()
@@ -68,6 +72,7 @@ impl<'a> PathWatch<'a> {
             }
             self.bad = bad;
         }
+        self.bad.is_empty()
     }
 }
 
@@ -288,7 +293,7 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         state.undo = undo.to_vec();
         state_file.write(&state)
     });
-    let tunnel = match established {
+    let mut tunnel = match established {
         Ok(t) => t,
         Err(failed) => {
             let failures = report_teardown(printer, &failed.teardown, false);
@@ -341,15 +346,35 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         std::process::id()
     ));
 
-    let mut watch = PathWatch::new(&spec);
-    let stop_reason = wait_for_stop(&sigfd, &relay, &mut state, &state_file, &mut || {
-        watch.check(&nl, printer)
-    });
+    // Watch the kernel's events about the tunnel, and put back what drifts (link down/up,
+    // addresses removed): traffic must not silently bypass the relay.
+    let mut watcher = match Watcher::new(&spec, tunnel.created, tunnel.ifindex) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            printer.warn(format!(
+                "cannot subscribe to rtnetlink events ({e}): changes to the tunnel are only reported, not repaired"
+            ));
+            None
+        }
+    };
+    let mut running = Running {
+        sigfd: &sigfd,
+        relay: &relay,
+        state: &mut state,
+        state_file: &state_file,
+        nl: &nl,
+        printer,
+        paths: PathWatch::new(&spec),
+        watcher: watcher.as_mut(),
+        undo: &mut tunnel.undo,
+    };
+    let stop = running.wait_for_stop();
+    drop(watcher);
     let counters = relay.stats();
     let relay_errors = relay.stop();
     state.stats = counters.snapshot().to_vec();
     let final_stats = stats_of(&state.stats);
-    printer.note(format!("stopping ({stop_reason}); tearing down"));
+    printer.note(format!("stopping ({stop}); tearing down"));
     // The tunnels running now (not those at start) decide which sysctls must stay.
     let keep = state::records(&run_dir, netns_inode)
         .map(|r| super::common::neighbours(&r, state_file.path()).keep_sysctls)
@@ -370,7 +395,16 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         );
     }
     if let Some(err) = relay_errors.into_iter().next() {
+        if let Stop::Drift(cause) = &stop {
+            printer.warn(format!("also: {cause}"));
+        }
         return Err(anyhow!(err).context("the relay stopped on an error; the tunnel was torn down"));
+    }
+    if let Stop::Drift(cause) = stop {
+        return Err(anyhow!(cause).context(format!(
+            "cannot keep the tunnel {} <-> {}; the tunnel was torn down",
+            spec.ends[0].dev, spec.ends[1].dev
+        )));
     }
     Ok(Outcome::Success)
 }
@@ -461,38 +495,133 @@ pub(super) fn stats_of(stats: &[DirStats]) -> Vec<String> {
         .collect()
 }
 
-/// Waits for a signal or a relay failure; keeps the state file's counters fresh meanwhile.
-fn wait_for_stop(
-    sigfd: &SignalFd,
-    relay: &Relay,
-    state: &mut TunnelState,
-    state_file: &StateFile,
-    every_second: &mut dyn FnMut(),
-) -> String {
-    let stats = relay.stats();
-    let mut last_check = std::time::Instant::now();
-    loop {
-        if last_check.elapsed() >= PATH_CHECK_EVERY {
-            last_check = std::time::Instant::now();
-            every_second();
-        }
-        let now: Vec<DirStats> = stats.snapshot().to_vec();
-        if now != state.stats {
-            state.stats = now;
-            if let Err(e) = state_file.write(state) {
-                log::warn!("cannot update {}: {e}", state_file.path().display());
-            }
-        }
-        if relay.has_failed() {
-            return "the relay failed".into();
-        }
-        let mut fds = [PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, PollTimeout::from(200u16));
-        if let Ok(Some(info)) = sigfd.read_signal() {
-            let name = Signal::try_from(info.ssi_signo as i32)
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|_| format!("signal {}", info.ssi_signo));
-            return format!("got {name}");
+/// Why the relay stopped.
+#[derive(Debug)]
+enum Stop {
+    /// A signal (its name).
+    Signal(String),
+    /// The relay failed.
+    RelayFailed,
+    /// The tunnel's configuration drifted and could not be put back.
+    Drift(WatchError),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Signal(name) => write!(f, "got {name}"),
+            Stop::RelayFailed => write!(f, "the relay failed"),
+            Stop::Drift(e) => write!(f, "cannot keep the tunnel: {e}"),
         }
     }
+}
+
+/// The running relay's main thread: signals, counters, the path check and the watcher.
+struct Running<'a> {
+    sigfd: &'a SignalFd,
+    relay: &'a Relay,
+    state: &'a mut TunnelState,
+    state_file: &'a StateFile,
+    nl: &'a Netlink,
+    printer: &'a Printer,
+    paths: PathWatch<'a>,
+    watcher: Option<&'a mut Watcher>,
+    undo: &'a mut Vec<Undo>,
+}
+
+impl Running<'_> {
+    /// Waits for a signal, a relay failure or a drift that cannot be repaired; keeps the state
+    /// file's counters fresh and the tunnel's configuration in place meanwhile.
+    fn wait_for_stop(&mut self) -> Stop {
+        let stats = self.relay.stats();
+        let mut last_check = std::time::Instant::now();
+        loop {
+            // While a watcher pass is pending, the path may be broken for a moment only:
+            // check it after the pass.
+            let pending = self
+                .watcher
+                .as_deref()
+                .is_some_and(|w| w.timeout().is_some());
+            if last_check.elapsed() >= PATH_CHECK_EVERY && !pending {
+                last_check = std::time::Instant::now();
+                // The safety net: a broken path the events did not explain gets a pass too.
+                if !self.paths.check(self.nl, self.printer)
+                    && let Some(w) = self.watcher.as_deref_mut()
+                {
+                    w.poke();
+                }
+            }
+            let now: Vec<DirStats> = stats.snapshot().to_vec();
+            if now != self.state.stats {
+                self.state.stats = now;
+                if let Err(e) = self.state_file.write(self.state) {
+                    log::warn!("cannot update {}: {e}", self.state_file.path().display());
+                }
+            }
+            if self.relay.has_failed() {
+                return Stop::RelayFailed;
+            }
+            if let Some(w) = self.watcher.as_deref_mut()
+                && w.is_due()
+                && let Err(e) = reconcile(
+                    w,
+                    self.nl,
+                    self.printer,
+                    self.undo,
+                    self.state,
+                    self.state_file,
+                )
+            {
+                return Stop::Drift(e);
+            }
+            let mut timeout = POLL_EVERY;
+            if let Some(t) = self.watcher.as_deref().and_then(Watcher::timeout) {
+                timeout = timeout.min(t);
+            }
+            let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::ZERO);
+            let sig = PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN);
+            let events = match self.watcher.as_deref() {
+                Some(w) => {
+                    let mut fds = [sig, PollFd::new(w.fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, timeout);
+                    fds[1].revents().unwrap_or(PollFlags::empty())
+                }
+                None => {
+                    let _ = poll(&mut [sig], timeout);
+                    PollFlags::empty()
+                }
+            };
+            if let Ok(Some(info)) = self.sigfd.read_signal() {
+                let name = Signal::try_from(info.ssi_signo as i32)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| format!("signal {}", info.ssi_signo));
+                return Stop::Signal(name);
+            }
+            if !events.is_empty()
+                && let Some(w) = self.watcher.as_deref_mut()
+                && let Err(e) = w.drain()
+            {
+                return Stop::Drift(e);
+            }
+        }
+    }
+}
+
+/// One watcher pass: each repair logged on one line, each new undo entry journalled first.
+fn reconcile(
+    w: &mut Watcher,
+    nl: &Netlink,
+    printer: &Printer,
+    undo: &mut Vec<Undo>,
+    state: &mut TunnelState,
+    state_file: &StateFile,
+) -> Result<(), WatchError> {
+    let repairs = w.reconcile(nl, undo, &mut |u| {
+        state.undo = u.to_vec();
+        state_file.write(state)
+    })?;
+    for r in repairs {
+        printer.warn(r.to_string());
+    }
+    Ok(())
 }

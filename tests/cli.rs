@@ -2,7 +2,7 @@
 //! bad arguments are errors naming them, and errors say their cause once.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::recipes::{expect, has, hk};
 use crate::util::{TestDir, run};
@@ -219,20 +219,26 @@ fn parallel_applies_meet_the_lock_and_leave_no_state_behind() {
     let dir = TestDir::new();
     dir.write("home/u/.profile", "# profile\n");
     let before = crate::recipes::snapshot(dir.path());
-    let spawn = |extra: &[&str]| {
-        let mut cmd = crate::recipes::in_root(&dir, &["apply", "gtk-legacy"]);
-        cmd.args(extra)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        cmd.spawn().expect("spawn hostkit")
+    // Ten at once, each bounded (a lock that deadlocked must fail the test, not hang it).
+    let ten = |extra: &[&str]| -> Vec<Output> {
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..10)
+                .map(|_| {
+                    let mut cmd = crate::recipes::in_root(&dir, &["apply", "gtk-legacy"]);
+                    cmd.args(extra);
+                    s.spawn(move || crate::util::run_with_timeout(&mut cmd, 60))
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        })
     };
-    // Without --wait: each one applies, finds it already applied, or names the lock's holder.
-    let children: Vec<_> = (0..10).map(|_| spawn(&[])).collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    // Without --wait: each one applies, finds it already applied, or names the lock's holder;
+    // at least one applies.
+    let mut applied = 0;
+    for out in ten(&[]) {
         let err = String::from_utf8_lossy(&out.stderr);
         match out.status.code() {
-            Some(0) => {}
+            Some(0) => applied += 1,
             Some(2) => assert!(
                 err.contains("lock: locked by pid "),
                 "an unexpected failure: {err}"
@@ -240,6 +246,11 @@ fn parallel_applies_meet_the_lock_and_leave_no_state_behind() {
             other => panic!("exit {other:?}: {err}"),
         }
     }
+    assert!(applied > 0, "every apply lost the lock");
+    assert_eq!(
+        dir.read("home/u/.profile"),
+        "# profile\nexport GTK_OVERLAY_SCROLLING=0\n"
+    );
     expect(
         &run(&mut crate::recipes::in_root(
             &dir,
@@ -253,9 +264,7 @@ fn parallel_applies_meet_the_lock_and_leave_no_state_behind() {
         "state left behind",
     );
     // With --wait: all of them succeed, one after the other.
-    let children: Vec<_> = (0..10).map(|_| spawn(&["--wait"])).collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    for out in ten(&["--wait"]) {
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -336,7 +345,11 @@ fn json_output_is_pinned() {
             .join("tests/golden")
             .join(format!("{name}.json"));
         if bless {
+            assert!(!crate::util::in_ci(), "HOSTKIT_BLESS is refused under CI");
             std::fs::write(&path, &got).unwrap();
+            differs.push(format!(
+                "{name}: blessed (rerun without HOSTKIT_BLESS to check)"
+            ));
         } else {
             let want = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e} (HOSTKIT_BLESS=1 writes it)", path.display()));
@@ -400,10 +413,11 @@ fn tun_up_refuses_bad_arguments_before_anything_changes() {
         return;
     }
     let ns = crate::util::NetNs::new();
+    let run_dir = TestDir::new();
     let before = ns.ip(&["-d", "link"]);
     for (args, want) in cases {
         let mut cmd = hk_args(&["tun", "up", "--netns", ns.name()]);
-        cmd.args(*args);
+        cmd.args(*args).env("HOSTKIT_RUN_DIR", run_dir.join("run"));
         let (_, err) = expect(&crate::util::run_with_timeout(&mut cmd, 20), 2);
         has(&err, want);
         assert_eq!(ns.ip(&["-d", "link"]), before, "{args:?} changed the links");

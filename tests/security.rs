@@ -93,6 +93,34 @@ fn evil_journal(victim: &Path, path_field: &str) -> String {
     .to_string()
 }
 
+/// `cmd` run in a private mount namespace whose `/etc` and `/var/lib` are empty tmpfs mounts:
+/// an attack that worked would write there, never to the host's own files (the test then
+/// fails on the files it checks under the root).
+fn privately(cmd: &Command) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"set -e; mount -t tmpfs tmpfs /etc; mount -t tmpfs tmpfs /var/lib; exec "$@""#)
+        .arg("sh")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+}
+
+/// [`crate::recipes::at`], in a private mount namespace (see [`privately`]).
+fn at_privately(dir: &TestDir, args: &[&str], want: i32) -> (String, String) {
+    expect(
+        &run(&mut privately(&crate::recipes::in_root(dir, args))),
+        want,
+    )
+}
+
 #[test]
 fn a_journal_planted_in_a_users_state_directory_is_refused() {
     require_root!();
@@ -184,7 +212,7 @@ fn a_tampered_journal_cannot_leave_the_home_or_the_root() {
 
 #[test]
 fn links_a_user_planted_are_not_followed_out_of_their_home() {
-    require_root!();
+    require_mount_ns!();
     let dir = root_with_user_home();
     let shadow = dir.write("etc/shadow", "root:*:19000:0:99999:7:::\n");
     std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -193,7 +221,7 @@ fn links_a_user_planted_are_not_followed_out_of_their_home() {
     std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
     chown(&link, USER);
     let tree = snapshot(dir.path());
-    let (_, err) = at(&dir, &["apply", "gtk-legacy"], 2);
+    let (_, err) = at_privately(&dir, &["apply", "gtk-legacy"], 2);
     has(
         &err,
         &format!(
@@ -210,7 +238,7 @@ fn links_a_user_planted_are_not_followed_out_of_their_home() {
     std::os::unix::fs::symlink("/etc", &config).unwrap();
     chown(&config, USER);
     let tree = snapshot(dir.path());
-    let (_, err) = at(&dir, &["apply", "qt-gtk", "--set", "qt4=always"], 2);
+    let (_, err) = at_privately(&dir, &["apply", "qt-gtk", "--set", "qt4=always"], 2);
     has(
         &err,
         &format!(
@@ -224,7 +252,7 @@ fn links_a_user_planted_are_not_followed_out_of_their_home() {
     std::fs::remove_file(&config).unwrap();
     std::fs::hard_link(&shadow, dir.join("home/u/.profile")).unwrap();
     let tree = snapshot(dir.path());
-    let (_, err) = at(&dir, &["apply", "gtk-legacy"], 2);
+    let (_, err) = at_privately(&dir, &["apply", "gtk-legacy"], 2);
     has(
         &err,
         &format!(
@@ -359,7 +387,7 @@ PY
 
 #[test]
 fn recipes_and_rules_another_user_could_write_are_not_obeyed() {
-    require_root!();
+    require_mount_ns!();
     // A recipe is an instruction (files to write, commands to run): one from a directory or file
     // the hostile user owns or may write is refused, naming it, before anything is planned.
     let dir = TestDir::new();
@@ -373,7 +401,7 @@ fn recipes_and_rules_another_user_could_write_are_not_obeyed() {
     let hk = |args: &[&str]| {
         let mut cmd = crate::recipes::hk(Path::new("/root"));
         cmd.args(args);
-        run(&mut cmd)
+        run(&mut privately(&cmd))
     };
     let recipes = dir.join("recipes");
     let rules = dir.join("rules");

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use crate::tun::{Up, snapshot};
 use crate::tun_trust::state_file;
-use crate::util::{NetNs, TestDir, hostkit, run, run_ok, texts};
+use crate::util::{NetNs, TestDir, hostkit, run_ok, run_with_timeout, texts};
 
 fn sysctl(ns: &NetNs, key: &str) -> String {
     run_ok(&mut ns.exec(["sysctl", "-n", key]))
@@ -19,10 +19,14 @@ fn sysctl(ns: &NetNs, key: &str) -> String {
 
 /// `hostkit tun SUB --netns NS --run-dir DIR ARGS…` → (exit code, stdout, stderr).
 fn tun(sub: &str, ns: &NetNs, run_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = run(hostkit()
-        .args(["tun", sub, "--netns", ns.name(), "--run-dir"])
-        .arg(run_dir)
-        .args(args));
+    // Bounded: a refusal that broke would otherwise leave `up` relaying forever.
+    let out = run_with_timeout(
+        hostkit()
+            .args(["tun", sub, "--netns", ns.name(), "--run-dir"])
+            .arg(run_dir)
+            .args(args),
+        60,
+    );
     let (o, e) = texts(&out);
     assert!(!e.contains("panicked"), "{e}");
     (out.status.code(), o, e)

@@ -9,7 +9,7 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 
 use crate::tun::{Up, snapshot};
-use crate::util::{NetNs, TestDir, hostkit, run, texts};
+use crate::util::{NetNs, TestDir, hostkit, run, run_with_timeout, texts};
 
 /// The one state file in a run directory.
 pub(crate) fn state_file(run_dir: &Path) -> PathBuf {
@@ -41,9 +41,13 @@ fn tamper(path: &Path, f: impl FnOnce(&mut Vec<serde_json::Value>)) {
 
 /// `hostkit tun SUB --netns NS --run-dir DIR`; returns (exit code, stdout, stderr).
 fn tun(sub: &str, ns: &NetNs, run_dir: &Path) -> (Option<i32>, String, String) {
-    let out = run(hostkit()
-        .args(["tun", sub, "--netns", ns.name(), "--run-dir"])
-        .arg(run_dir));
+    // Bounded: a refusal that broke would otherwise leave `up` relaying forever.
+    let out = run_with_timeout(
+        hostkit()
+            .args(["tun", sub, "--netns", ns.name(), "--run-dir"])
+            .arg(run_dir),
+        60,
+    );
     let (o, e) = texts(&out);
     assert!(!e.contains("panicked"), "{e}");
     (out.status.code(), o, e)
@@ -232,4 +236,27 @@ fn a_state_file_that_is_a_link_not_roots_or_a_fifo_is_refused() {
     std::fs::rename(&elsewhere, &state).unwrap();
     let (code, out, err) = tun("down", &ns, &dir.join("run"));
     assert_eq!(code, Some(0), "{out}{err}");
+}
+
+#[test]
+fn down_signals_only_the_process_that_holds_the_lock_never_the_pid_the_file_names() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let path = killed_tunnel(&ns, &dir);
+    // A bystander, named in the state file as the relay; the lock held by this test instead.
+    let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["pid"] = victim.id().into();
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let lock = std::fs::File::open(path.with_extension("lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let (code, out, err) = tun("down", &ns, &dir.join("run"));
+    let alive = victim.try_wait().unwrap().is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    drop(held);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("not signalling anyone"), "{err}");
+    assert!(alive, "tun down signalled the pid the state file named");
 }

@@ -108,41 +108,58 @@ pub fn run(cmd: &mut Command) -> Output {
 /// (for what could block, such as a FIFO).
 pub fn run_with_timeout(cmd: &mut Command, secs: u64) -> Output {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
     use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    // Its own process group, so that what it started (a dbus-daemon, an Xvfb) goes with it.
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut out_pipe = child.stdout.take().expect("stdout");
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out_pipe.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err_pipe.read_to_end(&mut v);
-        v
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let kill_group = || {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    };
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = pipe.read_to_end(&mut v);
+            let _ = tx.send(v);
+        });
+        rx
+    };
+    let out_rx = reader(Box::new(child.stdout.take().expect("stdout")));
+    let err_rx = reader(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
+        if Instant::now() > deadline {
+            kill_group();
             let _ = child.wait();
             panic!("{cmd:?} did not end within {secs} s (it blocked)");
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // A process it left behind may hold the pipes open: bounded too.
+    let collect = |rx: mpsc::Receiver<Vec<u8>>| {
+        let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+        rx.recv_timeout(left).unwrap_or_else(|_| {
+            kill_group();
+            rx.recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("{cmd:?}: what it started still holds its output open"))
+        })
     };
     Output {
         status,
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: err_reader.join().expect("stderr reader"),
+        stdout: collect(out_rx),
+        stderr: collect(err_rx),
     }
 }
 

@@ -195,7 +195,10 @@ fn table_routes(nl: &Netlink, table: u32) -> Result<Vec<String>, NetlinkError> {
                 Some(d) => d.to_string(),
                 None => "default".into(),
             };
-            lines.push(format!("{:?} {dst} dev {dev}", r.kind).to_lowercase());
+            lines.push(format!(
+                "{} {dst} dev {dev}",
+                format!("{:?}", r.kind).to_lowercase()
+            ));
         }
     }
     Ok(lines)

@@ -335,7 +335,10 @@ impl Netlink {
         peer: Option<IpAddr>,
         flags: u32,
     ) -> Result<()> {
-        let op = format!("add address {local}/{prefix_len} dev {name}");
+        let op = match peer {
+            Some(peer) => format!("add address {local} peer {peer} dev {name}"),
+            None => format!("add address {local}/{prefix_len} dev {name}"),
+        };
         let mut req = self.handle.address().add(index, local, prefix_len);
         let msg = req.message_mut();
         msg.attributes.retain(|a| {
@@ -437,7 +440,8 @@ impl Netlink {
             .unwrap_or((None, None)))
     }
 
-    /// `ip addr add LOCAL peer PEER dev DEV` (a /32 or /128 point-to-point address).
+    /// `ip addr add LOCAL peer PEER dev DEV` (a /32 or /128 point-to-point address; IPv6
+    /// without duplicate address detection).
     pub fn add_peer_address(
         &self,
         index: u32,
@@ -445,30 +449,12 @@ impl Netlink {
         local: IpAddr,
         peer: IpAddr,
     ) -> Result<()> {
-        let op = format!("add address {local} peer {peer} dev {name}");
-        let mut req = self.handle.address().add(index, local, full_prefix(&local));
-        set_peer(req.message_mut(), local, peer);
-        self.rt.block_on(req.execute()).logged(op)
-    }
-
-    /// `ip addr del LOCAL peer PEER dev DEV`.
-    pub fn delete_peer_address(
-        &self,
-        index: u32,
-        name: &str,
-        local: IpAddr,
-        peer: IpAddr,
-    ) -> Result<()> {
-        // A missing address is the kernel's EADDRNOTAVAIL, which `is_gone` recognises.
-        let op = format!("delete address {local} peer {peer} dev {name}");
-        let mut msg = AddressMessage::default();
-        msg.header.index = index;
-        msg.header.prefix_len = full_prefix(&local);
-        msg.header.family = family_of(&local);
-        set_peer(&mut msg, local, peer);
-        self.rt
-            .block_on(self.handle.address().del(msg).execute())
-            .logged(op)
+        let flags = if local.is_ipv6() {
+            AddressFlags::Nodad.bits()
+        } else {
+            0
+        };
+        self.add_address(index, name, local, full_prefix(&local), Some(peer), flags)
     }
 
     /// Addresses, of one interface or of all.
@@ -667,25 +653,6 @@ fn family_of(addr: &IpAddr) -> AddressFamily {
     match addr {
         IpAddr::V4(_) => AddressFamily::Inet,
         IpAddr::V6(_) => AddressFamily::Inet6,
-    }
-}
-
-/// Sets IFA_LOCAL = local and IFA_ADDRESS = peer (rtnetlink has no peer setter), and NODAD for
-/// IPv6 so the address is usable at once.
-fn set_peer(msg: &mut AddressMessage, local: IpAddr, peer: IpAddr) {
-    msg.attributes.retain(|a| {
-        !matches!(
-            a,
-            AddressAttribute::Address(_)
-                | AddressAttribute::Local(_)
-                | AddressAttribute::Broadcast(_)
-        )
-    });
-    msg.attributes.push(AddressAttribute::Local(local));
-    msg.attributes.push(AddressAttribute::Address(peer));
-    if local.is_ipv6() {
-        msg.attributes
-            .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
 }
 

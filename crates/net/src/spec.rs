@@ -77,9 +77,18 @@ pub struct TunnelSpec {
     pub nonlocal_bind: bool,
 }
 
+/// The largest transmit queue length accepted: the kernel allocates a slot per packet.
+pub const MAX_TXQUEUELEN: u32 = 1_000_000;
+
 /// Why the settings are refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// A transmit queue length out of range.
+    #[error("txqueuelen {0} is out of range: 1 to 1000000 packets")]
+    TxQueueLen(u32),
+    /// A recorded specification that its own settings do not reproduce.
+    #[error("the recorded settings are not what hostkit makes of them (edited by hand?)")]
+    NotCanonical,
     /// Bad interface name.
     #[error("invalid device name {name:?}: {reason}")]
     BadName {
@@ -220,6 +229,11 @@ impl TunnelSpec {
                 }
             }
         }
+        if let Some(len) = input.txqueuelen
+            && !(1..=MAX_TXQUEUELEN).contains(&len)
+        {
+            return Err(SpecError::TxQueueLen(len));
+        }
         let has_v6 = addrs[0].iter().any(|a| a.is_ipv6());
         if let Some(mtu) = input.mtu {
             if !(68..=65535).contains(&mtu) {
@@ -253,6 +267,26 @@ impl TunnelSpec {
             rules: input.rules,
             nonlocal_bind: !input.no_nonlocal_bind,
         })
+    }
+
+    /// Validates a specification read back from a state file (data, never an instruction):
+    /// it must be exactly what [`TunnelSpec::new`] makes of its own settings.
+    pub fn revalidate(&self) -> Result<(), SpecError> {
+        let again = TunnelSpec::new(SpecInput {
+            devs: self.devs().map(str::to_string),
+            addrs: [self.ends[0].addrs.clone(), self.ends[1].addrs.clone()],
+            table: self.table,
+            mtu: self.mtu,
+            txqueuelen: self.txqueuelen,
+            no_routing: !self.routing,
+            rules: self.rules,
+            no_nonlocal_bind: !self.nonlocal_bind,
+        })?;
+        if again == *self {
+            Ok(())
+        } else {
+            Err(SpecError::NotCanonical)
+        }
     }
 
     /// The families in use.

@@ -218,9 +218,11 @@ fn salvage(path: &Path) -> Option<([String; 2], Option<u32>)> {
         f.read_to_string(&mut text).ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         let dev = |i: usize| v["spec"]["ends"][i]["dev"].as_str().map(str::to_string);
+        // A reserved table (main, local, default, unspec) is never the tunnel's: not salvaged.
         let table = v["spec"]["table"]
             .as_u64()
-            .and_then(|t| u32::try_from(t).ok());
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| !matches!(t, 0 | 253..=255));
         Some(([dev(0)?, dev(1)?], table))
     });
     let valid = |d: &str| hostkit_tun::device::validate_name(d).is_ok();
@@ -298,6 +300,37 @@ pub fn is_locked(state: &Path) -> bool {
         Ok(_) => false,
         Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
     }
+}
+
+/// The pids holding the `flock` of a state file's lock, from `/proc/locks` (the kernel's own
+/// account, not the state file's claim): the relay `down` may signal.
+pub fn lock_holders(state: &Path) -> io::Result<Vec<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(lock_path(state))?;
+    let dev = meta.dev();
+    let want = (
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev),
+        meta.ino(),
+    );
+    let locks = std::fs::read_to_string("/proc/locks")?;
+    Ok(locks
+        .lines()
+        .filter_map(|line| {
+            // `1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF`; waiters (`1: -> FLOCK …`) are
+            // not holders.
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(1) != Some(&"FLOCK") {
+                return None;
+            }
+            let pid: u32 = f.get(4)?.parse().ok()?;
+            let mut id = f.get(5)?.split(':');
+            let major = u64::from_str_radix(id.next()?, 16).ok()?;
+            let minor = u64::from_str_radix(id.next()?, 16).ok()?;
+            let ino: u64 = id.next()?.parse().ok()?;
+            (want == (major, minor, ino)).then_some(pid)
+        })
+        .collect())
 }
 
 impl StateFile {

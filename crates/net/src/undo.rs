@@ -266,6 +266,12 @@ pub struct RefusedEntry {
 /// sysctl keys (and numeric values), the tunnel's own two devices, their addresses and the
 /// tunnel's table. Run before anything is undone from a file.
 pub fn check_entries(spec: &TunnelSpec, undo: &[Undo]) -> Result<(), RefusedEntry> {
+    // The settings the entries are checked against come from the same file: check them first.
+    spec.revalidate().map_err(|e| RefusedEntry {
+        index: 0,
+        entry: serde_json::to_string(spec).unwrap_or_default(),
+        reason: format!("the tunnel's settings: {e}"),
+    })?;
     let devs = spec.devs();
     for (index, u) in undo.iter().enumerate() {
         let refuse = |reason: String| RefusedEntry {
@@ -459,6 +465,16 @@ fn recorded_link(
     Ok(Ok(Some(link)))
 }
 
+/// Whether `addr` is on device `index` but its local route is missing from table `local`
+/// (what the kernel owns again once the tunnel lets go of it).
+fn lacks_local_route(nl: &Netlink, addr: IpAddr, index: u32) -> Result<bool, NetlinkError> {
+    let present = nl.addresses(Some(index))?.iter().any(|a| a.local == addr);
+    Ok(present
+        && nl
+            .find_local_route(addr, TABLE_LOCAL, Some(index))?
+            .is_none())
+}
+
 /// Undoes one item.
 fn undo_one(nl: &Netlink, u: &Undo) -> Result<Undone, NetlinkError> {
     let done = |r: Result<(), NetlinkError>| r.map(|_| Undone::Done);
@@ -557,15 +573,7 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<Undone, NetlinkError> {
             flags,
         } => {
             let l = link!(dev, ifindex);
-            let present = nl
-                .addresses(Some(l.index))?
-                .into_iter()
-                .any(|a| a.local == *addr);
-            if !present
-                || nl
-                    .find_local_route(*addr, TABLE_LOCAL, Some(l.index))?
-                    .is_some()
-            {
+            if !lacks_local_route(nl, *addr, l.index)? {
                 return Ok(Undone::Nothing);
             }
             nl.delete_address(l.index, dev, *addr, *prefix_len, *peer)?;
@@ -573,15 +581,7 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<Undone, NetlinkError> {
         }
         Undo::RestoreLocalRoute { dev, ifindex, addr } => {
             let l = link!(dev, ifindex);
-            let has_addr = nl
-                .addresses(Some(l.index))?
-                .iter()
-                .any(|a| a.local == *addr);
-            if !has_addr
-                || nl
-                    .find_local_route(*addr, TABLE_LOCAL, Some(l.index))?
-                    .is_some()
-            {
+            if !lacks_local_route(nl, *addr, l.index)? {
                 return Ok(Undone::Nothing);
             }
             done(nl.add_local_route(*addr, l.index, dev, TABLE_LOCAL))

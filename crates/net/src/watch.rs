@@ -29,6 +29,7 @@ use crate::netlink::{
     AddrSummary, Family, LinkInfoSummary, Netlink, NetlinkError, TABLE_LOCAL, addr_summary,
     route_summary,
 };
+pub use crate::setup::Journal;
 use crate::spec::{Step, TunnelSpec};
 use crate::undo::Undo;
 
@@ -239,9 +240,6 @@ impl fmt::Display for Repair {
         }
     }
 }
-
-/// Receives the full undo list after each new entry (to persist it before the change).
-pub type Journal<'a> = &'a mut dyn FnMut(&[Undo]) -> std::io::Result<()>;
 
 /// The event subscription and the plan it keeps.
 pub struct Watcher {
@@ -631,9 +629,17 @@ impl Watcher {
                         nl.delete_route(&route, &format!("local {addr} dev {dev} table local"))?;
                         moved = true;
                     }
-                    let has_addr = addrs.iter().any(|a| a.index == idx && a.local == addr);
                     let in_table = nl.find_local_route(addr, table, Some(idx))?.is_some();
-                    if !in_table && has_addr && up[side] {
+                    // Read the address again, after the route: the kernel removes an address
+                    // and its local route under one lock, so a route seen missing because the
+                    // address went is never put back from the pass's older snapshot.
+                    let has_addr = !in_table
+                        && up[side]
+                        && nl
+                            .addresses(Some(idx))?
+                            .iter()
+                            .any(|a| a.index == idx && a.local == addr);
+                    if has_addr {
                         record(
                             undo,
                             Undo::DelTableRoute {

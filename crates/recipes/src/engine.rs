@@ -512,6 +512,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
     if let Some(step) = steps.first_mut() {
         step.commands.extend(after);
     }
+    host.finish_revert()?;
     state.finish()?;
     steps.reverse();
     report.changed = true;

@@ -91,7 +91,7 @@ pub enum Error {
         /// The path concerned.
         path: PathBuf,
     },
-    /// A target is neither a regular file nor a symbolic link to one.
+    /// A target is not a regular file (a FIFO, a socket, a device).
     #[error("{}: not a regular file", path.display())]
     NotRegularFile {
         /// The path concerned.

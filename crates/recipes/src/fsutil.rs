@@ -142,9 +142,6 @@ fn resolve_counted(root: &Path, logical: &Path, links: &mut u32) -> Result<PathB
                 }
                 return Ok(path);
             }
-            Err(Errno::ENOTDIR) => {
-                return Err(io_err(&next, Errno::ENOTDIR));
-            }
             Err(e) => return Err(io_err(&next, e)),
         };
         let st = fstat(&fd).map_err(|e| io_err(&next, e))?;
@@ -336,13 +333,6 @@ fn parent(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
-}
-
-/// fsyncs a directory so a rename or unlink in it is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::from(open_dir(dir)?)
-        .sync_all()
-        .map_err(|e| Error::io(dir, e))
 }
 
 /// Removes a file (durably); nothing when it is already gone.

@@ -101,6 +101,12 @@ pub trait Host {
     fn env(&self, name: &str) -> Option<String>;
     /// The effective user and group ids.
     fn ids(&self) -> (u32, u32);
+    /// Called once by `revert` after every entry is put back, before the state directory is
+    /// cleaned up: a host that caused side effects of its own (a dconf database its write
+    /// created) removes them here.
+    fn finish_revert(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The real host.

@@ -412,9 +412,6 @@ impl<'h> SessionHost<'h> {
                 }
             )));
         }
-        if self.action == Action::Revert {
-            self.clean_after_revert()?;
-        }
         Ok(out)
     }
 
@@ -448,26 +445,17 @@ impl<'h> SessionHost<'h> {
     }
 
     /// The record, when there is one hostkit wrote (owned by whoever runs hostkit, not
-    /// group/world-writable); anything else is refused.
+    /// group/world-writable: the state directory's own rules); its paths must be plain and
+    /// relative (to the home).
     fn read_record(&self) -> Result<Option<Vec<PathBuf>>> {
         let path = self.record_path();
-        let Some(e) = fsutil::read(&path)? else {
+        if crate::state::read_trusted(&path, self.ctx.runner.0)?.is_none() {
             return Ok(None);
-        };
-        if e.uid != self.ctx.runner.0 || e.mode & 0o022 != 0 {
-            return Err(Error::UntrustedState {
-                path,
-                reason: format!(
-                    "owned by uid {} with mode {:o}: not written by this hostkit; refusing to act on it",
-                    e.uid, e.mode
-                ),
-            });
         }
-        let list: Vec<PathBuf> =
-            serde_json::from_slice(&e.bytes).map_err(|err| Error::Journal {
-                path: path.clone(),
-                reason: err.to_string(),
-            })?;
+        let list = crate::state::read_dirs(&path, self.ctx.runner.0)?;
+        for p in &list {
+            crate::state::checked_relative(&path, p)?;
+        }
         Ok(Some(list))
     }
 
@@ -492,14 +480,11 @@ impl<'h> SessionHost<'h> {
         {
             return Ok(());
         }
-        let bytes = serde_json::to_vec_pretty(&missing).map_err(|e| Error::Journal {
-            path: self.record_path(),
-            reason: e.to_string(),
-        })?;
-        fsutil::write_atomic(&self.record_path(), &bytes, 0o600, self.ctx.runner)
+        crate::state::save_dirs(&self.record_path(), &missing, self.ctx.runner)
     }
 
-    /// After revert's write: the database apply's write created goes, when it is empty.
+    /// After revert put every entry back: the database apply's write created goes, when it is
+    /// empty (once, so that a recipe with several keys is judged after all are reset).
     fn clean_after_revert(&self) -> Result<()> {
         let Some(recorded) = self.read_record()? else {
             return Ok(());
@@ -565,8 +550,8 @@ impl<'h> SessionHost<'h> {
         let _ = std::fs::remove_dir_all(&dir);
         match result {
             Ok(empty) => Ok(empty),
-            // No `dconf` to ask: keep the database.
-            Err(Error::Command { .. }) => Ok(false),
+            // No `dconf` (or `timeout`, `setpriv`) to ask: keep the database.
+            Err(e) if crate::host::not_started(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -597,6 +582,13 @@ impl Host for SessionHost<'_> {
 
     fn env(&self, name: &str) -> Option<String> {
         self.inner.env(name)
+    }
+
+    fn finish_revert(&self) -> Result<()> {
+        if self.action == Action::Revert {
+            self.clean_after_revert()?;
+        }
+        self.inner.finish_revert()
     }
 
     fn ids(&self) -> (u32, u32) {

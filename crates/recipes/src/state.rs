@@ -264,7 +264,7 @@ fn check_dir(path: &Path, runner: u32) -> Result<bool> {
 }
 
 /// Reads a state file, checking it is trusted; `None` when it does not exist.
-fn read_trusted(path: &Path, runner: u32) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_trusted(path: &Path, runner: u32) -> Result<Option<Vec<u8>>> {
     match fsutil::read(path)? {
         None => Ok(None),
         Some(e) => {
@@ -609,7 +609,7 @@ impl State {
 }
 
 /// Reads a list of directories (relative to the root); empty when the file does not exist.
-fn read_dirs(path: &Path, runner: u32) -> Result<Vec<PathBuf>> {
+pub(crate) fn read_dirs(path: &Path, runner: u32) -> Result<Vec<PathBuf>> {
     let Some(bytes) = read_trusted(path, runner)? else {
         return Ok(Vec::new());
     };
@@ -620,7 +620,7 @@ fn read_dirs(path: &Path, runner: u32) -> Result<Vec<PathBuf>> {
 }
 
 /// Writes a list of directories (removes the file when it is empty).
-fn save_dirs(path: &Path, dirs: &[PathBuf], runner: (u32, u32)) -> Result<()> {
+pub(crate) fn save_dirs(path: &Path, dirs: &[PathBuf], runner: (u32, u32)) -> Result<()> {
     if dirs.is_empty() {
         return fsutil::remove(path);
     }

@@ -40,6 +40,12 @@ pub enum SourceError {
         /// What it is.
         kind: &'static str,
     },
+    /// A directory was expected.
+    #[error("{}: not a directory", path.display())]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
     /// Someone hostkit does not take instructions from could have written it.
     #[error("{}: {reason}", path.display())]
     Untrusted {
@@ -99,9 +105,8 @@ pub fn list_dir(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, SourceError> {
     };
     let meta = std::fs::metadata(dir).map_err(io)?;
     if !meta.is_dir() {
-        return Err(SourceError::NotRegular {
+        return Err(SourceError::NotADirectory {
             path: dir.to_path_buf(),
-            kind: "expected a directory",
         });
     }
     check_trusted(dir, &meta)?;

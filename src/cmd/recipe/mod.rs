@@ -26,7 +26,8 @@ pub enum Format {
 /// A scope on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScopeArg {
-    /// The invoking user's home ($HOME, $XDG_CONFIG_HOME, $XDG_STATE_HOME).
+    /// The invoking user's home ($HOME and $XDG_CONFIG_HOME/$XDG_STATE_HOME; under sudo, pkexec
+    /// or --user, that user's home from the passwd database).
     User,
     /// The whole system (/etc, packages, /var/lib/hostkit).
     System,

@@ -25,8 +25,9 @@ pub struct WhereArgs {
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
     /// Directory for the run-state files (what `up` changed, the relay's counters). It, and
-    /// every directory above it, must be root's and not group- or world-writable; when missing,
-    /// its last component is created with mode 0700.
+    /// every directory above it, must be root's and not group- or world-writable (an ancestor
+    /// may be world-writable with the sticky bit, like /tmp); `up` creates its last component,
+    /// mode 0700, when missing.
     #[arg(long, value_name = "DIR", env = "HOSTKIT_RUN_DIR", default_value = hostkit_net::state::DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
 }

@@ -211,7 +211,30 @@ fn remove_by_name(
 
 /// Asks a running relay to stop (SIGTERM) and waits for it to tear down.
 fn stop_running(path: &Path, recorded: &TunnelState, printer: &Printer) -> anyhow::Result<()> {
-    let pid = Pid::from_raw(recorded.pid as i32);
+    // The pid in the file is a claim; the kernel says who holds the lock. Only that process
+    // is signalled (never 0, -1 or a reused pid of a relay long gone).
+    let holders = state::lock_holders(path)
+        .with_context(|| format!("find who holds the lock of {}", path.display()))?;
+    if recorded.pid <= 1 || !holders.contains(&recorded.pid) {
+        bail!(
+            "{} names pid {} as its relay, but the lock is held by {}: not signalling anyone",
+            path.display(),
+            recorded.pid,
+            if holders.is_empty() {
+                "no process".to_string()
+            } else {
+                format!(
+                    "pid {}",
+                    holders
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    let pid = Pid::from_raw(i32::try_from(recorded.pid).context("pid out of range")?);
     printer.note(format!(
         "a relay is running for {} <-> {} (pid {}); sending SIGTERM",
         recorded.spec.ends[0].dev, recorded.spec.ends[1].dev, recorded.pid

@@ -136,7 +136,7 @@ pub struct UpArgs {
     pub coalesce_us: u64,
     /// Transmit queue length of both devices (default: 5000 with the fast engine, the kernel's
     /// 500 with the simple one; at most 1 000 000 — the kernel allocates a slot per packet).
-    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..=i64::from(hostkit_net::spec::MAX_TXQUEUELEN)))]
     pub txqueuelen: Option<u32>,
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{ApplyReport, FileChange, PatchPlan, PlanStatus, encode};
 use crate::error::PatchError;
@@ -63,7 +63,7 @@ fn stage(target: &Path, contents: &[u8]) -> Result<tempfile::NamedTempFile, Patc
         .prefix(".hostkit-patch-")
         .tempfile_in(dir)
         .map_err(|e| PatchError::io(dir, e))?;
-    let io = |e| PatchError::io(tmp_path_or(target), e);
+    let io = |e| PatchError::io(target, e);
     tmp.write_all(contents).map_err(io)?;
     let file = tmp.as_file();
     file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
@@ -76,8 +76,4 @@ fn stage(target: &Path, contents: &[u8]) -> Result<tempfile::NamedTempFile, Patc
     }
     file.sync_all().map_err(io)?;
     Ok(tmp)
-}
-
-fn tmp_path_or(target: &Path) -> PathBuf {
-    target.to_path_buf()
 }

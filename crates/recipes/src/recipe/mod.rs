@@ -242,8 +242,12 @@ impl Recipe {
 /// Variables every recipe may use in `{…}` placeholders, besides its parameters.
 pub const BUILTIN_VARS: &[&str] = &["home", "config_home", "recipe"];
 
-/// The values `when.override` parameters may take.
-pub const OVERRIDE_VALUES: &[&str] = &["auto", "always", "never"];
+/// The values `when.override` parameters may take ([`Override::name`] of each, in order).
+pub const OVERRIDE_VALUES: &[&str] = &[
+    Override::Auto.name(),
+    Override::Always.name(),
+    Override::Never.name(),
+];
 
 /// The value of a `when.override` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,11 +263,17 @@ pub enum Override {
 impl Override {
     /// The value as written (`--set PARAM=always`); `None` for any other text.
     pub fn parse(value: &str) -> Option<Override> {
-        match value {
-            "auto" => Some(Override::Auto),
-            "always" => Some(Override::Always),
-            "never" => Some(Override::Never),
-            _ => None,
+        [Override::Auto, Override::Always, Override::Never]
+            .into_iter()
+            .find(|o| o.name() == value)
+    }
+
+    /// The value as written.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Override::Auto => "auto",
+            Override::Always => "always",
+            Override::Never => "never",
         }
     }
 }

@@ -143,7 +143,7 @@ pub enum PatchError {
 
     /// A rule file or directory that cannot be read or trusted.
     #[error(transparent)]
-    Source(#[from] hostkit_source::SourceError),
+    Source(#[from] hostkit_core::SourceError),
 
     /// A file could not be read or written.
     #[error("{}: {cause}", path.display())]

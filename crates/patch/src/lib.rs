@@ -91,8 +91,8 @@ impl RuleSet {
     /// Adds every `*.toml` rule file in `dir`; a rule with a built-in's name replaces it.
     pub fn load_dir(&mut self, dir: &Path) -> Result<(), PatchError> {
         let mut from_dir: Vec<String> = Vec::new();
-        for path in hostkit_source::list_dir(dir, "toml")? {
-            let text = hostkit_source::read_text(&path)?;
+        for path in hostkit_core::list_dir(dir, "toml")? {
+            let text = hostkit_core::read_text(&path)?;
             let rule = parse_rule(&path.display().to_string(), &text)?;
             if from_dir.contains(&rule.name) {
                 return Err(PatchError::DuplicateRule {

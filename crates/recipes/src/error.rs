@@ -280,7 +280,7 @@ pub enum Error {
     Environment(String),
     /// A recipe file or directory that cannot be read or trusted.
     #[error(transparent)]
-    Source(#[from] hostkit_source::SourceError),
+    Source(#[from] hostkit_core::SourceError),
     /// A failure injected by `HOSTKIT_FAIL_AFTER_STEP` (debug builds only).
     #[error("failure injected by HOSTKIT_FAIL_AFTER_STEP after step {0}")]
     Injected(usize),

@@ -1,5 +1,5 @@
 //! The catalog: the built-in recipes plus every `*.toml` of `--recipes DIR` (read through
-//! `hostkit-source`); a name defined twice is an error.
+//! `hostkit-core`); a name defined twice is an error.
 
 use std::path::Path;
 
@@ -33,8 +33,8 @@ impl Catalog {
             add(parse(name, &format!("<built-in>/{file}"), text)?)?;
         }
         for dir in dirs {
-            for path in hostkit_source::list_dir(dir.as_ref(), "toml")? {
-                let text = hostkit_source::read_text(&path)?;
+            for path in hostkit_core::list_dir(dir.as_ref(), "toml")? {
+                let text = hostkit_core::read_text(&path)?;
                 let name = path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())

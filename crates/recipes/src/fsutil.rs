@@ -16,19 +16,19 @@
 //!   swapped in after [`resolve`] makes the operation fail instead of redirecting it.
 //! * Reads refuse directories and special files (a FIFO is opened with `O_NONBLOCK`, then
 //!   refused), writes are atomic (temporary file created with `O_EXCL`, fsync, rename, fsync
-//!   of the directory) and give the file its mode and owner.
+//!   of the directory: [`hostkit_core::atomic`], relative to the parent opened here) and give
+//!   the file its mode and owner.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
+use hostkit_core::atomic::{self, Owner};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat, renameat};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use sha2::{Digest, Sha256};
@@ -282,50 +282,18 @@ pub fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Replaces (or creates) `path` atomically with `bytes`, mode and owner.
+/// Replaces (or creates) `path` atomically with `bytes`, mode and owner: through
+/// [`hostkit_core::atomic::replace`], relative to the parent opened here.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: (u32, u32)) -> Result<()> {
     let (dir, name) = open_parent(path)?;
-    let tmp_name = OsString::from(format!(
-        ".{}.hostkit-{}-{}",
-        String::from_utf8_lossy(name.as_bytes()),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = parent(path).join(&tmp_name);
-    let result = (|| {
-        let fd = openat(
-            &dir,
-            tmp_name.as_os_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| io_err(&tmp, e))?;
-        let mut file = File::from(fd);
-        file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        set_owner(&file, &tmp, owner)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(&tmp, e))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        renameat(&dir, tmp_name.as_os_str(), &dir, name).map_err(|e| io_err(path, e))?;
-        File::from(dir.try_clone().map_err(|e| Error::io(path, e))?)
-            .sync_all()
-            .map_err(|e| Error::io(parent(path), e))
-    })();
-    if result.is_err() {
-        let _ = unlinkat(&dir, tmp_name.as_os_str(), UnlinkatFlags::NoRemoveDir);
-    }
-    result
+    let dir = atomic::Dir::new(dir.as_fd(), parent(path));
+    atomic::replace(dir, name, bytes, mode, Owner::Exactly(owner.0, owner.1))
+        .map_err(|e| Error::io(e.path, e.cause))
 }
 
 /// Gives an open file (or directory) an owner, when it has another one.
 pub fn set_owner(file: &File, path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if meta.uid() == uid && meta.gid() == gid {
-        return Ok(());
-    }
-    std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))
+    atomic::set_owner(file, uid, gid).map_err(|e| Error::io(path, e))
 }
 
 fn parent(path: &Path) -> &Path {

@@ -30,11 +30,10 @@
 //! `dconf` and reload commands from the recipe); a restored file gets back the mode and owner
 //! it had at apply time, which only this trusted state can say.
 
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use hostkit_core::lock::{self, Attempt, Lock, LockError};
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
@@ -282,7 +281,7 @@ pub struct State {
     runner: (u32, u32),
     /// Who may own a directory apply created (and revert may remove).
     dir_owners: Vec<u32>,
-    _lock: Flock<File>,
+    _lock: Lock,
 }
 
 /// The file recording the directories created above the recipes' own.
@@ -631,60 +630,28 @@ pub(crate) fn save_dirs(path: &Path, dirs: &[PathBuf], runner: (u32, u32)) -> Re
     fsutil::write_atomic(path, &bytes, 0o600, runner)
 }
 
-/// Takes the lock file's `flock`, then writes our pid into it (for the next one's message).
-fn take_lock(path: &Path, runner: (u32, u32), wait: bool) -> Result<Flock<File>> {
-    use std::io::{Read, Seek, Write};
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .custom_flags_nofollow()
-            .open(path)
-            .map_err(|e| Error::io(path, e))
+/// Takes the lock file's `flock` (the lock writes our pid into it, for the next one's message).
+fn take_lock(path: &Path, runner: (u32, u32), wait: bool) -> Result<Lock> {
+    let io = |e: LockError| match e {
+        LockError::Held { path, holder } => Error::Locked {
+            path,
+            holder: holder.to_string(),
+        },
+        LockError::Io { path, cause } => Error::io(path, cause),
     };
-    let file = open()?;
+    let file = lock::open(path).map_err(io)?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     check_trusted(path, meta.uid(), meta.mode(), runner.0)?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let holder = match text.trim().parse::<u32>() {
-                Ok(pid) => format!("pid {pid}"),
-                Err(_) => "another process".to_string(),
-            };
-            if !wait {
-                return Err(Error::Locked {
-                    path: path.to_path_buf(),
-                    holder,
-                });
-            }
-            log::info!("{}: waiting for {holder} to finish", path.display());
-            Flock::lock(file, FlockArg::LockExclusive)
-                .map_err(|(_, e)| Error::io(path, e.into()))?
+    match Lock::attempt(file, path).map_err(io)? {
+        Attempt::Taken(lock) => Ok(lock),
+        Attempt::Busy(busy) if wait => {
+            log::info!(
+                "{}: waiting for {} to finish",
+                path.display(),
+                busy.holder()
+            );
+            busy.wait().map_err(io)
         }
-        Err((_, e)) => return Err(Error::io(path, e.into())),
-    };
-    let pid = format!("{}\n", std::process::id());
-    let written = lock
-        .set_len(0)
-        .and_then(|()| lock.rewind())
-        .and_then(|()| lock.write_all(pid.as_bytes()));
-    written.map_err(|e| Error::io(path, e))?;
-    Ok(lock)
-}
-
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for std::fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(0o600)
+        Attempt::Busy(busy) => Err(io(busy.into_error())),
     }
 }

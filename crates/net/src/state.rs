@@ -7,10 +7,14 @@
 //! entries are then checked against what `up` can have written before anything is undone.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use hostkit_core::atomic::{self, Dir, Owner};
+use hostkit_core::lock::{self, Attempt, Lock, LockError};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::TunnelSpec;
@@ -55,8 +59,9 @@ pub struct TunnelState {
 /// A state file and its lock.
 pub struct StateFile {
     path: PathBuf,
-    _lock: Flock<File>,
-    lock_path: PathBuf,
+    /// The run directory, opened once: every write is relative to it.
+    dir: OwnedFd,
+    lock: Lock,
 }
 
 /// Why the state file could not be taken.
@@ -124,6 +129,36 @@ fn lock_path(state: &Path) -> PathBuf {
 
 fn open_lock_file(lock_path: &Path) -> Result<File, StateError> {
     Ok(trust::open_lock(lock_path)?)
+}
+
+/// Tries to take the lock of a state file; `None`: a running `up` holds it.
+fn try_lock(lock_path: &Path) -> Result<Option<Lock>, StateError> {
+    let file = open_lock_file(lock_path)?;
+    match Lock::attempt(file, lock_path) {
+        Ok(Attempt::Taken(lock)) => Ok(Some(lock)),
+        Ok(Attempt::Busy(_)) => Ok(None),
+        Err(LockError::Io { path, cause }) => Err(io_err(&path, cause)),
+        // `attempt` reports a held lock as `Busy`, never as this.
+        Err(LockError::Held { path, .. }) => Err(io_err(&path, io::ErrorKind::WouldBlock.into())),
+    }
+}
+
+/// Opens the directory of a state file (the checked run directory), not following a link.
+fn open_dir(state: &Path) -> Result<OwnedFd, StateError> {
+    let dir = parent(state);
+    nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(dir, e.into()))
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Reads a state file (after the checks of [`crate::trust::open_trusted`]).
@@ -296,41 +331,13 @@ pub fn is_locked(state: &Path) -> bool {
     let Ok(Some(file)) = trust::open_trusted(&lock_path(state)) else {
         return false;
     };
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Ok(_) => false,
-        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
-    }
+    lock::is_held(file).unwrap_or(false)
 }
 
 /// The pids holding the `flock` of a state file's lock, from `/proc/locks` (the kernel's own
 /// account, not the state file's claim): the relay `down` may signal.
 pub fn lock_holders(state: &Path) -> io::Result<Vec<u32>> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(lock_path(state))?;
-    let dev = meta.dev();
-    let want = (
-        nix::sys::stat::major(dev),
-        nix::sys::stat::minor(dev),
-        meta.ino(),
-    );
-    let locks = std::fs::read_to_string("/proc/locks")?;
-    Ok(locks
-        .lines()
-        .filter_map(|line| {
-            // `1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF`; waiters (`1: -> FLOCK …`) are
-            // not holders.
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.get(1) != Some(&"FLOCK") {
-                return None;
-            }
-            let pid: u32 = f.get(4)?.parse().ok()?;
-            let mut id = f.get(5)?.split(':');
-            let major = u64::from_str_radix(id.next()?, 16).ok()?;
-            let minor = u64::from_str_radix(id.next()?, 16).ok()?;
-            let ino: u64 = id.next()?.parse().ok()?;
-            (want == (major, minor, ino)).then_some(pid)
-        })
-        .collect())
+    lock::holders(&lock_path(state))
 }
 
 impl StateFile {
@@ -344,16 +351,11 @@ impl StateFile {
         let path = state_path(run_dir, netns_inode, devs);
         let lock_path = lock_path(&path);
         let pair = format!("{} and {}", devs[0], devs[1]);
-        let file = open_lock_file(&lock_path)?;
-        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let pid = read(&path)
-                    .map(|s| format!(" (pid {})", s.pid))
-                    .unwrap_or_default();
-                return Err(StateError::Running { devs: pair, pid });
-            }
-            Err((_, e)) => return Err(io_err(&lock_path, e.into())),
+        let Some(lock) = try_lock(&lock_path)? else {
+            let pid = read(&path)
+                .map(|s| format!(" (pid {})", s.pid))
+                .unwrap_or_default();
+            return Err(StateError::Running { devs: pair, pid });
         };
         // A dead run's record is evidence: never replaced silently, whatever its shape.
         match read(&path) {
@@ -368,25 +370,22 @@ impl StateFile {
             Err(e) => return Err(e),
         }
         Ok(StateFile {
+            dir: open_dir(&path)?,
             path,
-            _lock: lock,
-            lock_path,
+            lock,
         })
     }
 
     /// Takes the lock of an existing state file (for `down`), or `None` if a relay holds it.
     pub fn take_existing(path: &Path) -> Result<Option<StateFile>, StateError> {
-        let lock_path = lock_path(path);
-        let file = open_lock_file(&lock_path)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(StateFile {
-                path: path.to_path_buf(),
-                _lock: lock,
-                lock_path,
-            })),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(io_err(&lock_path, e.into())),
-        }
+        let Some(lock) = try_lock(&lock_path(path))? else {
+            return Ok(None);
+        };
+        Ok(Some(StateFile {
+            dir: open_dir(path)?,
+            path: path.to_path_buf(),
+            lock,
+        }))
     }
 
     /// The file's path.
@@ -394,21 +393,18 @@ impl StateFile {
         &self.path
     }
 
-    /// Replaces the file atomically: a new temporary file in the same directory (`O_EXCL |
-    /// O_NOFOLLOW`, unpredictable name), fsync, rename over the file, fsync the directory.
+    /// Replaces the file atomically, relative to the run directory opened when the file was
+    /// taken ([`hostkit_core::atomic::replace`]: a new temporary file `O_EXCL | O_NOFOLLOW`
+    /// with an unpredictable name, mode 0600, fsync, rename over the file, fsync the
+    /// directory).
     pub fn write(&self, state: &TunnelState) -> io::Result<()> {
-        let (mut f, tmp) = trust::create_temp(&self.path)?;
-        let written = (|| {
-            f.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        File::open(dir)?.sync_all()
+        let bytes = serde_json::to_string_pretty(state)?;
+        let name = self
+            .path
+            .file_name()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let dir = Dir::new(self.dir.as_fd(), parent(&self.path));
+        atomic::replace(dir, name, bytes.as_bytes(), 0o600, Owner::Creator).map_err(|e| e.cause)
     }
 
     /// Removes the state and lock files (the tunnel is gone).
@@ -418,7 +414,7 @@ impl StateFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let _ = std::fs::remove_file(&self.lock_path);
+        let _ = std::fs::remove_file(self.lock.path());
         Ok(())
     }
 }

@@ -243,12 +243,13 @@ pub fn open_trusted(path: &Path) -> Result<Option<File>, TrustError> {
     Ok(Some(file))
 }
 
-/// Opens (creating, mode 0600) a lock file of the run directory: `O_NOFOLLOW | O_NONBLOCK`,
-/// then [`check_open_file`].
+/// Opens (creating, mode 0600) a lock file of the run directory for reading and writing (the
+/// lock records its holder's pid in it): `O_NOFOLLOW | O_NONBLOCK`, then [`check_open_file`].
 pub fn open_lock(path: &Path) -> Result<File, TrustError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -256,40 +257,6 @@ pub fn open_lock(path: &Path) -> Result<File, TrustError> {
         .map_err(|e| open_error(path, e))?;
     check_open_file(&file, path)?;
     Ok(file)
-}
-
-/// Creates a new temporary file next to `target` (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600)
-/// with a name no one can have prepared: a leftover or planted file makes the attempt fail,
-/// and a few fresh names are tried.
-pub fn create_temp(target: &Path) -> io::Result<(File, PathBuf)> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let base = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut last = None;
-    for attempt in 0..16u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let tmp = dir.join(format!(
-            ".{base}.{}.{nanos:08x}{attempt:x}.tmp",
-            std::process::id()
-        ));
-        match std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((f, tmp)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no temporary name")))
 }
 
 #[cfg(test)]
@@ -332,14 +299,5 @@ mod tests {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = RunDir::open(&d, true).unwrap_err().to_string();
         assert!(err.contains("world-writable (mode 0777)"), "{err}");
-    }
-
-    #[test]
-    fn temp_files_are_exclusive() {
-        let t = tmp();
-        let target = t.path().join("state.json");
-        let (_, a) = create_temp(&target).unwrap();
-        let (_, b) = create_temp(&target).unwrap();
-        assert_ne!(a, b);
     }
 }

@@ -105,7 +105,7 @@ pub struct Dir<'d> {
 
 impl<'d> Dir<'d> {
     /// The directory open as `fd`, known as `path`. Temporary files are named
-    /// `.hostkit-PID-N-RANDOM-NAME`.
+    /// `.hostkit-NAME.PID-N-RANDOM`.
     pub fn new(fd: BorrowedFd<'d>, path: &'d Path) -> Dir<'d> {
         Dir {
             fd,
@@ -114,7 +114,7 @@ impl<'d> Dir<'d> {
         }
     }
 
-    /// The same directory, with temporary files named `.PREFIX-PID-N-RANDOM-NAME` (who left one
+    /// The same directory, with temporary files named `.PREFIX-NAME.PID-N-RANDOM` (who left one
     /// behind after a crash).
     pub fn with_prefix(self, prefix: &'static str) -> Dir<'d> {
         Dir { prefix, ..self }
@@ -133,7 +133,8 @@ impl<'d> Dir<'d> {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh temporary name for `name`: prefix, pid, counter, 64 unpredictable bits.
+/// A fresh temporary name for `name`: `.PREFIX-NAME.PID-N-RANDOM` (hidden, 64 unpredictable
+/// bits).
 fn temp_name(prefix: &str, name: &OsStr, attempt: u32) -> OsString {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
@@ -144,9 +145,12 @@ fn temp_name(prefix: &str, name: &OsStr, attempt: u32) -> OsString {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let random = RandomState::new().hash_one((pid, n, attempt, nanos));
-    let mut tmp = format!(".{prefix}-{pid}-{n}-{random:016x}-").into_bytes();
+    let mut tmp = format!(".{prefix}-").into_bytes();
     let name = name.as_bytes();
     tmp.extend_from_slice(&name[..name.len().min(NAME_PART)]);
+    // The name's own extension never ends the temporary name: a leftover `.x.conf…` must not
+    // look like one more `*.conf` to whoever reads the directory.
+    tmp.extend_from_slice(format!(".{pid}-{n}-{random:016x}").as_bytes());
     OsString::from_vec(tmp)
 }
 
@@ -431,8 +435,11 @@ mod tests {
         let a = temp_name("hostkit-patch", OsStr::new(&long), 0);
         let b = temp_name("hostkit-patch", OsStr::new(&long), 0);
         assert_ne!(a, b);
-        assert!(a.to_string_lossy().starts_with(".hostkit-patch-"));
+        assert!(a.to_string_lossy().starts_with(".hostkit-patch-nnn"));
         assert!(a.len() < 200, "{}", a.len());
+        let c = temp_name("hostkit", OsStr::new("x.conf"), 0);
+        assert!(c.to_string_lossy().starts_with(".hostkit-x.conf."), "{c:?}");
+        assert_ne!(Path::new(&c).extension(), Some(OsStr::new("conf")));
         let fd = open_dir(Path::new("/"));
         let dir = Dir::new(fd.as_fd(), Path::new("/")).with_prefix("x");
         assert_eq!(dir.prefix, "x");

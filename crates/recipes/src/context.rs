@@ -443,7 +443,7 @@ impl Context {
 
     /// Renders a template.
     pub fn render(&self, t: &Template) -> String {
-        t.render(&self.vars)
+        t.render(|name| self.vars.get(name))
     }
 
     /// Renders a path template: it must be absolute (inside the root).
@@ -454,7 +454,7 @@ impl Context {
         } else {
             Err(Error::Environment(format!(
                 "path `{}` is not absolute after substitution (is HOME set?)",
-                t.0
+                t.as_str()
             )))
         }
     }

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::context::{Context, Options};
-use crate::diff;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::host::{Cmd, Host};
@@ -13,6 +12,7 @@ use crate::recipe::Recipe;
 use crate::report::{Action, CommandReport, Report, StepReport, StepStatus};
 use crate::state::{self, Entry, FileEntry, Journal, State};
 use crate::steps::{StepKind, StepSpec};
+use hostkit_core::diff;
 
 fn step_report(sp: &StepPlan, status: StepStatus) -> StepReport {
     StepReport {

@@ -23,7 +23,6 @@
 #![deny(missing_docs)]
 
 pub mod context;
-pub mod diff;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
@@ -37,7 +36,7 @@ pub mod session;
 pub mod state;
 pub mod steps;
 mod text;
-mod toml;
+mod wording;
 
 pub use context::{Context, Options};
 pub use engine::{Applied, apply, check, dry_run, revert};

@@ -146,7 +146,7 @@ impl StepPlan {
         self.effects
             .iter()
             .filter_map(|e| match e {
-                Effect::File(f) => Some(crate::diff::unified(
+                Effect::File(f) => Some(hostkit_core::diff::unified(
                     &f.display,
                     f.before.as_deref(),
                     f.after.as_deref(),
@@ -212,7 +212,10 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
         summary: if step.summary.is_empty() {
             step.spec.describe(ctx)
         } else {
-            ctx.render(&crate::recipe::Template(step.summary.clone()))
+            ctx.render(&crate::recipe::Template::lenient(
+                &step.summary,
+                hostkit_core::Braces::Strict,
+            ))
         },
         location: step.location.clone(),
         why: step.why.clone(),

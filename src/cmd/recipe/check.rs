@@ -19,7 +19,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     let opts = args.target.options(false);
     let many = args.name == "all";
     let recipes: Vec<&hostkit_recipes::Recipe> = if many {
-        catalog.recipes.iter().collect()
+        catalog.recipes().collect()
     } else {
         vec![catalog.get(&args.name)?]
     };

@@ -92,7 +92,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             printer.out(format!("      reaches: {}", s.reaches));
         }
         if let hostkit_recipes::steps::StepSpec::Manual(m) = &s.spec {
-            printer.out(format!("      what to do: {}", m.action.0));
+            printer.out(format!("      what to do: {}", m.action.as_str()));
         }
     }
     Ok(Outcome::Success)

@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::host::Host;
 use crate::plan::{Effect, FileChange};
 use crate::recipe::{Recipe, StepContext};
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The kinds of step a recipe may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -204,6 +204,17 @@ impl<'a, E: From<Located>> Fields<'a, E> {
         Fields::of(self.src, self.wording, item, what, allowed)
     }
 
+    /// The same table under another name (for messages).
+    pub fn with_what(&self, what: impl Into<String>) -> Fields<'a, E> {
+        Fields {
+            src: self.src,
+            wording: self.wording,
+            what: what.into(),
+            entries: self.entries.clone(),
+            span: self.span.clone(),
+        }
+    }
+
     /// Errors on the first key not in `allowed`.
     pub fn check_keys(&self, allowed: &[&str]) -> Result<(), E> {
         for (key, span, _) in &self.entries {

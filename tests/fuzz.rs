@@ -96,7 +96,7 @@ fn check_location(file: &str, line: usize, text: &str, want_file: &str, message:
 }
 
 fn recipe(text: &str) {
-    match hostkit_recipes::recipe::parse("fuzzed", "fuzzed.toml", text) {
+    match hostkit_recipes::parse_recipe("fuzzed", "fuzzed.toml", text) {
         Ok(_) => {}
         Err(hostkit_recipes::Error::Recipe {
             file,
@@ -135,7 +135,7 @@ proptest! {
         which in 0usize..64,
         edits in prop::collection::vec((any::<usize>(), mutation()), 1..6),
     ) {
-        let (_, text) = hostkit_recipes::recipe::BUILTIN[which % hostkit_recipes::recipe::BUILTIN.len()];
+        let (_, text) = hostkit_recipes::BUILTIN[which % hostkit_recipes::BUILTIN.len()];
         recipe(&mutate(text, &edits));
     }
 

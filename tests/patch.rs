@@ -748,6 +748,26 @@ fn a_rule_from_rules_dir_is_used() {
 }
 
 #[test]
+fn a_rules_dir_cannot_silently_replace_a_built_in_rule() {
+    // One duplicate policy for rules and recipes: a file named like a built-in rule (or a
+    // rule defined twice) is refused, naming both places, and nothing is planned.
+    let rules = TestDir::new();
+    rules.write(
+        "procps.toml",
+        "name = \"procps\"\nsummary = \"mine\"\n[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"*.c\"]\nfind = \"x\"\nreplace = \"y\"\n",
+    );
+    let dir = rules.path().to_str().expect("path");
+    let (stdout, stderr) = expect_exit(&hk(&["patch", "list", "--rules-dir", dir]), 2);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "rule `procps` is defined twice: in patches/procps.toml and in {dir}/procps.toml"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn no_progress_line_when_stderr_is_not_a_terminal() {
     let a = fixture("procps", "procps-3.2.8");
     let (_, stderr) = expect_exit(&apply("procps", &a, &["--dry-run"]), 0);

@@ -2,19 +2,9 @@
 
 use std::path::PathBuf;
 
-/// A rule file that could not be read: where, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct RuleError {
-    /// The rule file's name (for built-in rules, `patches/NAME.toml`).
-    pub file: String,
-    /// 1-based line of the offending text.
-    pub line: usize,
-    /// 1-based column (in characters) of the offending text.
-    pub column: usize,
-    /// What is wrong, e.g. an unknown key and the allowed keys.
-    pub message: String,
-}
+/// A rule file that could not be read: where, and what is wrong (`FILE:LINE:COLUMN: MESSAGE`;
+/// for built-in rules the file is `patches/NAME.toml`).
+pub type RuleError = hostkit_core::Located;
 
 /// One file in which an edit did not find the code it expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +43,8 @@ pub enum PatchError {
         known: Vec<String>,
     },
 
-    /// Two rule files define the same name.
+    /// Two rule files define the same name (built-in or not: a rule never silently replaces
+    /// another).
     #[error("rule `{name}` is defined twice: in {first} and in {second}")]
     DuplicateRule {
         /// The rule's name.
@@ -73,12 +64,9 @@ pub enum PatchError {
         reason: String,
     },
 
-    /// A `--set` argument is not `KEY=VALUE`.
-    #[error("`--set {arg}`: expected KEY=VALUE")]
-    BadSetArgument {
-        /// The argument as given.
-        arg: String,
-    },
+    /// A `--set` argument that cannot be used.
+    #[error(transparent)]
+    Set(#[from] hostkit_core::SetError),
 
     /// A `--set` key names no parameter of the rule.
     #[error("rule `{rule}` has no parameter `{key}` ({})", known_params(known))]
@@ -168,6 +156,16 @@ impl PatchError {
         PatchError::Io {
             path: path.into(),
             cause: source,
+        }
+    }
+}
+
+impl From<hostkit_core::Duplicate> for PatchError {
+    fn from(d: hostkit_core::Duplicate) -> PatchError {
+        PatchError::DuplicateRule {
+            name: d.name,
+            first: d.first,
+            second: d.second,
         }
     }
 }

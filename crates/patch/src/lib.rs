@@ -72,65 +72,45 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
     ),
 ];
 
-/// A set of rules with unique names, in name order.
+impl hostkit_core::Entry for Rule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn origin(&self) -> &str {
+        &self.file
+    }
+}
+
+/// A set of rules with unique names, in name order (`hostkit_core::Catalog`: a name defined
+/// twice, built-in or not, is an error).
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
-    rules: Vec<Rule>,
+    rules: hostkit_core::Catalog<Rule>,
 }
 
 /// Parses the built-in rules.
 pub fn load_builtin() -> Result<RuleSet, PatchError> {
     let mut set = RuleSet::default();
     for (file, text) in BUILTIN_RULES {
-        set.insert(parse_rule(file, text)?, false)?;
+        set.rules.add(parse_rule(file, text)?)?;
     }
     Ok(set)
 }
 
 impl RuleSet {
-    /// Adds every `*.toml` rule file in `dir`; a rule with a built-in's name replaces it.
+    /// Adds every `*.toml` rule file in `dir` (trusted files only, see `hostkit_core::source`).
     pub fn load_dir(&mut self, dir: &Path) -> Result<(), PatchError> {
-        let mut from_dir: Vec<String> = Vec::new();
-        for path in hostkit_core::list_dir(dir, "toml")? {
-            let text = hostkit_core::read_text(&path)?;
-            let rule = parse_rule(&path.display().to_string(), &text)?;
-            if from_dir.contains(&rule.name) {
-                return Err(PatchError::DuplicateRule {
-                    name: rule.name.clone(),
-                    first: self.get(&rule.name)?.file.clone(),
-                    second: rule.file.clone(),
-                });
-            }
-            from_dir.push(rule.name.clone());
-            self.insert(rule, true)?;
-        }
-        Ok(())
-    }
-
-    fn insert(&mut self, rule: Rule, replace: bool) -> Result<(), PatchError> {
-        match self.rules.binary_search_by(|r| r.name.cmp(&rule.name)) {
-            Ok(i) if replace => self.rules[i] = rule,
-            Ok(i) => {
-                return Err(PatchError::DuplicateRule {
-                    name: rule.name.clone(),
-                    first: self.rules[i].file.clone(),
-                    second: rule.file,
-                });
-            }
-            Err(i) => self.rules.insert(i, rule),
-        }
-        Ok(())
+        self.rules.load_dir(dir, |path, text| {
+            parse_rule(&path.display().to_string(), text).map_err(PatchError::from)
+        })
     }
 
     /// The rule called `name`.
     pub fn get(&self, name: &str) -> Result<&Rule, PatchError> {
-        self.rules
-            .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| PatchError::UnknownRule {
-                name: name.to_string(),
-                known: self.rules.iter().map(|r| r.name.clone()).collect(),
-            })
+        self.rules.get(name).ok_or_else(|| PatchError::UnknownRule {
+            name: name.to_string(),
+            known: self.rules.names().map(str::to_string).collect(),
+        })
     }
 
     /// All rules, in name order.
@@ -166,16 +146,7 @@ impl RuleSet {
                 known: self.rules.iter().filter_map(|r| r.recipe.clone()).collect(),
             });
         }
-        let mut pairs = Vec::new();
-        for s in sets {
-            let s = s.as_ref();
-            match s.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    pairs.push((k.trim().to_string(), v.to_string()))
-                }
-                _ => return Err(PatchError::BadSetArgument { arg: s.to_string() }),
-            }
-        }
+        let pairs = hostkit_core::parse_sets(sets)?;
         let declared = |key: &str, r: &Rule| r.params.iter().any(|p| p.name == key);
         if let Some((key, _)) = pairs
             .iter()

@@ -1,5 +1,5 @@
-//! Rule parameters: declarations with defaults and validation, `KEY=VALUE` overrides, `{param}`
-//! templates and the conditions of warnings.
+//! Rule parameters: declarations with defaults and validation, `KEY=VALUE` overrides,
+//! rendering `{param}` templates (`hostkit_core::template`) and the conditions of warnings.
 
 use std::collections::BTreeMap;
 
@@ -136,18 +136,7 @@ impl Rule {
 
     /// The defaults overridden by `KEY=VALUE` strings (as given to `--set`).
     pub fn params_with<S: AsRef<str>>(&self, sets: &[S]) -> Result<Params, PatchError> {
-        let mut pairs = Vec::new();
-        for s in sets {
-            let s = s.as_ref();
-            let Some((k, v)) = s.split_once('=') else {
-                return Err(PatchError::BadSetArgument { arg: s.to_string() });
-            };
-            if k.trim().is_empty() {
-                return Err(PatchError::BadSetArgument { arg: s.to_string() });
-            }
-            pairs.push((k.trim().to_string(), v.to_string()));
-        }
-        self.params_from_pairs(&pairs)
+        self.params_from_pairs(&hostkit_core::parse_sets(sets)?)
     }
 
     /// The defaults overridden by `(key, value)` pairs.
@@ -175,85 +164,23 @@ impl Rule {
     }
 }
 
-/// Replacement text with `{param}` holes; `{{` stands for a literal `{`, and `${…}` is left
-/// alone (a capture-group reference in a regex replacement).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Template {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Param(String),
-}
-
-impl Template {
-    /// Parses `text`; a `{word}` must name one of `params`.
-    pub(crate) fn parse(text: &str, params: &[String]) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut buf = String::new();
-        let mut rest = text;
-        while let Some(pos) = rest.find('{') {
-            buf.push_str(&rest[..pos]);
-            let after = &rest[pos + 1..];
-            if buf.ends_with('$') {
-                // `${1}` / `${name}`: a capture-group reference of a regex replacement.
-                buf.push('{');
-                rest = after;
-                continue;
-            }
-            if let Some(stripped) = after.strip_prefix('{') {
-                buf.push('{');
-                rest = stripped;
-                continue;
-            }
-            let word_len = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            let word = &after[..word_len];
-            if !word.is_empty() && after[word_len..].starts_with('}') {
-                if !params.iter().any(|p| p == word) {
-                    return Err(format!(
-                        "`{{{word}}}` names no parameter of this rule (write `{{{{` for a literal brace)"
-                    ));
-                }
-                if !buf.is_empty() {
-                    parts.push(Part::Text(std::mem::take(&mut buf)));
-                }
-                parts.push(Part::Param(word.to_string()));
-                rest = &after[word_len + 1..];
+/// Renders a replacement template with a run's parameters; `escape_dollar` doubles `$` in
+/// values (for regex replacement templates, where `$1` refers to a capture group).
+pub(crate) fn render(
+    template: &hostkit_core::Template,
+    params: &Params,
+    escape_dollar: bool,
+) -> String {
+    template.render(|name| {
+        params.get(name).map(|v| {
+            let v = v.to_string();
+            if escape_dollar {
+                v.replace('$', "$$")
             } else {
-                buf.push('{');
-                rest = after;
+                v
             }
-        }
-        buf.push_str(rest);
-        if !buf.is_empty() {
-            parts.push(Part::Text(buf));
-        }
-        Ok(Template { parts })
-    }
-
-    /// The text with parameters filled in; `escape_dollar` doubles `$` in values (for regex
-    /// replacement templates, where `$1` refers to a capture group).
-    pub(crate) fn render(&self, params: &Params, escape_dollar: bool) -> String {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Param(p) => {
-                    let v = params.get(p).map(|v| v.to_string()).unwrap_or_default();
-                    if escape_dollar {
-                        out.push_str(&v.replace('$', "$$"));
-                    } else {
-                        out.push_str(&v);
-                    }
-                }
-            }
-        }
-        out
-    }
+        })
+    })
 }
 
 /// A comparison operator of a warning's `when`.
@@ -328,33 +255,37 @@ impl Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hostkit_core::{Braces, Template};
+
+    fn parse(text: &str, names: &[&str]) -> Template {
+        Template::parse(text, Braces::Source, |n| names.contains(&n)).expect("template")
+    }
 
     #[test]
     fn templates_fill_params_and_keep_c_braces() {
-        let names = vec!["size".to_string()];
-        let t = Template::parse("#define X {size}\nif (a) {\n  b({{size});\n}", &names)
-            .expect("template");
+        let t = parse("#define X {size}\nif (a) {\n  b({{size});\n}", &["size"]);
         let params = Params {
             values: [("size".to_string(), ParamValue::Integer(4096))].into(),
         };
         assert_eq!(
-            t.render(&params, false),
+            render(&t, &params, false),
             "#define X 4096\nif (a) {\n  b({size});\n}"
         );
     }
 
     #[test]
     fn unknown_template_params_are_refused() {
-        let err = Template::parse("x {sise} y", &["size".to_string()]).unwrap_err();
+        let rule = "name = \"r\"\nsummary = \"s\"\n[params.size]\ndescription = \"d\"\ntype = \"integer\"\ndefault = 1\n[[edits]]\nid = \"e\"\ndescription = \"d\"\nfiles = [\"a.c\"]\nfind = \"x\"\nreplace = \"x {sise} y\"\n";
+        let err = crate::parse_rule("r.toml", rule).unwrap_err().to_string();
         assert!(err.contains("`{sise}` names no parameter"), "{err}");
     }
 
     #[test]
     fn dollar_is_escaped_for_regex_templates() {
-        let t = Template::parse("${1}{v}", &["v".to_string()]).expect("template");
+        let t = parse("${1}{v}", &["v"]);
         let params = Params {
             values: [("v".to_string(), ParamValue::String("a$b".into()))].into(),
         };
-        assert_eq!(t.render(&params, true), "${1}a$$b");
+        assert_eq!(render(&t, &params, true), "${1}a$$b");
     }
 }

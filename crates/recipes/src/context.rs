@@ -29,7 +29,7 @@ pub struct Options {
     pub wait: bool,
     /// `--user NAME`: in user scope, configure this user's home (from the passwd database:
     /// the root's `etc/passwd` under `--root`). Without it, root run through `sudo` or `pkexec`
-    /// configures the invoking user's home (see [`Account`]).
+    /// configures the invoking user's home (see `Account`).
     pub user: Option<String>,
 }
 
@@ -309,7 +309,7 @@ pub struct Context {
     /// In user scope, the account whose home it is, when hostkit configures someone else's
     /// home (`--user`, or root run through sudo/pkexec); `None`: the runner's own `HOME`.
     pub account: Option<Account>,
-    /// The state directory on the host (resolved; see [`crate::state`]).
+    /// The state directory on the host (resolved; see `crate::state`).
     pub state_dir: PathBuf,
     /// Owner of new files and directories (the home's owner in user scope).
     pub owner: (u32, u32),
@@ -443,7 +443,7 @@ impl Context {
 
     /// Renders a template.
     pub fn render(&self, t: &Template) -> String {
-        t.render(&self.vars)
+        t.render(|name| self.vars.get(name))
     }
 
     /// Renders a path template: it must be absolute (inside the root).
@@ -454,12 +454,12 @@ impl Context {
         } else {
             Err(Error::Environment(format!(
                 "path `{}` is not absolute after substitution (is HOME set?)",
-                t.0
+                t.as_str()
             )))
         }
     }
 
-    /// The host path of a logical path (see [`fsutil::resolve`]); in user scope it must stay
+    /// The host path of a logical path (see `fsutil::resolve`); in user scope it must stay
     /// inside the home.
     pub fn resolve(&self, logical: &Path) -> Result<PathBuf> {
         let path = fsutil::resolve(&self.root, logical)?;

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::context::{Context, Options};
-use crate::diff;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::host::{Cmd, Host};
@@ -13,6 +12,7 @@ use crate::recipe::Recipe;
 use crate::report::{Action, CommandReport, Report, StepReport, StepStatus};
 use crate::state::{self, Entry, FileEntry, Journal, State};
 use crate::steps::{StepKind, StepSpec};
+use hostkit_core::diff;
 
 fn step_report(sp: &StepPlan, status: StepStatus) -> StepReport {
     StepReport {
@@ -368,7 +368,7 @@ struct CheckedFile {
 /// `hostkit revert`: puts every changed file back as it was before the first apply, removes
 /// files apply created, restores GSettings values; refuses to overwrite a file changed since
 /// apply unless `opts.force`. Everything read back from the journal is checked first (see
-/// [`crate::state`]); commands come from the recipe, never from the journal.
+/// `crate::state`); commands come from the recipe, never from the journal.
 pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
     let ctx = Context::new(recipe, opts, host)?;
     let mut report = Report::new(&ctx, Action::Revert);

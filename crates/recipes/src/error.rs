@@ -57,15 +57,9 @@ pub enum Error {
         /// The allowed values, comma-separated.
         allowed: String,
     },
-    /// A `--set` argument without `=`.
-    #[error("`--set {0}`: expected KEY=VALUE")]
-    BadSetArgument(String),
-    /// The same `--set` key given twice.
-    #[error("`--set {key}=…` is given twice; give each parameter once")]
-    DuplicateSet {
-        /// The key.
-        key: String,
-    },
+    /// A `--set` argument that cannot be used.
+    #[error(transparent)]
+    Set(#[from] hostkit_core::SetError),
     /// The recipe does not support the requested scope.
     #[error("recipe {recipe} does not support scope `{scope}`; supported: {supported}")]
     UnsupportedScope {
@@ -284,6 +278,27 @@ pub enum Error {
     /// A failure injected by `HOSTKIT_FAIL_AFTER_STEP` (debug builds only).
     #[error("failure injected by HOSTKIT_FAIL_AFTER_STEP after step {0}")]
     Injected(usize),
+}
+
+impl From<hostkit_core::Located> for Error {
+    fn from(l: hostkit_core::Located) -> Error {
+        Error::Recipe {
+            file: l.file,
+            line: l.line,
+            column: l.column,
+            message: l.message,
+        }
+    }
+}
+
+impl From<hostkit_core::Duplicate> for Error {
+    fn from(d: hostkit_core::Duplicate) -> Error {
+        Error::DuplicateRecipe {
+            name: d.name,
+            first: d.first,
+            second: d.second,
+        }
+    }
 }
 
 impl Error {

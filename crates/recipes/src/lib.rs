@@ -11,38 +11,38 @@
 //! * [`apply`] / [`revert`]: make the change, safely (atomic writes, trusted symbolic links
 //!   only, a lock, a journal with backups) and reversibly (byte-for-byte).
 //!
-//! Report-only `probe` steps ([`probes`]) look at the host without changing it (group limits,
+//! Report-only `probe` steps (`probes/`) look at the host without changing it (group limits,
 //! the procps version, the Realtek card and the effective modprobe.d configuration, udev rules)
 //! and can guard other steps (`when.probe`).
 //!
 //! The flow is: [`Catalog::load`] → [`Recipe`] → [`Context`] (root, scope, parameters) →
-//! [`plan::plan`] (pure: before and after contents per file) → report or apply. Host effects
+//! `plan::plan` (pure: before and after contents per file) → report or apply. Host effects
 //! (running `gsettings`, `dconf`, `dpkg-query`, the package manager) go through the [`Host`]
 //! trait.
 
 #![deny(missing_docs)]
 
-pub mod context;
-pub mod diff;
-pub mod engine;
-pub mod error;
-pub mod fsutil;
-pub mod host;
-pub mod pkg;
-pub mod plan;
-pub mod probes;
-pub mod recipe;
-pub mod report;
-pub mod session;
-pub mod state;
-pub mod steps;
+mod context;
+mod engine;
+mod error;
+mod fsutil;
+mod host;
+mod pkg;
+mod plan;
+mod probes;
+mod recipe;
+mod report;
+mod session;
+mod state;
+mod steps;
 mod text;
-mod toml;
+mod wording;
 
 pub use context::{Context, Options};
 pub use engine::{Applied, apply, check, dry_run, revert};
 pub use error::{Error, Result};
 pub use host::{Host, RealHost};
-pub use recipe::{Catalog, Recipe, Scope};
+pub use recipe::{BUILTIN, Catalog, Recipe, Scope, parse as parse_recipe};
 pub use report::{Action, CommandReport, Report, StepReport, StepStatus};
 pub use session::SessionHost;
+pub use steps::{StepKind, StepSpec};

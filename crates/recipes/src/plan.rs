@@ -128,8 +128,6 @@ pub struct StepPlan {
     pub kind: StepKind,
     /// What it sets, one line.
     pub summary: String,
-    /// Where it is defined.
-    pub location: String,
     /// Why the step exists (history).
     pub why: String,
     /// Its status.
@@ -146,7 +144,7 @@ impl StepPlan {
         self.effects
             .iter()
             .filter_map(|e| match e {
-                Effect::File(f) => Some(crate::diff::unified(
+                Effect::File(f) => Some(hostkit_core::diff::unified(
                     &f.display,
                     f.before.as_deref(),
                     f.after.as_deref(),
@@ -168,11 +166,6 @@ impl Plan {
     /// True when nothing would change.
     pub fn satisfied(&self) -> bool {
         self.steps.iter().all(|s| s.status != Status::WouldChange)
-    }
-
-    /// The diff of every file.
-    pub fn diff(&self) -> String {
-        self.steps.iter().map(StepPlan::diff).collect()
     }
 }
 
@@ -212,9 +205,11 @@ fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Re
         summary: if step.summary.is_empty() {
             step.spec.describe(ctx)
         } else {
-            ctx.render(&crate::recipe::Template(step.summary.clone()))
+            ctx.render(&crate::recipe::Template::lenient(
+                &step.summary,
+                hostkit_core::Braces::Strict,
+            ))
         },
-        location: step.location.clone(),
         why: step.why.clone(),
         status: Status::Ok,
         reason: None,
@@ -400,7 +395,7 @@ mod tests {
         let h = home.path().display().to_string();
         let h = h.trim_start_matches('/');
         assert_eq!(
-            plan.diff(),
+            plan.steps.iter().map(StepPlan::diff).collect::<String>(),
             format!(
                 "--- a/{h}/.profile\n+++ b/{h}/.profile\n@@ -1 +1,2 @@\n # p\n+export GTK_OVERLAY_SCROLLING=0\n"
             )

@@ -19,17 +19,17 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     let opts = args.target.options(false);
     let many = args.name == "all";
     let recipes: Vec<&hostkit_recipes::Recipe> = if many {
-        catalog.recipes.iter().collect()
+        catalog.recipes().collect()
     } else {
         vec![catalog.get(&args.name)?]
     };
     if many {
         // A --set key no recipe has is a mistake, not something to drop silently.
-        for kv in &opts.sets {
-            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        let pairs = hostkit_core::parse_sets(&opts.sets)?;
+        for (kv, (key, _)) in opts.sets.iter().zip(&pairs) {
             if !recipes
                 .iter()
-                .any(|r| r.params.iter().any(|p| p.name == key))
+                .any(|r| r.params.iter().any(|p| p.name == *key))
             {
                 anyhow::bail!("`--set {kv}`: no recipe has a parameter `{key}`");
             }
@@ -47,9 +47,11 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                 // `--user` names the home of the user-scope recipes.
                 opts.user = None;
             }
-            opts.sets.retain(|kv| {
-                let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-                recipe.params.iter().any(|p| p.name == key)
+            let keys = hostkit_core::parse_sets(&opts.sets)?;
+            let mut keys = keys.iter().map(|(k, _)| k);
+            opts.sets.retain(|_| {
+                keys.next()
+                    .is_some_and(|k| recipe.params.iter().any(|p| &p.name == k))
             });
         }
         let checked = session_host(recipe, &opts, hostkit_recipes::Action::Check, printer)

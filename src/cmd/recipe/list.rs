@@ -16,8 +16,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     let catalog = args.catalog.load()?;
     if args.catalog.format == Format::Json {
         let list: Vec<_> = catalog
-            .recipes
-            .iter()
+            .recipes()
             .map(|r| {
                 serde_json::json!({
                     "name": r.name,
@@ -31,7 +30,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         printer.out(serde_json::to_string_pretty(&list)?);
         return Ok(Outcome::Success);
     }
-    for r in &catalog.recipes {
+    for r in catalog.recipes() {
         let mut scopes = vec![r.default_scope.to_string()];
         scopes.extend(
             r.scopes

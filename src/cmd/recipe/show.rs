@@ -73,7 +73,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     printer.out("\nSteps:");
     for s in &recipe.steps {
         let scopes: Vec<String> = s.scopes.iter().map(|s| s.to_string()).collect();
-        let manual = if s.spec.kind() == hostkit_recipes::steps::StepKind::Manual {
+        let manual = if s.spec.kind() == hostkit_recipes::StepKind::Manual {
             " (manual)"
         } else {
             ""
@@ -91,8 +91,8 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
         if !s.reaches.is_empty() {
             printer.out(format!("      reaches: {}", s.reaches));
         }
-        if let hostkit_recipes::steps::StepSpec::Manual(m) = &s.spec {
-            printer.out(format!("      what to do: {}", m.action.0));
+        if let hostkit_recipes::StepSpec::Manual(m) = &s.spec {
+            printer.out(format!("      what to do: {}", m.action.as_str()));
         }
     }
     Ok(Outcome::Success)

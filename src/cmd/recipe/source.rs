@@ -20,12 +20,11 @@ pub fn has_rules(recipe: &str) -> bool {
 /// rules, a hint to use `--source`.
 pub fn set_hint(recipe: &str, sets: &[String]) -> Option<String> {
     let rules = hostkit_patch::load_builtin().ok()?;
-    let key = sets.iter().find_map(|kv| {
-        let key = kv.split_once('=')?.0;
+    let pairs = hostkit_core::parse_sets(sets).ok()?;
+    let key = pairs.iter().map(|(k, _)| k.as_str()).find(|key| {
         rules
             .for_recipe(recipe)
-            .any(|r| r.params().iter().any(|p| p.name == key))
-            .then_some(key)
+            .any(|r| r.params().iter().any(|p| p.name == *key))
     })?;
     Some(format!(
         "hint: `{key}` is a parameter of the source-tree fix: hostkit apply {recipe} --source DIR --set {key}=…"

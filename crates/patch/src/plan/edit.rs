@@ -18,13 +18,13 @@ pub(super) fn run_edit(edit: &Edit, text: &str, params: &Params) -> EditRun {
     let mut finds: Vec<(Range<usize>, String)> = Vec::new();
     match &edit.find {
         Matcher::Literal(lit) => {
-            let replacement = edit.replace.render(params, false);
+            let replacement = crate::params::render(&edit.replace, params, false);
             for r in literal_ranges(text, lit) {
                 finds.push((r, replacement.clone()));
             }
         }
         Matcher::Regex(re) => {
-            let tpl = edit.replace.render(params, true);
+            let tpl = crate::params::render(&edit.replace, params, true);
             for caps in re.captures_iter(text) {
                 let Some(m) = caps.get(0) else { continue };
                 if m.is_empty() {
@@ -40,9 +40,13 @@ pub(super) fn run_edit(edit: &Edit, text: &str, params: &Params) -> EditRun {
     // (a replacement shorter than what it replaces) proves nothing and is dropped; a find
     // occurrence inside a result (a replacement that keeps the found text) is already done.
     let candidates: Vec<Range<usize>> = match (&edit.applied, &edit.find) {
-        (Some(Applied::Literal(t)), _) => literal_ranges(text, &t.render(params, false)),
+        (Some(Applied::Literal(t)), _) => {
+            literal_ranges(text, &crate::params::render(t, params, false))
+        }
         (Some(Applied::Regex(r)), _) => r.find_iter(text).map(|m| m.range()).collect(),
-        (None, Matcher::Literal(_)) => literal_ranges(text, &edit.replace.render(params, false)),
+        (None, Matcher::Literal(_)) => {
+            literal_ranges(text, &crate::params::render(&edit.replace, params, false))
+        }
         (None, Matcher::Regex(_)) => Vec::new(),
     };
     let contains = |outer: &Range<usize>, inner: &Range<usize>| {

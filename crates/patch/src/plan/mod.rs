@@ -98,11 +98,7 @@ impl FileChange {
 
     /// This file's unified diff (`--- a/PATH`, `+++ b/PATH`, 3 lines of context).
     pub fn unified_diff(&self) -> String {
-        similar::TextDiff::from_lines(&self.before, &self.after)
-            .unified_diff()
-            .context_radius(3)
-            .header(&format!("a/{}", self.path), &format!("b/{}", self.path))
-            .to_string()
+        hostkit_core::diff::unified(&self.path, Some(&self.before), Some(&self.after))
     }
 }
 

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use regex::Regex;
 
 use crate::glob::FilePattern;
-use crate::params::{Condition, ParamSpec, Template};
+use hostkit_core::Template;
+
+use crate::params::{Condition, ParamSpec};
 
 pub use parse::parse_rule;
 

@@ -1,15 +1,38 @@
-//! The rule parser: a rule file is TOML, read with `toml_edit` so that every error can point
-//! at the line and column of the offending key or value.
+//! The rule parser: a rule file is TOML, read with `hostkit_core::toml` (strict, with spans)
+//! so that every error points at the line and column of the offending key or value.
 
-use std::ops::Range;
-
+use hostkit_core::toml::{Expected, Located, Wording};
+use hostkit_core::{Braces, Template, TemplateError};
 use regex::Regex;
-use toml_edit::{ArrayOfTables, ImDocument, Item, Table, Value};
+use toml_edit::{ImDocument, Table};
 
 use super::{Applied, Edit, Marker, Matcher, Require, Rule, Warning};
 use crate::error::RuleError;
 use crate::glob::FilePattern;
-use crate::params::{CmpOp, Condition, ParamKind, ParamSpec, ParamValue, Template};
+use crate::params::{CmpOp, Condition, ParamKind, ParamSpec, ParamValue};
+
+type Fields<'a> = hostkit_core::toml::Fields<'a, Located>;
+type Source = hostkit_core::toml::Source<Located>;
+
+/// How rule files word the strict reader's messages: the key first, the table only where it
+/// helps.
+static WORDING: Wording = Wording {
+    unknown_key: |what, key, allowed| {
+        format!("unknown key `{key}` in {what}; allowed keys: {allowed}")
+    },
+    wrong_type: |what, key, expected| match expected {
+        Expected::String => format!("`{key}` must be a string"),
+        Expected::Integer => format!("`{key}` must be an integer"),
+        Expected::Strings | Expected::StringInArray | Expected::StringOrStrings => {
+            format!("`{key}` must be an array of strings")
+        }
+        Expected::Value => format!("`{key}` must be a value, not a table"),
+        Expected::Table => format!("`{what}` must be a table (write it as [{what}])"),
+        Expected::Tables => format!("`{key}` must be written as [[{key}]] tables"),
+    },
+    missing: |what, key| format!("{what} needs a `{key}` key"),
+    empty: |_, key| format!("`{key}` must not be empty"),
+};
 
 const TOP_KEYS: &[&str] = &[
     "name",
@@ -43,87 +66,83 @@ const MARKER_KEYS: &[&str] = &["files", "find", "find_regex", "reason"];
 
 /// Parses one rule file. `file` names it in errors; the rule's `name` must equal its stem.
 pub fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleError> {
-    let cx = Cx { file, src: text };
+    let src = Source::new(file, text);
     let doc = ImDocument::parse(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim_end().replace('\n', "; ");
-        cx.err(Some(span), format!("TOML syntax error: {message}"))
+        src.error(Some(span), format!("TOML syntax error: {message}"))
     })?;
-    let top = doc.as_table();
-    cx.check_keys(top, TOP_KEYS, "the rule file")?;
+    let top = Fields::table(&src, &WORDING, doc.as_table(), "the rule file", TOP_KEYS)?;
 
-    let name = cx.req_str(top, "name", "the rule file")?;
+    let name = top.required_nonblank("name")?;
     let stem = std::path::Path::new(file)
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     if name != stem || !valid_ident(&name, true) {
-        return Err(cx.err(
-            cx.value_span(top, "name"),
+        return Err(top.at(
+            "name",
             format!(
                 "`name = \"{name}\"` must be the file's name without `.toml` (`{stem}`), made of a-z, 0-9 and `-`"
             ),
         ));
     }
-    let summary = cx.req_str(top, "summary", "the rule file")?;
-    let recipe = cx.opt_str(top, "recipe")?;
-    let applies_to = cx.str_array(top, "applies_to")?.unwrap_or_default();
-    let history = cx.opt_str(top, "history")?.unwrap_or_default();
-    let references = cx.str_array(top, "references")?.unwrap_or_default();
+    let summary = top.required_nonblank("summary")?;
+    let recipe = opt_str(&top, "recipe")?;
+    let applies_to = top.string_array("applies_to")?.unwrap_or_default();
+    let history = opt_str(&top, "history")?.unwrap_or_default();
+    let references = top.string_array("references")?.unwrap_or_default();
 
     let mut params = Vec::new();
     if let Some(item) = top.get("params") {
-        let table = cx.table(item, "params")?;
-        for (pname, pitem) in table.iter() {
-            let key_span = table.key(pname).and_then(|k| k.span());
+        let table = Fields::unchecked(&src, &WORDING, item, "params")?;
+        for (pname, key_span) in table.keys_with_spans() {
             if !valid_ident(pname, false) {
-                return Err(cx.err(
+                return Err(src.error(
                     key_span,
                     format!("parameter name `{pname}` must be made of a-z, 0-9 and `_`"),
                 ));
             }
-            let ptable = cx.table(pitem, &format!("params.{pname}"))?;
-            params.push(cx.param(pname, ptable)?);
+            let Some(pitem) = table.get(pname) else {
+                continue;
+            };
+            let ptable = Fields::unchecked(&src, &WORDING, pitem, &format!("params.{pname}"))?;
+            params.push(param(pname, &ptable)?);
         }
     }
     let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
 
     let mut warnings = Vec::new();
     let mut warning_spans = Vec::new();
-    for wt in cx.tables(top, "warnings")? {
-        cx.check_keys(wt, WARNING_KEYS, "[[warnings]]")?;
-        let text = cx.req_str(wt, "text", "[[warnings]]")?;
-        let when = match cx.opt_str(wt, "when")? {
+    for wt in top.tables("warnings")? {
+        let wt = Fields::table(&src, &WORDING, wt, "[[warnings]]", WARNING_KEYS)?;
+        let text = wt.required_nonblank("text")?;
+        let when = match opt_str(&wt, "when")? {
             None => None,
-            Some(w) => Some(
-                Condition::parse(&w, &params).map_err(|m| cx.err(cx.value_span(wt, "when"), m))?,
-            ),
+            Some(w) => Some(Condition::parse(&w, &params).map_err(|m| wt.at("when", m))?),
         };
-        let edit_ids = cx.str_array(wt, "edits")?.unwrap_or_default();
+        let edit_ids = wt.string_array("edits")?.unwrap_or_default();
         warnings.push(Warning {
             when,
             edits: edit_ids,
             text,
         });
-        warning_spans.push(cx.value_span(wt, "edits"));
+        warning_spans.push(wt.value_span("edits"));
     }
 
     let mut edits: Vec<Edit> = Vec::new();
-    for et in cx.tables(top, "edits")? {
-        let edit = cx.edit(et, &names)?;
+    for et in top.tables("edits")? {
+        let edit = edit(&src, et, &names)?;
         if edits.iter().any(|e| e.id == edit.id) {
-            return Err(cx.err(
-                cx.value_span(et, "id"),
+            return Err(src.error(
+                Fields::table(&src, &WORDING, et, "[[edits]]", EDIT_KEYS)?.value_span("id"),
                 format!("two edits have the id `{}`", edit.id),
             ));
         }
         edits.push(edit);
     }
     if edits.is_empty() {
-        return Err(cx.err(
-            Some(0..0),
-            "a rule needs at least one [[edits]] table".into(),
-        ));
+        return Err(src.error(Some(0..0), "a rule needs at least one [[edits]] table"));
     }
     for (w, span) in warnings.iter().zip(warning_spans) {
         if let Some(bad) = w
@@ -131,7 +150,7 @@ pub fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleError> {
             .iter()
             .find(|id| !edits.iter().any(|e| &e.id == *id))
         {
-            return Err(cx.err(
+            return Err(src.error(
                 span,
                 format!("warning names edit `{bad}`, which this rule does not have"),
             ));
@@ -139,12 +158,12 @@ pub fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleError> {
     }
 
     let mut not_applicable = Vec::new();
-    for mt in cx.tables(top, "not_applicable")? {
-        cx.check_keys(mt, MARKER_KEYS, "[[not_applicable]]")?;
+    for mt in top.tables("not_applicable")? {
+        let mt = Fields::table(&src, &WORDING, mt, "[[not_applicable]]", MARKER_KEYS)?;
         not_applicable.push(Marker {
-            files: cx.files(mt, "[[not_applicable]]")?,
-            find: cx.matcher(mt, "[[not_applicable]]")?,
-            reason: cx.req_str(mt, "reason", "[[not_applicable]]")?,
+            files: files(&mt)?,
+            find: matcher(&mt)?,
+            reason: mt.required_nonblank("reason")?,
         });
     }
 
@@ -171,335 +190,185 @@ fn valid_ident(s: &str, dash: bool) -> bool {
         })
 }
 
-struct Cx<'a> {
-    file: &'a str,
-    src: &'a str,
+/// A string value, if present (a table there is refused as such, not as "not a string").
+fn opt_str(f: &Fields<'_>, key: &str) -> Result<Option<String>, RuleError> {
+    f.value(key)?;
+    f.string(key)
 }
 
-impl Cx<'_> {
-    fn err(&self, span: Option<Range<usize>>, message: String) -> RuleError {
-        let offset = span.map(|s| s.start).unwrap_or(0).min(self.src.len());
-        let before = self.src.get(..offset).unwrap_or("");
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        RuleError {
-            file: self.file.to_string(),
-            line,
-            column,
-            message,
-        }
-    }
-
-    fn key_span(&self, table: &Table, key: &str) -> Option<Range<usize>> {
-        table
-            .key(key)
-            .and_then(|k| k.span())
-            .or_else(|| table.span())
-    }
-
-    fn value_span(&self, table: &Table, key: &str) -> Option<Range<usize>> {
-        table
-            .get(key)
-            .and_then(|i| i.span())
-            .or_else(|| self.key_span(table, key))
-    }
-
-    fn check_keys(&self, table: &Table, allowed: &[&str], what: &str) -> Result<(), RuleError> {
-        for (key, _) in table.iter() {
-            if !allowed.contains(&key) {
-                return Err(self.err(
-                    self.key_span(table, key),
-                    format!(
-                        "unknown key `{key}` in {what}; allowed keys: {}",
-                        allowed.join(", ")
-                    ),
+fn param(name: &str, t: &Fields<'_>) -> Result<ParamSpec, RuleError> {
+    let t = t.with_what(format!("[params.{name}]"));
+    t.check_keys(PARAM_KEYS)?;
+    let description = t.required_nonblank("description")?;
+    let ty = t.required_nonblank("type")?;
+    let kind = match ty.as_str() {
+        "integer" => {
+            if t.has("pattern") {
+                return Err(t.source().error(
+                    t.key_span("pattern"),
+                    format!("`pattern` is for string parameters; `{name}` is an integer"),
                 ));
             }
+            let min = t.integer("min")?;
+            let max = t.integer("max")?;
+            if let (Some(lo), Some(hi)) = (min, max)
+                && lo > hi
+            {
+                return Err(t.at("max", format!("`max` ({hi}) is below `min` ({lo})")));
+            }
+            ParamKind::Integer { min, max }
         }
-        Ok(())
-    }
-
-    fn value<'t>(&self, table: &'t Table, key: &str) -> Result<Option<&'t Value>, RuleError> {
-        match table.get(key) {
-            None => Ok(None),
-            Some(Item::Value(v)) => Ok(Some(v)),
-            Some(_) => Err(self.err(
-                self.key_span(table, key),
-                format!("`{key}` must be a value, not a table"),
-            )),
-        }
-    }
-
-    fn opt_str(&self, table: &Table, key: &str) -> Result<Option<String>, RuleError> {
-        match self.value(table, key)? {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.value().clone())),
-            Some(_) => Err(self.err(
-                self.value_span(table, key),
-                format!("`{key}` must be a string"),
-            )),
-        }
-    }
-
-    fn req_str(&self, table: &Table, key: &str, what: &str) -> Result<String, RuleError> {
-        match self.opt_str(table, key)? {
-            Some(s) if !s.trim().is_empty() => Ok(s),
-            Some(_) => Err(self.err(
-                self.value_span(table, key),
-                format!("`{key}` must not be empty"),
-            )),
-            None => Err(self.err(table.span(), format!("{what} needs a `{key}` key"))),
-        }
-    }
-
-    fn opt_int(&self, table: &Table, key: &str) -> Result<Option<i64>, RuleError> {
-        match self.value(table, key)? {
-            None => Ok(None),
-            Some(Value::Integer(i)) => Ok(Some(*i.value())),
-            Some(_) => Err(self.err(
-                self.value_span(table, key),
-                format!("`{key}` must be an integer"),
-            )),
-        }
-    }
-
-    fn str_array(&self, table: &Table, key: &str) -> Result<Option<Vec<String>>, RuleError> {
-        match self.value(table, key)? {
-            None => Ok(None),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.value().clone()),
-                    other => {
-                        Err(self.err(other.span(), format!("`{key}` must be an array of strings")))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(_) => Err(self.err(
-                self.value_span(table, key),
-                format!("`{key}` must be an array of strings"),
-            )),
-        }
-    }
-
-    fn table<'t>(&self, item: &'t Item, what: &str) -> Result<&'t Table, RuleError> {
-        item.as_table().ok_or_else(|| {
-            self.err(
-                item.span(),
-                format!("`{what}` must be a table (write it as [{what}])"),
-            )
-        })
-    }
-
-    fn tables<'t>(&self, top: &'t Table, key: &str) -> Result<Vec<&'t Table>, RuleError> {
-        match top.get(key) {
-            None => Ok(Vec::new()),
-            Some(Item::ArrayOfTables(a)) => Ok(tables_of(a)),
-            Some(_) => Err(self.err(
-                self.key_span(top, key),
-                format!("`{key}` must be written as [[{key}]] tables"),
-            )),
-        }
-    }
-
-    fn param(&self, name: &str, t: &Table) -> Result<ParamSpec, RuleError> {
-        let what = format!("[params.{name}]");
-        self.check_keys(t, PARAM_KEYS, &what)?;
-        let description = self.req_str(t, "description", &what)?;
-        let ty = self.req_str(t, "type", &what)?;
-        let kind = match ty.as_str() {
-            "integer" => {
-                for key in ["pattern"] {
-                    if t.contains_key(key) {
-                        return Err(self.err(
-                            self.key_span(t, key),
-                            format!("`{key}` is for string parameters; `{name}` is an integer"),
-                        ));
-                    }
-                }
-                let min = self.opt_int(t, "min")?;
-                let max = self.opt_int(t, "max")?;
-                if let (Some(lo), Some(hi)) = (min, max)
-                    && lo > hi
-                {
-                    return Err(self.err(
-                        self.value_span(t, "max"),
-                        format!("`max` ({hi}) is below `min` ({lo})"),
+        "string" => {
+            for key in ["min", "max"] {
+                if t.has(key) {
+                    return Err(t.source().error(
+                        t.key_span(key),
+                        format!("`{key}` is for integer parameters; `{name}` is a string"),
                     ));
                 }
-                ParamKind::Integer { min, max }
             }
-            "string" => {
-                for key in ["min", "max"] {
-                    if t.contains_key(key) {
-                        return Err(self.err(
-                            self.key_span(t, key),
-                            format!("`{key}` is for integer parameters; `{name}` is a string"),
-                        ));
-                    }
-                }
-                let pattern = match self.opt_str(t, "pattern")? {
-                    None => None,
-                    Some(p) => Some(Regex::new(&p).map_err(|e| {
-                        self.err(self.value_span(t, "pattern"), format!("bad `pattern`: {e}"))
-                    })?),
-                };
-                ParamKind::String { pattern }
-            }
-            other => {
-                return Err(self.err(
-                    self.value_span(t, "type"),
-                    format!("unknown parameter type `{other}`; allowed types: integer, string"),
-                ));
-            }
-        };
-        let default = match self.value(t, "default")? {
-            None => return Err(self.err(t.span(), format!("{what} needs a `default` key"))),
-            Some(Value::Integer(i)) => ParamValue::Integer(*i.value()),
-            Some(Value::String(s)) => ParamValue::String(s.value().clone()),
-            Some(_) => {
-                return Err(self.err(
-                    self.value_span(t, "default"),
-                    "`default` must be an integer or a string".into(),
-                ));
-            }
-        };
-        let spec = ParamSpec {
-            name: name.to_string(),
-            description,
-            kind,
-            default: default.clone(),
-        };
-        spec.check(&default.to_string()).map_err(|reason| {
-            self.err(
-                self.value_span(t, "default"),
-                format!("bad `default`: {reason}"),
-            )
-        })?;
-        Ok(spec)
-    }
-
-    fn files(&self, t: &Table, what: &str) -> Result<Vec<FilePattern>, RuleError> {
-        let Some(list) = self.str_array(t, "files")? else {
-            return Err(self.err(t.span(), format!("{what} needs a `files` key")));
-        };
-        if list.is_empty() {
-            return Err(self.err(
-                self.value_span(t, "files"),
-                "`files` must not be empty".into(),
+            let pattern = match opt_str(&t, "pattern")? {
+                None => None,
+                Some(p) => Some(
+                    Regex::new(&p).map_err(|e| t.at("pattern", format!("bad `pattern`: {e}")))?,
+                ),
+            };
+            ParamKind::String { pattern }
+        }
+        other => {
+            return Err(t.at(
+                "type",
+                format!("unknown parameter type `{other}`; allowed types: integer, string"),
             ));
         }
-        list.iter()
-            .map(|p| FilePattern::new(p).map_err(|m| self.err(self.value_span(t, "files"), m)))
-            .collect()
-    }
+    };
+    let default = match t.value("default")? {
+        None => return Err(t.at_table(format!("{} needs a `default` key", t.what()))),
+        Some(toml_edit::Value::Integer(i)) => ParamValue::Integer(*i.value()),
+        Some(toml_edit::Value::String(s)) => ParamValue::String(s.value().clone()),
+        Some(_) => return Err(t.at("default", "`default` must be an integer or a string")),
+    };
+    let spec = ParamSpec {
+        name: name.to_string(),
+        description,
+        kind,
+        default: default.clone(),
+    };
+    spec.check(&default.to_string())
+        .map_err(|reason| t.at("default", format!("bad `default`: {reason}")))?;
+    Ok(spec)
+}
 
-    fn matcher(&self, t: &Table, what: &str) -> Result<Matcher, RuleError> {
-        match (self.opt_str(t, "find")?, self.opt_str(t, "find_regex")?) {
-            (Some(_), Some(_)) => Err(self.err(
-                self.key_span(t, "find_regex"),
-                format!("{what} has both `find` and `find_regex`; give one"),
-            )),
-            (None, None) => Err(self.err(
-                t.span(),
-                format!("{what} needs `find` (literal text) or `find_regex`"),
-            )),
-            (Some(lit), None) if lit.is_empty() => Err(self.err(
-                self.value_span(t, "find"),
-                "`find` must not be empty".into(),
-            )),
-            (Some(lit), None) => Ok(Matcher::Literal(lit)),
-            (None, Some(re)) => Regex::new(&re).map(Matcher::Regex).map_err(|e| {
-                self.err(
-                    self.value_span(t, "find_regex"),
-                    format!("bad `find_regex`: {e}"),
-                )
-            }),
-        }
+fn files(t: &Fields<'_>) -> Result<Vec<FilePattern>, RuleError> {
+    let Some(list) = t.string_array("files")? else {
+        return Err(t.at_table(format!("{} needs a `files` key", t.what())));
+    };
+    if list.is_empty() {
+        return Err(t.at("files", "`files` must not be empty"));
     }
+    list.iter()
+        .map(|p| FilePattern::new(p).map_err(|m| t.at("files", m)))
+        .collect()
+}
 
-    fn edit(&self, t: &Table, params: &[String]) -> Result<Edit, RuleError> {
-        self.check_keys(t, EDIT_KEYS, "[[edits]]")?;
-        let id = self.req_str(t, "id", "[[edits]]")?;
-        let what = format!("edit `{id}`");
-        let description = self.req_str(t, "description", &what)?;
-        let files = self.files(t, &what)?;
-        let find = self.matcher(t, &what)?;
-        let Some(replace) = self.opt_str(t, "replace")? else {
-            return Err(self.err(t.span(), format!("{what} needs a `replace` key")));
-        };
-        let replace = Template::parse(&replace, params)
-            .map_err(|m| self.err(self.value_span(t, "replace"), m))?;
-        let applied = match (
-            self.opt_str(t, "applied")?,
-            self.opt_str(t, "applied_regex")?,
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(
-                    self.key_span(t, "applied_regex"),
-                    format!("{what} has both `applied` and `applied_regex`; give one"),
-                ));
-            }
-            (Some(a), None) => Some(Applied::Literal(
-                Template::parse(&a, params)
-                    .map_err(|m| self.err(self.value_span(t, "applied"), m))?,
-            )),
-            (None, Some(r)) => Some(Applied::Regex(Regex::new(&r).map_err(|e| {
-                self.err(
-                    self.value_span(t, "applied_regex"),
-                    format!("bad `applied_regex`: {e}"),
-                )
-            })?)),
-            (None, None) => None,
-        };
-        let expect = match self.opt_str(t, "expect")? {
-            Some(e) => e,
-            None => match &find {
-                Matcher::Literal(l) => format!("`{}`", l.trim()),
-                Matcher::Regex(r) => format!("text matching /{}/", r.as_str()),
-            },
-        };
-        let require = match self.opt_str(t, "require")?.as_deref() {
-            None | Some("each-file") => Require::EachFile,
-            Some("any-file") => Require::AnyFile,
-            Some("optional") => Require::Optional,
-            Some(other) => {
-                return Err(self.err(
-                    self.value_span(t, "require"),
-                    format!(
-                        "unknown `require = \"{other}\"`; allowed: each-file, any-file, optional"
-                    ),
-                ));
-            }
-        };
-        let count = match self.opt_int(t, "count")? {
-            None => None,
-            Some(n) if n >= 1 => Some(n as usize),
-            Some(_) => {
-                return Err(self.err(
-                    self.value_span(t, "count"),
-                    "`count` must be at least 1".into(),
-                ));
-            }
-        };
-        Ok(Edit {
-            id,
-            description,
-            files,
-            find,
-            replace,
-            applied,
-            expect,
-            require,
-            one_of: self.opt_str(t, "one_of")?,
-            count,
-        })
+fn matcher(t: &Fields<'_>) -> Result<Matcher, RuleError> {
+    let what = t.what();
+    match (opt_str(t, "find")?, opt_str(t, "find_regex")?) {
+        (Some(_), Some(_)) => Err(t.source().error(
+            t.key_span("find_regex"),
+            format!("{what} has both `find` and `find_regex`; give one"),
+        )),
+        (None, None) => Err(t.at_table(format!(
+            "{what} needs `find` (literal text) or `find_regex`"
+        ))),
+        (Some(lit), None) if lit.is_empty() => Err(t.at("find", "`find` must not be empty")),
+        (Some(lit), None) => Ok(Matcher::Literal(lit)),
+        (None, Some(re)) => Regex::new(&re)
+            .map(Matcher::Regex)
+            .map_err(|e| t.at("find_regex", format!("bad `find_regex`: {e}"))),
     }
 }
 
-fn tables_of(a: &ArrayOfTables) -> Vec<&Table> {
-    a.iter().collect()
+/// A replacement template: `{param}` must name one of `params`.
+fn template(
+    t: &Fields<'_>,
+    key: &str,
+    text: &str,
+    params: &[String],
+) -> Result<Template, RuleError> {
+    Template::parse(text, Braces::Source, |n| params.iter().any(|p| p == n)).map_err(|e| match e {
+        TemplateError::Unknown { name } => t.at(
+            key,
+            format!(
+                "`{{{name}}}` names no parameter of this rule (write `{{{{` for a literal brace)"
+            ),
+        ),
+        other => t.at(key, other.to_string()),
+    })
+}
+
+fn edit(src: &Source, table: &Table, params: &[String]) -> Result<Edit, RuleError> {
+    let t = Fields::table(src, &WORDING, table, "[[edits]]", EDIT_KEYS)?;
+    let id = t.required_nonblank("id")?;
+    let t = t.with_what(format!("edit `{id}`"));
+    let what = t.what().to_string();
+    let description = t.required_nonblank("description")?;
+    let files = files(&t)?;
+    let find = matcher(&t)?;
+    let Some(replace) = opt_str(&t, "replace")? else {
+        return Err(t.at_table(format!("{what} needs a `replace` key")));
+    };
+    let replace = template(&t, "replace", &replace, params)?;
+    let applied = match (opt_str(&t, "applied")?, opt_str(&t, "applied_regex")?) {
+        (Some(_), Some(_)) => {
+            return Err(src.error(
+                t.key_span("applied_regex"),
+                format!("{what} has both `applied` and `applied_regex`; give one"),
+            ));
+        }
+        (Some(a), None) => Some(Applied::Literal(template(&t, "applied", &a, params)?)),
+        (None, Some(r)) => {
+            Some(Applied::Regex(Regex::new(&r).map_err(|e| {
+                t.at("applied_regex", format!("bad `applied_regex`: {e}"))
+            })?))
+        }
+        (None, None) => None,
+    };
+    let expect = match opt_str(&t, "expect")? {
+        Some(e) => e,
+        None => match &find {
+            Matcher::Literal(l) => format!("`{}`", l.trim()),
+            Matcher::Regex(r) => format!("text matching /{}/", r.as_str()),
+        },
+    };
+    let require = match opt_str(&t, "require")?.as_deref() {
+        None | Some("each-file") => Require::EachFile,
+        Some("any-file") => Require::AnyFile,
+        Some("optional") => Require::Optional,
+        Some(other) => {
+            return Err(t.at(
+                "require",
+                format!("unknown `require = \"{other}\"`; allowed: each-file, any-file, optional"),
+            ));
+        }
+    };
+    let count = match t.integer("count")? {
+        None => None,
+        Some(n) if n >= 1 => Some(n as usize),
+        Some(_) => return Err(t.at("count", "`count` must be at least 1")),
+    };
+    Ok(Edit {
+        id,
+        description,
+        files,
+        find,
+        replace,
+        applied,
+        expect,
+        require,
+        one_of: opt_str(&t, "one_of")?,
+        count,
+    })
 }
 
 impl std::fmt::Display for Condition {

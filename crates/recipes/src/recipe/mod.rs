@@ -4,7 +4,6 @@
 
 mod catalog;
 mod parse;
-mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,9 +14,9 @@ use crate::error::{Error, Result};
 use crate::steps::StepSpec;
 
 pub use catalog::Catalog;
+pub use hostkit_core::Template;
 pub(crate) use parse::StepContext;
 pub use parse::parse;
-pub use template::Template;
 
 /// The recipes shipped inside the binary: `(file name, text)`.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -202,17 +201,8 @@ impl Recipe {
             .iter()
             .map(|p| (p.name.clone(), p.default.clone()))
             .collect();
-        let mut seen: Vec<&str> = Vec::new();
-        for set in sets {
-            let (key, value) = set
-                .split_once('=')
-                .ok_or_else(|| Error::BadSetArgument(set.clone()))?;
-            if seen.contains(&key) {
-                return Err(Error::DuplicateSet {
-                    key: key.to_string(),
-                });
-            }
-            seen.push(key);
+        for (key, value) in hostkit_core::parse_sets(sets)? {
+            let (key, value) = (key.as_str(), value.as_str());
             let Some(param) = self.params.iter().find(|p| p.name == key) else {
                 let names: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
                 return Err(Error::UnknownParam {

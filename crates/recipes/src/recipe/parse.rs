@@ -10,7 +10,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::steps::StepKind;
-use crate::toml::{Fields, Source, list};
+use crate::wording::{Fields, Source, WORDING, list};
+use hostkit_core::{Braces, TemplateError};
 
 const TOP_KEYS: &[&str] = &[
     "summary",
@@ -52,15 +53,12 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Recipe> {
             ),
         });
     }
-    let src = Source {
-        name: file.to_string(),
-        text: text.to_string(),
-    };
+    let src = Source::new(file, text);
     let doc = ImDocument::parse(text.to_string()).map_err(|e| {
         let message = e.message().trim().replace('\n', "; ");
         src.error(e.span(), format!("invalid TOML: {message}"))
     })?;
-    let root = Fields::root(&src, doc.as_table(), TOP_KEYS)?;
+    let root = Fields::table(&src, &WORDING, doc.as_table(), "recipe", TOP_KEYS)?;
     let summary = root.required("summary")?;
     let description = root.string("description")?.unwrap_or_default();
     let scopes = parse_scopes(&root, "scopes")?.ok_or_else(|| {
@@ -143,7 +141,7 @@ fn parse_params(root: &Fields<'_>) -> Result<Vec<Param>> {
     let Some(item) = root.get("params") else {
         return Ok(Vec::new());
     };
-    let table = Fields::unchecked(root.source(), item, "params")?;
+    let table = Fields::unchecked(root.source(), &WORDING, item, "params")?;
     let mut params = Vec::new();
     for name in table.keys() {
         let Some(item) = table.get(name) else {
@@ -152,7 +150,13 @@ fn parse_params(root: &Fields<'_>) -> Result<Vec<Param>> {
         if BUILTIN_VARS.contains(&name) {
             return Err(table.error(name, "this name is reserved for a built-in variable"));
         }
-        let fields = Fields::of(root.source(), item, &format!("params.{name}"), PARAM_KEYS)?;
+        let fields = Fields::of(
+            root.source(),
+            &WORDING,
+            item,
+            &format!("params.{name}"),
+            PARAM_KEYS,
+        )?;
         let default = fields.required("default")?;
         let allowed = fields.strings("allowed")?.unwrap_or_default();
         if !allowed.is_empty() && !allowed.contains(&default) {
@@ -176,13 +180,14 @@ fn parse_packages(root: &Fields<'_>) -> Result<BTreeMap<String, PackageNames>> {
     let Some(item) = root.get("packages") else {
         return Ok(packages);
     };
-    let table = Fields::unchecked(root.source(), item, "packages")?;
+    let table = Fields::unchecked(root.source(), &WORDING, item, "packages")?;
     for name in table.keys() {
         let Some(item) = table.get(name) else {
             continue;
         };
         let fields = Fields::of(
             root.source(),
+            &WORDING,
             item,
             &format!("packages.{name}"),
             PACKAGE_KEYS,
@@ -214,19 +219,19 @@ pub(crate) struct StepContext<'a> {
 impl StepContext<'_> {
     /// Checks that every `{name}` in a string is a known variable.
     pub fn template(&self, fields: &Fields<'_>, key: &str, value: String) -> Result<Template> {
-        let template = Template(value);
-        for name in template.placeholders().map_err(|m| fields.error(key, m))? {
-            if !self.vars.iter().any(|v| v == name) {
-                return Err(fields.error(
-                    key,
-                    format!(
-                        "unknown variable `{{{name}}}`; allowed: {}",
-                        self.vars.join(", ")
-                    ),
-                ));
-            }
-        }
-        Ok(template)
+        Template::parse(&value, Braces::Strict, |name| {
+            self.vars.iter().any(|v| v == name)
+        })
+        .map_err(|e| match e {
+            TemplateError::Unknown { name } => fields.error(
+                key,
+                format!(
+                    "unknown variable `{{{name}}}`; allowed: {}",
+                    self.vars.join(", ")
+                ),
+            ),
+            syntax => fields.error(key, syntax),
+        })
     }
 
     /// Checks that a logical package is declared in `[packages]`.
@@ -259,7 +264,7 @@ fn parse_step(
     let item = toml_edit::Item::Table(table.clone());
     // The clone keeps spans; `Fields` borrows from it for the duration of this function.
     let what = format!("steps[{index}]");
-    let fields = Fields::unchecked(src, &item, &what)?;
+    let fields = Fields::unchecked(src, &WORDING, &item, &what)?;
     let kind_name = fields.string("kind")?.ok_or_else(|| {
         src.error(
             table.span(),
@@ -289,7 +294,7 @@ fn parse_step(
         return Err(fields.error("id", "use letters, digits, `-` and `_` only"));
     }
     let what = format!("step `{id}`");
-    let fields = Fields::of(src, &item, &what, &allowed)?;
+    let fields = Fields::of(src, &WORDING, &item, &what, &allowed)?;
     let scopes = parse_scopes(&fields, "scope")?.unwrap_or_else(|| ctx.scopes.to_vec());
     if let Some(bad) = scopes.iter().find(|s| !ctx.scopes.contains(s)) {
         return Err(fields.error(
@@ -300,7 +305,7 @@ fn parse_step(
     let when = match fields.get("when") {
         None => When::default(),
         Some(item) => {
-            let w = Fields::of(src, item, &format!("{what}.when"), WHEN_KEYS)?;
+            let w = Fields::of(src, &WORDING, item, &format!("{what}.when"), WHEN_KEYS)?;
             let package = w.string("package")?;
             if let Some(p) = &package {
                 ctx.package(&w, "package", p)?;
@@ -405,7 +410,7 @@ mod tests {
     #[test]
     fn builtin_recipes_parse() {
         let catalog = Catalog::load(&[] as &[&Path]).unwrap();
-        let names: Vec<&str> = catalog.recipes.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = catalog.recipes().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
             [

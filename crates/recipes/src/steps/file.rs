@@ -9,7 +9,7 @@ use crate::host::Cmd;
 use crate::plan::{Effect, Reload};
 use crate::recipe::{StepContext, Template};
 use crate::steps::{Outcome, edit_file, parse_mode};
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The keys of a `file` step.
 pub const KEYS: &[&str] = &["path", "content", "mode", "reload"];

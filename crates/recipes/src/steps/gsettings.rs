@@ -18,7 +18,7 @@ use crate::plan::{Effect, GsettingsChange, Regenerate};
 use crate::recipe::{Scope, StepContext, Template};
 use crate::steps::{Outcome, edit_file};
 use crate::text::Lines;
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The keys of a `gsettings` step.
 pub const KEYS: &[&str] = &["schema", "key", "value", "dconf_path"];

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::recipe::{StepContext, Template};
 use crate::steps::{Outcome, edit_file, parse_mode};
 use crate::text::Lines;
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The keys of an `ini` step.
 pub const KEYS: &[&str] = &["path", "section", "key", "value", "mode"];

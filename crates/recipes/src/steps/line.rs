@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::recipe::{StepContext, Template};
 use crate::steps::{Outcome, edit_file, parse_mode};
 use crate::text::Lines;
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The keys of a `line` step.
 pub const KEYS: &[&str] = &["path", "line", "match", "state", "mode"];
@@ -42,7 +42,7 @@ pub(crate) fn parse(f: &Fields<'_>, ctx: &StepContext<'_>) -> Result<Spec> {
         paths.push(ctx.template(f, "path", p)?);
     }
     let line = ctx.template(f, "line", f.required("line")?)?;
-    if line.0.contains('\n') {
+    if line.as_str().contains('\n') {
         return Err(f.error("line", "must be a single line"));
     }
     let match_prefix = match f.string("match")? {

@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::recipe::{StepContext, Template};
 use crate::steps::Outcome;
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The keys of a `manual` step.
 pub const KEYS: &[&str] = &["action", "see"];

@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::host::Host;
 use crate::plan::{Effect, FileChange};
 use crate::recipe::{Recipe, StepContext};
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The kinds of step a recipe may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,7 +41,7 @@ pub enum StepKind {
     Package,
     /// Something no setting can do: reported as `manual` with what a person must do.
     Manual,
-    /// A report-only probe of the host (see [`crate::probes`]): `ok` with what it found,
+    /// A report-only probe of the host (see `crate::probes`): `ok` with what it found,
     /// `manual` when a person must act, `not applicable` when it cannot run here.
     Probe,
 }
@@ -109,19 +109,19 @@ impl StepKind {
 /// A step's kind-specific settings.
 #[derive(Debug, Clone)]
 pub enum StepSpec {
-    /// See [`line::Spec`].
+    /// See `line::Spec`.
     Line(line::Spec),
-    /// See [`ini::Spec`].
+    /// See `ini::Spec`.
     Ini(ini::Spec),
-    /// See [`file::Spec`].
+    /// See `file::Spec`.
     File(file::Spec),
-    /// See [`gsettings::Spec`].
+    /// See `gsettings::Spec`.
     Gsettings(gsettings::Spec),
-    /// See [`package::Spec`].
+    /// See `package::Spec`.
     Package(package::Spec),
-    /// See [`manual::Spec`].
+    /// See `manual::Spec`.
     Manual(manual::Spec),
-    /// See [`probe::Spec`].
+    /// See `probe::Spec`.
     Probe(probe::Spec),
 }
 

@@ -10,7 +10,7 @@ use crate::pkg::{Manager, Presence, presence};
 use crate::plan::{Effect, Install};
 use crate::recipe::{Recipe, Scope, StepContext};
 use crate::steps::Outcome;
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The keys of a `package` step.
 pub const KEYS: &[&str] = &["packages"];

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::host::Host;
 use crate::probes;
 use crate::steps::Outcome;
-use crate::toml::Fields;
+use crate::wording::Fields;
 
 /// The keys of a `probe` step.
 pub const KEYS: &[&str] = &["probe"];

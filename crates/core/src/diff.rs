@@ -1,5 +1,6 @@
-//! Unified diffs with `a/…` and `b/…` paths relative to the root (`/dev/null` for a file that
-//! is created or removed).
+//! Unified diffs, the one wrapper around `similar` that recipes and patches print: `a/…` and
+//! `b/…` paths relative to the root or source tree (`/dev/null` for a file that is created or
+//! removed), 3 lines of context.
 
 use similar::TextDiff;
 

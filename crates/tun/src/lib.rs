@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod filter;
 pub mod packet;
 pub mod relay;
 

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod gso;
 pub mod packet;
 pub mod relay;
 

@@ -10,6 +10,7 @@
 
 pub mod device;
 pub mod filter;
+pub mod gso;
 pub mod packet;
 pub mod relay;
 

@@ -12,7 +12,9 @@ pub mod device;
 pub mod filter;
 pub mod gso;
 pub mod packet;
+pub mod pipeline;
 pub mod relay;
 
 pub use device::{DeviceError, TunDevice, TunOptions};
+pub use pipeline::{Ctx, Direction, Packet, Pipeline, Processor, Verdict};
 pub use relay::{PacketLog, Relay, RelayOptions, RelayStats};

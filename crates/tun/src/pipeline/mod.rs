@@ -1,0 +1,220 @@
+//! The packet pipeline: the stages every packet crosses between the two devices, per
+//! direction — built-in capture and impairment, and your own code.
+//!
+//! # Writing a stage
+//!
+//! A stage is a [`Processor`]. The relay hands it one packet at a time — a raw IPv4 or IPv6
+//! packet (no Ethernet header), with the [`Direction`] it travels and the time it was read —
+//! and the stage answers with a [`Verdict`]:
+//!
+//! * [`Verdict::Forward`]: on to the next stage (and then to the other device), possibly
+//!   changed in place through [`Packet::data_mut`];
+//! * [`Verdict::Drop`]: the packet goes no further;
+//! * [`Verdict::Delay`]: the pipeline holds the packet and sends it on to the next stage at
+//!   that time (other packets keep flowing).
+//!
+//! Through the [`Ctx`] a stage may also put new packets on the path: [`Ctx::inject`] writes a
+//! packet into the device at the end of a direction (an ICMP reply to the sender:
+//! `ctx.inject(pkt.direction().reverse(), &reply)`), [`Ctx::emit_at`] sends a packet on to the
+//! next stages at a given time (a duplicate).
+//!
+//! ```
+//! use hostkit_tun::{Ctx, Packet, Processor, Verdict};
+//!
+//! /// Drops every IPv6 packet.
+//! struct NoIpv6;
+//!
+//! impl Processor for NoIpv6 {
+//!     fn name(&self) -> &str {
+//!         "no-ipv6"
+//!     }
+//!     fn process(&mut self, pkt: &mut Packet<'_>, _ctx: &mut Ctx<'_>) -> Verdict {
+//!         if pkt.data().first().is_some_and(|b| b >> 4 == 6) {
+//!             Verdict::Drop
+//!         } else {
+//!             Verdict::Forward
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! # Super-packets
+//!
+//! The fast engine moves TCP and UDP as GSO super-packets of up to 64 KiB: one read and one
+//! write carry what the wire would carry as ~45 packets, and their checksums are only partial.
+//! A stage that must see packets as a wire carries them (it counts, captures, drops or rewrites
+//! single packets) says so with [`Processor::wire_sized`]: the pipeline then segments
+//! super-packets for it — correct lengths, IP IDs, sequence numbers and checksums, as the
+//! kernel would — and the segments go on as wire-sized packets. Stages that do not care see
+//! super-packets untouched ([`Packet::gso`] says what one stands for), which keeps the fast
+//! path fast. A stage that changes a packet's bytes should ask for wire-sized packets: then its
+//! packets carry complete checksums, which it must keep right (see [`crate::gso`]).
+//!
+//! # Threads
+//!
+//! The relay's workers share the pipeline: a stage is called by one worker at a time, so it
+//! needs no locking of its own (it must be `Send`). With no stage at all the relay does not
+//! touch the pipeline.
+
+mod run;
+
+use std::time::Instant;
+
+pub use run::{
+    DirStageSnapshot, Fate, Out, Pipeline, PipelineBuilder, StageCounters, StageSnapshot,
+};
+
+#[cfg(test)]
+mod tests;
+
+use crate::gso::VnetHdr;
+
+/// Which way a packet crosses: from the first device to the second, or back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From the first device (`tun0`) to the second (`tun1`).
+    Forward,
+    /// From the second device to the first.
+    Backward,
+}
+
+impl Direction {
+    /// Both directions, `Forward` first.
+    pub const BOTH: [Direction; 2] = [Direction::Forward, Direction::Backward];
+
+    /// 0 for `Forward`, 1 for `Backward`.
+    pub fn index(self) -> usize {
+        match self {
+            Direction::Forward => 0,
+            Direction::Backward => 1,
+        }
+    }
+
+    /// The direction with this index (0: `Forward`, anything else: `Backward`).
+    pub fn from_index(i: usize) -> Direction {
+        if i == 0 {
+            Direction::Forward
+        } else {
+            Direction::Backward
+        }
+    }
+
+    /// The other way.
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::Forward => Direction::Backward,
+            Direction::Backward => Direction::Forward,
+        }
+    }
+}
+
+/// What a stage decides for a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// On to the next stage (with whatever changes the stage made).
+    Forward,
+    /// No further.
+    Drop,
+    /// Held by the pipeline, then on to the next stage at this time.
+    Delay(Instant),
+}
+
+/// One packet, as a stage sees it.
+pub struct Packet<'a> {
+    pub(crate) data: &'a mut [u8],
+    pub(crate) replaced: Option<Vec<u8>>,
+    pub(crate) direction: Direction,
+    pub(crate) arrival: Instant,
+    pub(crate) gso: VnetHdr,
+}
+
+impl Packet<'_> {
+    /// The IP packet.
+    pub fn data(&self) -> &[u8] {
+        self.replaced.as_deref().unwrap_or(self.data)
+    }
+
+    /// The IP packet, to change in place.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        match &mut self.replaced {
+            Some(v) => v,
+            None => self.data,
+        }
+    }
+
+    /// Replaces the packet with other bytes (of any length).
+    pub fn replace(&mut self, packet: Vec<u8>) {
+        self.replaced = Some(packet);
+    }
+
+    /// Which way it travels.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// When the relay read it.
+    pub fn arrival(&self) -> Instant {
+        self.arrival
+    }
+
+    /// The offload metadata: for a super-packet, what it stands for (its segment size and
+    /// kind); [`VnetHdr::NONE`] for a wire-sized packet.
+    pub fn gso(&self) -> &VnetHdr {
+        &self.gso
+    }
+}
+
+/// What a stage may do besides answering: put packets on the path.
+pub struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) injected: &'a mut Vec<(Direction, Vec<u8>)>,
+    pub(crate) emitted: &'a mut Vec<(Instant, Vec<u8>)>,
+}
+
+impl Ctx<'_> {
+    /// The time the pipeline is working at.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Writes `packet` (a complete IP packet) into the device at the end of `direction`, past
+    /// every stage: `pkt.direction().reverse()` answers the sender.
+    pub fn inject(&mut self, direction: Direction, packet: &[u8]) {
+        self.injected.push((direction, packet.to_vec()));
+    }
+
+    /// Sends `packet` on to the stages after this one, in the current packet's direction, at
+    /// `at` (now or later): a duplicate, or a packet the stage made.
+    pub fn emit_at(&mut self, at: Instant, packet: &[u8]) {
+        self.emitted.push((at, packet.to_vec()));
+    }
+}
+
+/// A stage of the pipeline (see the module documentation).
+pub trait Processor: Send {
+    /// A short name for `tun status` and logs (`capture`, `impair`, `icmp-responder`).
+    fn name(&self) -> &str;
+
+    /// What it does, one line, for `tun status` (e.g. its settings).
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
+
+    /// Whether it must see wire-sized packets (then super-packets are segmented for it).
+    fn wire_sized(&self) -> bool {
+        false
+    }
+
+    /// Handles one packet.
+    fn process(&mut self, packet: &mut Packet<'_>, ctx: &mut Ctx<'_>) -> Verdict;
+
+    /// Counters of its own, per direction (`[Forward, Backward]`), e.g. `("duplicated", 3)`;
+    /// the pipeline counts packets, bytes, drops and delays for every stage already.
+    fn counters(&self) -> [Vec<(&'static str, u64)>; 2] {
+        [Vec::new(), Vec::new()]
+    }
+
+    /// Called when the relay stops (flush a file, say what was lost).
+    fn finish(&mut self) {}
+}

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod impair;
 pub mod packet;
 pub mod relay;
 

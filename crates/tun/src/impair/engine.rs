@@ -348,7 +348,10 @@ impl<T> Impairment<T> {
         corrupt: Option<Corruption>,
         pending: &mut Pending,
     ) -> Delivery {
-        let reorder = self.spec.reorder.filter(|r| !r.chance.probability.is_zero());
+        let reorder = self
+            .spec
+            .reorder
+            .filter(|r| !r.chance.probability.is_zero());
         let reordered = match reorder {
             Some(r) if self.counter >= r.gap.saturating_sub(1) => {
                 happens(Some(r.chance), &mut self.reorder_cor, &mut self.rng)

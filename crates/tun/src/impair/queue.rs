@@ -143,7 +143,9 @@ mod tests {
         let mut q = DelayQueue::new();
         let mut state = 12345u64;
         for i in 0..1000u64 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             q.push((state >> 33) % 100, i);
         }
         let mut last = (0, 0);
@@ -152,7 +154,9 @@ mod tests {
         let mut times = std::collections::HashMap::new();
         let mut state = 12345u64;
         for i in 0..1000u64 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             times.insert(i, (state >> 33) % 100);
         }
         for now in 0..100 {

@@ -311,7 +311,12 @@ fn loss(words: &mut Words<'_>) -> Result<Loss, SpecError> {
         "gemodel" => {
             const W: &str = "loss gemodel";
             let p = percent(W, "p", words.value(W, "p", PERCENT_HINT)?)?;
-            let mut next = |what| words.optional_number().map(|v| percent(W, what, v)).transpose();
+            let mut next = |what| {
+                words
+                    .optional_number()
+                    .map(|v| percent(W, what, v))
+                    .transpose()
+            };
             let r = next("r")?;
             let bad_loss = r.map(|_| next("1-h")).transpose()?.flatten();
             let good_loss = bad_loss.map(|_| next("1-k")).transpose()?.flatten();
@@ -559,7 +564,11 @@ impl ImpairConfig {
     /// The directions a clause names and its words.
     fn split_direction<'c>(&self, clause: &'c str) -> Result<(Vec<Direction>, &'c str), SpecError> {
         let Some((prefix, words)) = clause.split_once(':') else {
-            if clause.split_whitespace().next().is_some_and(|w| w.contains("->")) {
+            if clause
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.contains("->"))
+            {
                 return Err(SpecError::BadDirection(clause.into()));
             }
             return Ok((Direction::BOTH.to_vec(), clause));

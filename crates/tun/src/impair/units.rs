@@ -118,7 +118,7 @@ pub(crate) fn format_time(ns: u64) -> String {
     }
     let (div, unit) = UNITS
         .iter()
-        .find(|(div, _)| ns % div == 0)
+        .find(|(div, _)| ns.is_multiple_of(*div))
         .copied()
         .unwrap_or((1, "ns"));
     format!("{}{unit}", ns / div)
@@ -177,7 +177,7 @@ pub(crate) fn format_rate(bytes_per_sec: u64) -> String {
     ];
     let (div, unit) = UNITS
         .iter()
-        .find(|(div, _)| bits % div == 0)
+        .find(|(div, _)| bits.is_multiple_of(*div))
         .copied()
         .unwrap_or((1, "bit"));
     format!("{}{unit}", bits / div)

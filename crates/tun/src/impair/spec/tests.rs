@@ -25,7 +25,9 @@ fn delay_forms() {
     // distribution may come first, as in tc.
     let d = parse("distribution pareto delay 10ms 2ms").delay.unwrap();
     assert_eq!(d.distribution, Distribution::Pareto);
-    let d = parse("delay 10ms 2ms distribution paretonormal").delay.unwrap();
+    let d = parse("delay 10ms 2ms distribution paretonormal")
+        .delay
+        .unwrap();
     assert_eq!(d.distribution, Distribution::ParetoNormal);
     let d = parse("delay 10ms 2ms distribution uniform").delay.unwrap();
     assert_eq!(d.distribution, Distribution::Uniform);
@@ -57,13 +59,22 @@ fn gemodel_defaults_like_tc() {
         })
     };
     assert_eq!(parse("loss gemodel 10%").loss, ge(10.0, 90.0, 100.0, 0.0));
-    assert_eq!(parse("loss gemodel 10% 40%").loss, ge(10.0, 40.0, 100.0, 0.0));
-    assert_eq!(parse("loss gemodel 10% 40% 80%").loss, ge(10.0, 40.0, 80.0, 0.0));
+    assert_eq!(
+        parse("loss gemodel 10% 40%").loss,
+        ge(10.0, 40.0, 100.0, 0.0)
+    );
+    assert_eq!(
+        parse("loss gemodel 10% 40% 80%").loss,
+        ge(10.0, 40.0, 80.0, 0.0)
+    );
     assert_eq!(
         parse("loss gemodel 10% 40% 80% 2%").loss,
         ge(10.0, 40.0, 80.0, 2.0)
     );
-    let rate = parse("loss gemodel 10% 40% 80% 2%").loss.unwrap().stationary_rate();
+    let rate = parse("loss gemodel 10% 40% 80% 2%")
+        .loss
+        .unwrap()
+        .stationary_rate();
     assert!((rate - 0.176).abs() < 1e-12);
     // Simple Gilbert: the long-run loss is p.
     let rate = parse("loss gemodel 3%").loss.unwrap().stationary_rate();
@@ -72,7 +83,8 @@ fn gemodel_defaults_like_tc() {
 
 #[test]
 fn chances_reorder_rate_limit() {
-    let s = parse("duplicate 1% corrupt 0.1% 5% delay 10ms reorder 25% 50% gap 5 rate 1mbit limit 50");
+    let s =
+        parse("duplicate 1% corrupt 0.1% 5% delay 10ms reorder 25% 50% gap 5 rate 1mbit limit 50");
     assert_eq!(
         s.duplicate,
         Some(Chance {
@@ -88,7 +100,10 @@ fn chances_reorder_rate_limit() {
         })
     );
     let r = s.reorder.unwrap();
-    assert_eq!((r.chance.probability, r.chance.correlation, r.gap), (pct(25.0), pct(50.0), 5));
+    assert_eq!(
+        (r.chance.probability, r.chance.correlation, r.gap),
+        (pct(25.0), pct(50.0), 5)
+    );
     assert_eq!(s.rate_bytes_per_sec, Some(125_000));
     assert_eq!(s.limit, 50);
     // gap may precede reorder; reorder alone has gap 1.
@@ -191,7 +206,10 @@ fn errors_name_the_word_and_value() {
 #[test]
 fn netem_consistency_rules() {
     assert_eq!(err("reorder 25%"), "reorder needs a delay (delay TIME)");
-    assert_eq!(err("delay 0ms reorder 25%"), "reorder needs a delay (delay TIME)");
+    assert_eq!(
+        err("delay 0ms reorder 25%"),
+        "reorder needs a delay (delay TIME)"
+    );
     assert_eq!(err("delay 5ms gap 5"), "gap needs reorder (reorder P%)");
     assert_eq!(
         err("delay 5ms distribution normal"),
@@ -300,7 +318,10 @@ fn direction_errors() {
 fn config_display_round_trips() {
     for (input, canonical) in [
         (vec!["loss 1%"], "loss 1%"),
-        (vec!["tun0->tun1: loss 1%", "tun1->tun0: loss 1%"], "loss 1%"),
+        (
+            vec!["tun0->tun1: loss 1%", "tun1->tun0: loss 1%"],
+            "loss 1%",
+        ),
         (vec!["tun1->tun0: delay 1000us"], "tun1->tun0: delay 1ms"),
         (
             vec!["tun1->tun0: delay 1ms; tun0->tun1: loss 2%"],

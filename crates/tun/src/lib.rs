@@ -11,6 +11,7 @@
 pub mod device;
 pub mod filter;
 pub mod gso;
+pub mod impair;
 pub mod packet;
 pub mod pipeline;
 pub mod relay;

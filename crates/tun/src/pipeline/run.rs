@@ -238,7 +238,7 @@ impl Pipeline {
         out: &mut Vec<Out>,
     ) -> Fate {
         let mut inner = self.lock();
-        let fate = inner.run_borrowed(
+        inner.run_borrowed(
             0,
             direction,
             hdr,
@@ -247,8 +247,7 @@ impl Pipeline {
             now,
             out,
             &self.segment_errors,
-        );
-        fate
+        )
     }
 
     /// Sends on the held packets of `direction` that are due at `now`.

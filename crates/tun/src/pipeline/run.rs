@@ -455,7 +455,7 @@ impl Inner {
                 });
             }
             self.injected = injected;
-            let emitted_now: Vec<(Instant, Vec<u8>)> = emitted.drain(..).collect();
+            let emitted_now = std::mem::take(&mut emitted);
             self.emitted = emitted;
             for (at, pkt) in emitted_now {
                 self.hold_or_run(i, i + 1, dir, VnetHdr::NONE, pkt, at, now, out, seg_errors);

@@ -10,7 +10,8 @@
 //!   draw; `--seed N` makes every decision reproducible;
 //! * [`dist`]: the delay distributions;
 //! * [`engine`]: [`Impairment`], one direction's decisions ([`Verdict`]) and counters;
-//! * [`queue`]: [`DelayQueue`], the packets waiting for their release time.
+//! * [`queue`]: [`DelayQueue`], the packets waiting for their release time;
+//! * [`ImpairStage`]: all of it as a stage of the relay's pipeline ([`crate::pipeline`]).
 //!
 //! Left out of netem: `loss state` (4-state model), `ecn`, `slot`, rate overheads and cell
 //! sizes, rates as a percentage of the link speed, custom distribution tables.
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod queue;
 pub mod rng;
 pub mod spec;
+mod stage;
 pub mod units;
 
 pub use dist::Distribution;
@@ -27,4 +29,5 @@ pub use engine::{Corruption, Delivery, DropCause, Fate, ImpairStats, Impairment,
 pub use queue::DelayQueue;
 pub use rng::{Correlated, Rng, SplitMix64, os_seed};
 pub use spec::{Chance, DEFAULT_LIMIT, Delay, ImpairConfig, Loss, NetemSpec, Reorder, SpecError};
+pub use stage::ImpairStage;
 pub use units::Percent;

@@ -13,6 +13,7 @@ pub mod filter;
 pub mod gso;
 pub mod impair;
 pub mod packet;
+pub mod pcapng;
 pub mod pipeline;
 pub mod relay;
 

@@ -8,6 +8,7 @@ mod cli;
 mod desktop;
 mod fuzz;
 mod patch;
+mod pcapng;
 #[macro_use]
 mod recipes;
 mod security;

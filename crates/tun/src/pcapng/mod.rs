@@ -8,9 +8,10 @@
 //! original cut to the snap length, [`DEFAULT_SNAPLEN`] unless set) and `epb_flags` with the
 //! [`Direction`]. All little-endian (the byte-order magic says so).
 //!
-//! The link type is [`LinkType::Raw`] (101: the packets are IPv4 or IPv6 with no link-layer
-//! header) unless [`CaptureOptions::link`] says [`LinkType::LinuxSll2`]. Wireshark and
-//! tshark read both. **libpcap up to at least 1.10.3 (Debian 12's tcpdump) refuses a file
+//! The link type is [`LinkType::LinuxSll2`] (276, Linux "cooked" v2: the interface and the
+//! direction in a small header before the IP packet) unless [`CaptureOptions::link`] says
+//! [`LinkType::Raw`] (101: the IP packet alone). Wireshark and tshark read both; the default
+//! is the one the real tcpdump reads with two interfaces: **libpcap up to at least 1.10.3 (Debian 12's tcpdump) refuses a file
 //! with more than one `LINKTYPE_RAW` interface** ("an interface has a type 101 different from
 //! the type of the first interface": it compares each later IDB's link type with the first
 //! one's DLT, 12); it reads a one-interface `Raw` file, and `LinuxSll2` files with any
@@ -57,12 +58,14 @@
 
 mod block;
 mod file;
+mod stage;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
+pub use stage::CaptureStage;
 pub use writer::PcapngWriter;
 
 /// The default snap length: how much of each packet is kept, as tcpdump's default.
@@ -76,12 +79,12 @@ pub const DEFAULT_BUFFER: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LinkType {
     /// `LINKTYPE_RAW` (101): the IP packet as read from the TUN device, nothing before it.
-    #[default]
     Raw,
     /// `LINKTYPE_LINUX_SLL2` (276): a 20-byte header before each IP packet with the
     /// EtherType, the device's interface index on this host (0 if there is none by that
     /// name) and the direction (`PACKET_HOST` inbound, `PACKET_OUTGOING` outbound), which
-    /// tcpdump shows and filters on (`inbound`, `outbound`, `ifindex N`).
+    /// tcpdump shows and filters on (`inbound`, `outbound`, `ifindex N`). The default.
+    #[default]
     LinuxSll2,
 }
 
@@ -130,7 +133,7 @@ pub struct CaptureOptions {
 impl Default for CaptureOptions {
     fn default() -> CaptureOptions {
         CaptureOptions {
-            link: LinkType::Raw,
+            link: LinkType::LinuxSll2,
             snaplen: DEFAULT_SNAPLEN,
             rotation: None,
             buffer_size: DEFAULT_BUFFER,

@@ -340,8 +340,12 @@ mod tests {
     fn packets_go_after_the_headers_with_their_interface_time_and_direction() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.pcapng");
-        let mut w =
-            PcapngWriter::create(&path, &["tun0", "tun1"], CaptureOptions::default()).unwrap();
+        // The raw layout (the IP packet alone in each block).
+        let raw = CaptureOptions {
+            link: LinkType::Raw,
+            ..CaptureOptions::default()
+        };
+        let mut w = PcapngWriter::create(&path, &["tun0", "tun1"], raw).unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         let types: Vec<u32> = blocks(&on_disk).iter().map(|b| b.0).collect();
         assert_eq!(

@@ -17,6 +17,6 @@ pub mod undo;
 pub mod watch;
 
 pub use netlink::{Family, Netlink, NetlinkError};
-pub use setup::{DeviceSetup, FailedSetup, Neighbours, SetupError, Tunnel};
+pub use setup::{FailedSetup, Neighbours, SetupError, Tunnel};
 pub use spec::{SpecError, SpecInput, Step, TunnelSpec};
 pub use undo::{Outcome, TeardownItem, Undo};

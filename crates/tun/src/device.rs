@@ -83,6 +83,31 @@ pub struct TunOptions {
     pub offload: u32,
 }
 
+/// How the two devices of a relay are opened (what [`crate::EngineProfile`] decides for an
+/// engine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSetup {
+    /// Prepend a `virtio_net_hdr` to every packet (`IFF_VNET_HDR`).
+    pub vnet_hdr: bool,
+    /// Queues per device (multi-queue when more than one; an existing single-queue device
+    /// gets one).
+    pub queues: usize,
+    /// Offload sets to try, best first (empty: offloads off, set explicitly to 0 — offload
+    /// state is sticky on persistent devices).
+    pub offloads: Vec<u32>,
+}
+
+impl DeviceSetup {
+    /// One plain queue, no header, no offloads: the classic relay.
+    pub fn plain() -> DeviceSetup {
+        DeviceSetup {
+            vnet_hdr: false,
+            queues: 1,
+            offloads: Vec::new(),
+        }
+    }
+}
+
 /// Checks an interface name the way the kernel's `dev_valid_name` does.
 pub fn validate_name(name: &str) -> Result<(), DeviceError> {
     let bad = |reason| {

@@ -10,7 +10,12 @@
 
 pub mod device;
 pub mod packet;
+mod profile;
 pub mod relay;
 
-pub use device::{DeviceError, TunDevice, TunOptions};
+pub use device::{DeviceError, DeviceSetup, TunDevice, TunOptions};
+pub use profile::{
+    DEFAULT_COALESCE_US, EngineProfile, FAST_NICE, FAST_TXQUEUELEN, MAX_DEFAULT_QUEUES,
+    ProfileError, ProfileOptions,
+};
 pub use relay::{PacketLog, Relay, RelayOptions, RelayStats};

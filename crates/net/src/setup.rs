@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hostkit_tun::relay::PacketIo;
 use hostkit_tun::{DeviceError, DeviceSetup, TunDevice, TunOptions};
 
 use netlink_packet_route::address::AddressFlags;
@@ -159,6 +160,20 @@ impl Tunnel {
                 teardown: rec.tunnel.teardown(nl, &neighbours.keep_sysctls),
             }),
         }
+    }
+
+    /// The relay's queue pairs: queue i of one device with queue i of the other.
+    pub fn queue_pairs(&self) -> Vec<(Arc<dyn PacketIo>, Arc<dyn PacketIo>)> {
+        self.devices[0]
+            .iter()
+            .zip(&self.devices[1])
+            .map(|(a, b)| {
+                (
+                    a.clone() as Arc<dyn PacketIo>,
+                    b.clone() as Arc<dyn PacketIo>,
+                )
+            })
+            .collect()
     }
 
     /// Undoes everything (newest first) while the devices are still open, then closes them.

@@ -87,7 +87,7 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let sink_log = log.clone();
     let relay = Relay::start_queues(
-        super::up::queue_pairs(&tunnel),
+        tunnel.queue_pairs(),
         profile.relay_options(Arc::new(move |line: &str| {
             let mut l = sink_log.lock().unwrap_or_else(|p| p.into_inner());
             if l.len() < LOG_KEEP {

@@ -106,8 +106,8 @@ fn print_text(s: &Status, printer: &Printer) {
                 "relay: running, pid {}, engine {}, offloads {}",
                 r.pid, r.engine, r.offloads
             ));
-            for line in super::up::stats_of(&r.directions) {
-                printer.out(format!("  {line}"));
+            for dir in &r.directions {
+                printer.out(format!("  {dir}"));
             }
         }
         Some(r) => printer.out(format!(

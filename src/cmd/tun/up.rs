@@ -10,7 +10,7 @@ use hostkit_net::state::{self, DirStats, StateFile, TunnelState};
 use hostkit_net::watch::{WatchError, Watcher};
 use hostkit_net::{Netlink, SpecInput, Tunnel, TunnelSpec, Undo};
 use hostkit_tun::device::offload_names;
-use hostkit_tun::relay::{Engine, PacketIo};
+use hostkit_tun::relay::Engine;
 use hostkit_tun::{EngineProfile, ProfileOptions, Relay};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -285,7 +285,7 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     if profile.log_turns_offloads_off() {
         printer.note("packet log on: offloads are off, so the log shows wire-sized packets");
     }
-    let relay = Relay::start_queues(queue_pairs(&tunnel), profile.relay_options(stderr_sink()));
+    let relay = Relay::start_queues(tunnel.queue_pairs(), profile.relay_options(stderr_sink()));
     let relay = match relay {
         Ok(r) => r,
         Err(e) => {
@@ -337,7 +337,6 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let counters = relay.stats();
     let relay_errors = relay.stop();
     state.stats = counters.snapshot().to_vec();
-    let final_stats = stats_of(&state.stats);
     printer.note(format!("stopping ({stop}); tearing down"));
     // The tunnels running now (not those at start) decide which sysctls must stay.
     let keep = state::records(&run_dir, netns_inode)
@@ -348,8 +347,8 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     if failures.is_empty() {
         state_file.remove().context("remove the state file")?;
     }
-    for line in final_stats {
-        printer.out(line);
+    for dir in &state.stats {
+        printer.out(dir.to_string());
     }
     if !failures.is_empty() {
         bail!(
@@ -371,20 +370,6 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         )));
     }
     Ok(Outcome::Success)
-}
-
-/// The relay's queue pairs: queue i of one device with queue i of the other.
-pub(super) fn queue_pairs(tunnel: &Tunnel) -> Vec<(Arc<dyn PacketIo>, Arc<dyn PacketIo>)> {
-    tunnel.devices[0]
-        .iter()
-        .zip(&tunnel.devices[1])
-        .map(|(a, b)| {
-            (
-                a.clone() as Arc<dyn PacketIo>,
-                b.clone() as Arc<dyn PacketIo>,
-            )
-        })
-        .collect()
 }
 
 fn fds(queues: &[Arc<hostkit_tun::TunDevice>]) -> String {
@@ -445,18 +430,6 @@ fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow:
     }
     printer.note("dry run: nothing was changed");
     Ok(Outcome::Success)
-}
-
-pub(super) fn stats_of(stats: &[DirStats]) -> Vec<String> {
-    stats
-        .iter()
-        .map(|d| {
-            format!(
-                "{} -> {}: {} packets, {} bytes, {} write errors, {} read errors",
-                d.from, d.to, d.packets, d.bytes, d.write_errors, d.read_errors
-            )
-        })
-        .collect()
 }
 
 /// Why the relay stopped.

@@ -124,7 +124,7 @@ impl<'a> Forwarder<'a> {
     }
 }
 
-/// Why a direction stopped on its own.
+/// Why a worker stopped on its own (a device it reads from failed or vanished).
 #[derive(Debug, thiserror::Error)]
 #[error("reading from {device} failed")]
 pub struct RelayError {

@@ -164,14 +164,14 @@ impl Relay {
         self.stats.clone()
     }
 
-    /// Whether a direction has stopped on its own (a device failed or vanished).
+    /// Whether a worker has stopped on its own (a device failed or vanished).
     pub fn has_failed(&self) -> bool {
         self.finished.load(Ordering::SeqCst)
     }
 
-    /// Stops both directions and waits for them; returns each direction's error, if any.
+    /// Stops every worker and waits for them; returns each worker's error, if any.
     pub fn stop(mut self) -> Vec<RelayError> {
-        self.stop_tx.take(); // closing the write end wakes every poll with POLLHUP
+        self.stop_tx.take(); // closing the write end wakes every worker's poll or epoll
         let mut errors = Vec::new();
         for t in self.threads.drain(..) {
             match t.join() {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of one direction, updated by the relay thread and read by anyone.
+/// Counters of one direction of one worker, updated by that worker and read by anyone.
 #[derive(Debug, Default)]
 pub struct DirCounters {
     /// Packets written to the other side.

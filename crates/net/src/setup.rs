@@ -6,8 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostkit_tun::relay::PacketIo;
-use hostkit_tun::{DeviceError, DeviceSetup, TunDevice, TunOptions};
+use hostkit_tun::{DeviceError, DeviceSetup, PacketIo, TunDevice, TunOptions};
 
 use netlink_packet_route::address::AddressFlags;
 

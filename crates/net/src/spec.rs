@@ -164,7 +164,7 @@ impl TunnelSpec {
     /// Validates the user's settings.
     pub fn new(input: SpecInput) -> Result<TunnelSpec, SpecError> {
         for name in &input.devs {
-            hostkit_tun::device::validate_name(name).map_err(|e| SpecError::BadName {
+            hostkit_tun::validate_name(name).map_err(|e| SpecError::BadName {
                 name: name.clone(),
                 reason: match e {
                     hostkit_tun::DeviceError::InvalidName { reason, .. } => reason.to_string(),

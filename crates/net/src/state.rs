@@ -24,7 +24,7 @@ pub const STATE_VERSION: u32 = 2;
 pub const DEFAULT_RUN_DIR: &str = "/run/hostkit";
 
 /// Counters of one relay direction, as stored.
-pub use hostkit_tun::relay::DirSnapshot as DirStats;
+pub use hostkit_tun::DirSnapshot as DirStats;
 
 /// The stored state of one tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub struct TunnelState {
     /// The tunnel's settings.
     pub spec: TunnelSpec,
     /// The relay engine.
-    pub engine: hostkit_tun::relay::Engine,
+    pub engine: hostkit_tun::Engine,
     /// The offloads in force (`csum,tso4,…` or `none`).
     #[serde(default)]
     pub offloads: String,
@@ -225,7 +225,7 @@ fn salvage(path: &Path) -> Option<([String; 2], Option<u32>)> {
             .filter(|t| !matches!(t, 0 | 253..=255));
         Some(([dev(0)?, dev(1)?], table))
     });
-    let valid = |d: &str| hostkit_tun::device::validate_name(d).is_ok();
+    let valid = |d: &str| hostkit_tun::validate_name(d).is_ok();
     if let Some((devs, table)) = from_json
         && devs.iter().all(|d| valid(d))
     {

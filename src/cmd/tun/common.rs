@@ -8,8 +8,7 @@ use hostkit_net::Neighbours;
 use hostkit_net::state::Record;
 use hostkit_net::trust::RunDir;
 use hostkit_net::undo::{Outcome as UndoOutcome, TeardownItem};
-use hostkit_tun::PacketLog;
-use hostkit_tun::relay::LogSink;
+use hostkit_tun::{LogSink, PacketLog};
 
 use crate::printer::Printer;
 

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use hostkit_net::{Netlink, SpecInput, Tunnel, TunnelSpec};
-use hostkit_tun::relay::Engine;
-use hostkit_tun::{EngineProfile, PacketLog, Relay};
+use hostkit_tun::{Engine, EngineProfile, PacketLog, Relay};
 use sha2::{Digest, Sha256};
 
 use super::common::{CAP_NET_ADMIN, CAP_SYS_ADMIN, require_capability};

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters of one direction of one worker, updated by that worker and read by anyone.
 #[derive(Debug, Default)]
-pub struct DirCounters {
+pub(crate) struct DirCounters {
     /// Packets written to the other side.
     pub packets: AtomicU64,
     /// Bytes written to the other side.
@@ -53,7 +53,7 @@ pub struct RelayStats {
 
 impl RelayStats {
     /// Counters for a relay between devices named `a` and `b` with `workers` workers.
-    pub fn new(a: &str, b: &str, workers: usize) -> RelayStats {
+    pub(crate) fn new(a: &str, b: &str, workers: usize) -> RelayStats {
         RelayStats {
             names: [a.to_string(), b.to_string()],
             workers: (0..workers.max(1)).map(|_| Default::default()).collect(),
@@ -61,7 +61,7 @@ impl RelayStats {
     }
 
     /// The counters of one worker and direction (0: A→B, 1: B→A).
-    pub fn counters(&self, worker: usize, dir: usize) -> &DirCounters {
+    pub(crate) fn counters(&self, worker: usize, dir: usize) -> &DirCounters {
         &self.workers[worker][dir]
     }
 

@@ -3,7 +3,7 @@
 //! tells whether the relay is alive.
 //!
 //! The file lives in a checked run directory ([`RunDir`]) and is read only after the checks of
-//! [`crate::trust`] (regular file, owned by root, opened without following links); its undo
+//! `trust.rs` (regular file, owned by root, opened without following links); its undo
 //! entries are then checked against what `up` can have written before anything is undone.
 
 use std::fs::File;
@@ -126,7 +126,8 @@ fn open_lock_file(lock_path: &Path) -> Result<File, StateError> {
     Ok(trust::open_lock(lock_path)?)
 }
 
-/// Reads a state file (after the checks of [`crate::trust::open_trusted`]).
+/// Reads a state file (after the trust checks: a regular file, owned by root, opened without
+/// following links).
 pub fn read(path: &Path) -> Result<TunnelState, StateError> {
     let mut file = trust::open_trusted(path)?.ok_or_else(|| {
         io_err(

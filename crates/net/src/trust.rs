@@ -197,7 +197,7 @@ impl RunDir {
 }
 
 /// Checks an open file: a regular file owned by root, not group- or world-writable.
-pub fn check_open_file(file: &File, path: &Path) -> Result<(), TrustError> {
+pub(crate) fn check_open_file(file: &File, path: &Path) -> Result<(), TrustError> {
     let refuse = |reason: String| TrustError::File {
         path: path.display().to_string(),
         reason,
@@ -229,7 +229,7 @@ fn open_error(path: &Path, e: io::Error) -> TrustError {
 
 /// Opens an existing file of the run directory for reading: `O_NOFOLLOW | O_NONBLOCK`, then
 /// [`check_open_file`]. A missing file is `Ok(None)`.
-pub fn open_trusted(path: &Path) -> Result<Option<File>, TrustError> {
+pub(crate) fn open_trusted(path: &Path) -> Result<Option<File>, TrustError> {
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -245,7 +245,7 @@ pub fn open_trusted(path: &Path) -> Result<Option<File>, TrustError> {
 
 /// Opens (creating, mode 0600) a lock file of the run directory: `O_NOFOLLOW | O_NONBLOCK`,
 /// then [`check_open_file`].
-pub fn open_lock(path: &Path) -> Result<File, TrustError> {
+pub(crate) fn open_lock(path: &Path) -> Result<File, TrustError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -261,7 +261,7 @@ pub fn open_lock(path: &Path) -> Result<File, TrustError> {
 /// Creates a new temporary file next to `target` (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600)
 /// with a name no one can have prepared: a leftover or planted file makes the attempt fail,
 /// and a few fresh names are tried.
-pub fn create_temp(target: &Path) -> io::Result<(File, PathBuf)> {
+pub(crate) fn create_temp(target: &Path) -> io::Result<(File, PathBuf)> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let base = target
         .file_name()

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use hostkit_net::Neighbours;
 use hostkit_net::state::Record;
-use hostkit_net::trust::RunDir;
 use hostkit_net::undo::{Outcome as UndoOutcome, TeardownItem};
+use hostkit_net::{Neighbours, RunDir};
 use hostkit_tun::{LogSink, PacketLog};
 
 use crate::printer::Printer;
@@ -32,7 +31,7 @@ pub struct WhereArgs {
 }
 
 impl WhereArgs {
-    /// The run directory, checked (see `hostkit_net::trust`): created (mode 0700, last
+    /// The run directory, checked (see `hostkit_net::RunDir`): created (mode 0700, last
     /// component only) when missing and `create` is set; `None` when missing otherwise.
     pub fn run_dir(&self, create: bool) -> anyhow::Result<Option<RunDir>> {
         Ok(RunDir::open(&self.run_dir, create)?)

@@ -69,7 +69,7 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let profile = EngineProfile::untuned(Engine::Fast, PacketLog::Decoded);
     let spec = TunnelSpec::new(SpecInput {
         devs: ["tun0".into(), "tun1".into()],
-        table: hostkit_net::spec::DEFAULT_TABLE,
+        table: hostkit_net::DEFAULT_TABLE,
         txqueuelen: profile.txqueuelen(),
         ..Default::default()
     })?;

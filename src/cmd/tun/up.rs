@@ -5,10 +5,11 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
-use hostkit_net::spec::RuleSides;
-use hostkit_net::state::{self, DirStats, StateFile, TunnelState};
-use hostkit_net::watch::{WatchError, Watcher};
-use hostkit_net::{Netlink, SpecInput, Tunnel, TunnelSpec, Undo};
+use hostkit_net::state::{self, DirStats};
+use hostkit_net::{
+    Netlink, RuleSides, SpecInput, StateFile, Tunnel, TunnelSpec, TunnelState, Undo, WatchError,
+    Watcher,
+};
 use hostkit_tun::{Engine, EngineProfile, ProfileOptions, Relay, offload_names};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -46,7 +47,7 @@ impl<'a> PathWatch<'a> {
         if !self.spec.routing {
             return true;
         }
-        let Ok(checks) = hostkit_net::path::check_paths(nl, self.spec) else {
+        let Ok(checks) = hostkit_net::check_paths(nl, self.spec) else {
             return true;
         };
         let bad: Vec<String> = checks
@@ -86,7 +87,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "ADDR")]
     pub addr1: Vec<IpAddr>,
     /// Routing table that receives the two addresses' local routes (not 0, 253, 254, 255).
-    #[arg(long, value_name = "ID", default_value_t = hostkit_net::spec::DEFAULT_TABLE)]
+    #[arg(long, value_name = "ID", default_value_t = hostkit_net::DEFAULT_TABLE)]
     pub table: u32,
     /// MTU of both devices (default: the kernel's, 1500).
     #[arg(long, value_name = "BYTES")]
@@ -129,7 +130,7 @@ pub struct UpArgs {
     pub coalesce_us: u64,
     /// Transmit queue length of both devices (default: 5000 with the fast engine, the kernel's
     /// 500 with the simple one; at most 1 000 000 — the kernel allocates a slot per packet).
-    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..=i64::from(hostkit_net::spec::MAX_TXQUEUELEN)))]
+    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..=i64::from(hostkit_net::MAX_TXQUEUELEN)))]
     pub txqueuelen: Option<u32>,
 }
 

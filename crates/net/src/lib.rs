@@ -1,22 +1,35 @@
-//! The tunnel's host side: a small netlink layer ([`netlink`]), the validated settings and the
-//! plan they imply ([`spec`]), the setup that records every change ([`setup`]), the undo
-//! journal and teardown ([`undo`]), the run-state file ([`state`]), the watcher that keeps the
-//! tunnel while it runs ([`watch`]), sysctls and namespaces.
+//! The tunnel's host side: a small netlink layer ([`Netlink`], `netlink.rs`), the validated
+//! settings and the plan they imply ([`TunnelSpec`], `spec.rs`), the setup that records every
+//! change ([`Tunnel`], `setup.rs`), the undo journal and teardown ([`undo`]), the run-state file
+//! ([`state`]) and the trust checks of its directory ([`RunDir`], `trust.rs`), the path checks
+//! ([`check_paths`], `path.rs`), the watcher that keeps the tunnel while it runs ([`Watcher`],
+//! `watch.rs`), the inspection `status` prints ([`inspect`]), sysctls and namespaces
+//! ([`netns`]).
 #![deny(missing_docs)]
 
 pub mod inspect;
-pub mod netlink;
+mod netlink;
 pub mod netns;
-pub mod path;
-pub mod setup;
-pub mod spec;
+mod path;
+mod setup;
+mod spec;
 pub mod state;
-pub mod sysctl;
-pub mod trust;
+mod sysctl;
+mod trust;
 pub mod undo;
-pub mod watch;
+mod watch;
 
-pub use netlink::{Family, Netlink, NetlinkError};
-pub use setup::{DeviceSetup, FailedSetup, Neighbours, SetupError, Tunnel};
-pub use spec::{SpecError, SpecInput, Step, TunnelSpec};
+pub use netlink::{
+    AddrSummary, Family, LinkCounters, LinkInfoSummary, Netlink, NetlinkError, RouteSummary,
+    RuleSummary, TunInfo,
+};
+pub use path::{PathCheck, check_paths};
+pub use setup::{FailedSetup, Journal, Neighbours, SetupError, Tunnel};
+pub use spec::{
+    DEFAULT_DEVICES, DEFAULT_TABLE, Endpoint, MAX_TXQUEUELEN, RuleSides, SpecError, SpecInput,
+    Step, TunnelSpec,
+};
+pub use state::{StateFile, TunnelState};
+pub use trust::{RunDir, TrustError};
 pub use undo::{Outcome, TeardownItem, Undo};
+pub use watch::{Repair, WatchError, Watcher};

@@ -20,14 +20,14 @@ use rtnetlink::packet_core::Nla;
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 
 /// The kernel's `local` routing table.
-pub const TABLE_LOCAL: u32 = 255;
+pub(crate) const TABLE_LOCAL: u32 = 255;
 /// The kernel's `main` routing table.
-pub const TABLE_MAIN: u32 = 254;
+pub(crate) const TABLE_MAIN: u32 = 254;
 /// The metric the kernel gives an IPv6 route added without one (`IP6_RT_PRIO_USER`); it also
 /// turns an explicit metric 0 into this.
-pub const IPV6_USER_METRIC: u32 = 1024;
+pub(crate) const IPV6_USER_METRIC: u32 = 1024;
 /// `IN6_ADDR_GEN_MODE_NONE`: no link-local address, no router solicitations.
-pub const ADDR_GEN_MODE_NONE: u8 = 1;
+pub(crate) const ADDR_GEN_MODE_NONE: u8 = 1;
 
 /// A failed netlink operation.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,7 @@ impl NetlinkError {
 }
 
 /// Result of a netlink operation.
-pub type Result<T> = std::result::Result<T, NetlinkError>;
+pub(crate) type Result<T> = std::result::Result<T, NetlinkError>;
 
 /// What we need to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -632,7 +632,7 @@ impl Logged for std::result::Result<(), rtnetlink::Error> {
 }
 
 /// `local`, `main`, `default` or the number.
-pub fn table_name(table: u32) -> String {
+pub(crate) fn table_name(table: u32) -> String {
     match table {
         255 => "local".into(),
         254 => "main".into(),
@@ -642,7 +642,7 @@ pub fn table_name(table: u32) -> String {
 }
 
 /// /32 for IPv4, /128 for IPv6.
-pub fn full_prefix(addr: &IpAddr) -> u8 {
+pub(crate) fn full_prefix(addr: &IpAddr) -> u8 {
     match addr {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,

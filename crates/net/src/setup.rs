@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostkit_tun::{DeviceError, TunDevice, TunOptions};
+use hostkit_tun::{DeviceError, DeviceSetup, PacketIo, TunDevice, TunOptions};
 
 use netlink_packet_route::address::AddressFlags;
 
@@ -86,30 +86,6 @@ pub struct FailedSetup {
 /// Receives the full list of changes after each new one (to persist it).
 pub type Journal<'a> = &'a mut dyn FnMut(&[Undo]) -> std::io::Result<()>;
 
-/// How to open the devices.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceSetup {
-    /// Prepend a `virtio_net_hdr` to every packet (`IFF_VNET_HDR`).
-    pub vnet_hdr: bool,
-    /// Queues per device (multi-queue when more than one; an existing single-queue device
-    /// gets one).
-    pub queues: usize,
-    /// Offload sets to try, best first (empty: offloads off, set explicitly to 0 — offload
-    /// state is sticky on persistent devices).
-    pub offloads: Vec<u32>,
-}
-
-impl DeviceSetup {
-    /// One plain queue, no header, no offloads: the classic relay.
-    pub fn plain() -> DeviceSetup {
-        DeviceSetup {
-            vnet_hdr: false,
-            queues: 1,
-            offloads: Vec::new(),
-        }
-    }
-}
-
 /// What the other tunnels of the namespace share with a new one (from their state files).
 #[derive(Debug, Clone, Default)]
 pub struct Neighbours {
@@ -183,6 +159,20 @@ impl Tunnel {
                 teardown: rec.tunnel.teardown(nl, &neighbours.keep_sysctls),
             }),
         }
+    }
+
+    /// The relay's queue pairs: queue i of one device with queue i of the other.
+    pub fn queue_pairs(&self) -> Vec<(Arc<dyn PacketIo>, Arc<dyn PacketIo>)> {
+        self.devices[0]
+            .iter()
+            .zip(&self.devices[1])
+            .map(|(a, b)| {
+                (
+                    a.clone() as Arc<dyn PacketIo>,
+                    b.clone() as Arc<dyn PacketIo>,
+                )
+            })
+            .collect()
     }
 
     /// Undoes everything (newest first) while the devices are still open, then closes them.

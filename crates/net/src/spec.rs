@@ -164,7 +164,7 @@ impl TunnelSpec {
     /// Validates the user's settings.
     pub fn new(input: SpecInput) -> Result<TunnelSpec, SpecError> {
         for name in &input.devs {
-            hostkit_tun::device::validate_name(name).map_err(|e| SpecError::BadName {
+            hostkit_tun::validate_name(name).map_err(|e| SpecError::BadName {
                 name: name.clone(),
                 reason: match e {
                     hostkit_tun::DeviceError::InvalidName { reason, .. } => reason.to_string(),
@@ -416,13 +416,13 @@ impl TunnelSpec {
 }
 
 /// Every sysctl key `up` ever writes: the closed list an undo entry's key is checked against.
-pub const SYSCTL_KEYS: &[&str] = &["net.ipv4.ip_nonlocal_bind"];
+pub(crate) const SYSCTL_KEYS: &[&str] = &["net.ipv4.ip_nonlocal_bind"];
 
 /// Below this MTU the kernel turns IPv6 off on a device.
-pub const IPV6_MIN_MTU: u32 = 1280;
+pub(crate) const IPV6_MIN_MTU: u32 = 1280;
 
 /// The `ip_nonlocal_bind` sysctl of a family.
-pub fn nonlocal_bind_key(family: Family) -> &'static str {
+pub(crate) fn nonlocal_bind_key(family: Family) -> &'static str {
     match family {
         Family::Ipv4 => "net.ipv4.ip_nonlocal_bind",
         Family::Ipv6 => "net.ipv6.ip_nonlocal_bind",

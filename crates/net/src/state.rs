@@ -3,7 +3,7 @@
 //! tells whether the relay is alive.
 //!
 //! The file lives in a checked run directory ([`RunDir`]) and is read only after the checks of
-//! [`crate::trust`] (regular file, owned by root, opened without following links); its undo
+//! `trust.rs` (regular file, owned by root, opened without following links); its undo
 //! entries are then checked against what `up` can have written before anything is undone.
 
 use std::fs::File;
@@ -28,7 +28,7 @@ pub const STATE_VERSION: u32 = 2;
 pub const DEFAULT_RUN_DIR: &str = "/run/hostkit";
 
 /// Counters of one relay direction, as stored.
-pub use hostkit_tun::relay::DirSnapshot as DirStats;
+pub use hostkit_tun::DirSnapshot as DirStats;
 
 /// The stored state of one tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ pub struct TunnelState {
     /// The tunnel's settings.
     pub spec: TunnelSpec,
     /// The relay engine.
-    pub engine: hostkit_tun::relay::Engine,
+    pub engine: hostkit_tun::Engine,
     /// The offloads in force (`csum,tso4,…` or `none`).
     #[serde(default)]
     pub offloads: String,
@@ -161,7 +161,8 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// Reads a state file (after the checks of [`crate::trust::open_trusted`]).
+/// Reads a state file (after the trust checks: a regular file, owned by root, opened without
+/// following links).
 pub fn read(path: &Path) -> Result<TunnelState, StateError> {
     let mut file = trust::open_trusted(path)?.ok_or_else(|| {
         io_err(
@@ -260,7 +261,7 @@ fn salvage(path: &Path) -> Option<([String; 2], Option<u32>)> {
             .filter(|t| !matches!(t, 0 | 253..=255));
         Some(([dev(0)?, dev(1)?], table))
     });
-    let valid = |d: &str| hostkit_tun::device::validate_name(d).is_ok();
+    let valid = |d: &str| hostkit_tun::validate_name(d).is_ok();
     if let Some((devs, table)) = from_json
         && devs.iter().all(|d| valid(d))
     {

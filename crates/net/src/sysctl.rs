@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// The `/proc/sys` path of a dotted key; refuses anything but `a.b_c.d` (letters, digits, `_`,
 /// `-`, non-empty dot-separated parts), so a key can never name a file outside `/proc/sys`.
-pub fn path(key: &str) -> io::Result<PathBuf> {
+pub(crate) fn path(key: &str) -> io::Result<PathBuf> {
     let ok = !key.is_empty()
         && key.split('.').all(|part| {
             !part.is_empty()
@@ -24,14 +24,14 @@ pub fn path(key: &str) -> io::Result<PathBuf> {
 }
 
 /// Reads a sysctl's value (trimmed).
-pub fn read(key: &str) -> io::Result<String> {
+pub(crate) fn read(key: &str) -> io::Result<String> {
     std::fs::read_to_string(path(key)?)
         .map(|s| s.trim().to_string())
         .map_err(|e| io::Error::new(e.kind(), format!("read sysctl {key}: {e}")))
 }
 
 /// Writes a sysctl's value.
-pub fn write(key: &str, value: &str) -> io::Result<()> {
+pub(crate) fn write(key: &str, value: &str) -> io::Result<()> {
     std::fs::write(path(key)?, value)
         .map_err(|e| io::Error::new(e.kind(), format!("write sysctl {key}={value}: {e}")))?;
     log::debug!("sysctl: {key}={value}");

@@ -197,7 +197,7 @@ impl RunDir {
 }
 
 /// Checks an open file: a regular file owned by root, not group- or world-writable.
-pub fn check_open_file(file: &File, path: &Path) -> Result<(), TrustError> {
+pub(crate) fn check_open_file(file: &File, path: &Path) -> Result<(), TrustError> {
     let refuse = |reason: String| TrustError::File {
         path: path.display().to_string(),
         reason,
@@ -229,7 +229,7 @@ fn open_error(path: &Path, e: io::Error) -> TrustError {
 
 /// Opens an existing file of the run directory for reading: `O_NOFOLLOW | O_NONBLOCK`, then
 /// [`check_open_file`]. A missing file is `Ok(None)`.
-pub fn open_trusted(path: &Path) -> Result<Option<File>, TrustError> {
+pub(crate) fn open_trusted(path: &Path) -> Result<Option<File>, TrustError> {
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -245,7 +245,7 @@ pub fn open_trusted(path: &Path) -> Result<Option<File>, TrustError> {
 
 /// Opens (creating, mode 0600) a lock file of the run directory for reading and writing (the
 /// lock records its holder's pid in it): `O_NOFOLLOW | O_NONBLOCK`, then [`check_open_file`].
-pub fn open_lock(path: &Path) -> Result<File, TrustError> {
+pub(crate) fn open_lock(path: &Path) -> Result<File, TrustError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

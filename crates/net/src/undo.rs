@@ -212,7 +212,7 @@ impl fmt::Display for Undo {
                 on_off(*pi),
                 on_off(*vnet_hdr),
                 offloads
-                    .map(|o| format!(", offloads {}", hostkit_tun::device::offload_names(o)))
+                    .map(|o| format!(", offloads {}", hostkit_tun::offload_names(o)))
                     .unwrap_or_default()
             ),
             Undo::RestoreAddrGenMode { dev, mode, .. } => write!(
@@ -280,7 +280,7 @@ pub fn check_entries(spec: &TunnelSpec, undo: &[Undo]) -> Result<(), RefusedEntr
             reason,
         };
         if let Some(dev) = u.dev() {
-            if hostkit_tun::device::validate_name(dev).is_err() {
+            if hostkit_tun::validate_name(dev).is_err() {
                 return Err(refuse(format!("{dev:?} is not a valid device name")));
             }
             if !devs.contains(&dev) {

@@ -29,7 +29,7 @@ use crate::netlink::{
     AddrSummary, Family, LinkInfoSummary, Netlink, NetlinkError, TABLE_LOCAL, addr_summary,
     route_summary,
 };
-pub use crate::setup::Journal;
+use crate::setup::Journal;
 use crate::spec::{Step, TunnelSpec};
 use crate::undo::Undo;
 
@@ -53,9 +53,9 @@ const MAX_READS: usize = 256;
 const RCVBUF: usize = 1 << 20;
 /// More repairing passes than this within [`REPAIR_WINDOW`]: something else manages the
 /// devices, and the relay stops rather than fight it.
-pub const MAX_REPAIR_PASSES: usize = 20;
+pub(crate) const MAX_REPAIR_PASSES: usize = 20;
 /// See [`MAX_REPAIR_PASSES`].
-pub const REPAIR_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const REPAIR_WINDOW: Duration = Duration::from_secs(10);
 
 /// Why the tunnel cannot be kept: the relay must stop and everything be undone.
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +335,7 @@ impl Watcher {
         self.due = Some((now + QUIET).min(first + MAX_DELAY));
     }
 
-    /// Reads the pending events (at most [`MAX_READS`] datagrams) and schedules a pass if one
+    /// Reads the pending events (at most `MAX_READS` datagrams) and schedules a pass if one
     /// concerns the tunnel. Returns how many events concerned it.
     pub fn drain(&mut self) -> Result<usize, WatchError> {
         let mut relevant = 0;

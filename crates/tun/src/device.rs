@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The longest interface name the kernel accepts (IFNAMSIZ - 1).
-pub const MAX_NAME_LEN: usize = 15;
+pub(crate) const MAX_NAME_LEN: usize = 15;
 
 /// The raw ioctls (generated `unsafe fn`s); only the safe methods below call them.
 mod sys {
@@ -83,6 +83,31 @@ pub struct TunOptions {
     pub offload: u32,
 }
 
+/// How the two devices of a relay are opened (what [`crate::EngineProfile`] decides for an
+/// engine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSetup {
+    /// Prepend a `virtio_net_hdr` to every packet (`IFF_VNET_HDR`).
+    pub vnet_hdr: bool,
+    /// Queues per device (multi-queue when more than one; an existing single-queue device
+    /// gets one).
+    pub queues: usize,
+    /// Offload sets to try, best first (empty: offloads off, set explicitly to 0 — offload
+    /// state is sticky on persistent devices).
+    pub offloads: Vec<u32>,
+}
+
+impl DeviceSetup {
+    /// One plain queue, no header, no offloads: the classic relay.
+    pub fn plain() -> DeviceSetup {
+        DeviceSetup {
+            vnet_hdr: false,
+            queues: 1,
+            offloads: Vec::new(),
+        }
+    }
+}
+
 /// Checks an interface name the way the kernel's `dev_valid_name` does.
 pub fn validate_name(name: &str) -> Result<(), DeviceError> {
     let bad = |reason| {
@@ -128,11 +153,11 @@ pub struct TunDevice {
 }
 
 /// Size of the `virtio_net_hdr` that precedes each packet on an `IFF_VNET_HDR` device.
-pub const VNET_HDR_LEN: usize = 10;
+pub(crate) const VNET_HDR_LEN: usize = 10;
 
 /// Offload sets to try, best first: TUNSETOFFLOAD refuses unknown bits as a whole, and the
 /// kernel accepts USO4 and USO6 only together (Linux ≥ 6.2).
-pub const OFFLOAD_PREFERENCE: [u32; 3] = [
+pub(crate) const OFFLOAD_PREFERENCE: [u32; 3] = [
     libc::TUN_F_CSUM
         | libc::TUN_F_TSO4
         | libc::TUN_F_TSO6
@@ -166,7 +191,7 @@ pub fn offload_names(flags: u32) -> String {
 }
 
 /// The TUN clone device.
-pub const TUN_CLONE_PATH: &str = "/dev/net/tun";
+pub(crate) const TUN_CLONE_PATH: &str = "/dev/net/tun";
 
 impl TunDevice {
     /// Opens (creating if needed) the device described by `opts`.

@@ -4,12 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use hostkit_net::Neighbours;
 use hostkit_net::state::Record;
-use hostkit_net::trust::RunDir;
 use hostkit_net::undo::{Outcome as UndoOutcome, TeardownItem};
-use hostkit_tun::relay::Engine;
-use hostkit_tun::{PacketLog, RelayOptions};
+use hostkit_net::{Neighbours, RunDir};
+use hostkit_tun::{LogSink, PacketLog};
 
 use crate::printer::Printer;
 
@@ -33,7 +31,7 @@ pub struct WhereArgs {
 }
 
 impl WhereArgs {
-    /// The run directory, checked (see `hostkit_net::trust`): created (mode 0700, last
+    /// The run directory, checked (see `hostkit_net::RunDir`): created (mode 0700, last
     /// component only) when missing and `create` is set; `None` when missing otherwise.
     pub fn run_dir(&self, create: bool) -> anyhow::Result<Option<RunDir>> {
         Ok(RunDir::open(&self.run_dir, create)?)
@@ -87,24 +85,17 @@ pub fn enter_namespace(netns: Option<&str>, what: &str) -> anyhow::Result<u64> {
 }
 
 /// The packet log level for the verbosity: `-v` classic lines, `-vv` decoded.
-pub fn relay_options(
-    printer: &Printer,
-    engine: Engine,
-    nice: Option<i32>,
-    coalesce: Option<std::time::Duration>,
-) -> RelayOptions {
-    let log = match printer.verbosity() {
+pub fn packet_log(printer: &Printer) -> PacketLog {
+    match printer.verbosity() {
         i8::MIN..=0 => PacketLog::Off,
         1 => PacketLog::Brief,
         _ => PacketLog::Decoded,
-    };
-    RelayOptions {
-        engine,
-        log,
-        sink: Arc::new(|line: &str| eprintln!("{line}")),
-        nice,
-        coalesce,
     }
+}
+
+/// The packet log's destination: stderr, a line each.
+pub fn stderr_sink() -> LogSink {
+    Arc::new(|line: &str| eprintln!("{line}"))
 }
 
 /// Prints a teardown report (one line per item); returns the failures.

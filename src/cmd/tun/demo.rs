@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use hostkit_net::{Netlink, SpecInput, Tunnel, TunnelSpec};
-use hostkit_tun::relay::Engine;
-use hostkit_tun::{PacketLog, Relay, RelayOptions};
+use hostkit_tun::{Engine, EngineProfile, PacketLog, Relay};
 use sha2::{Digest, Sha256};
 
 use super::common::{CAP_NET_ADMIN, CAP_SYS_ADMIN, require_capability};
@@ -65,14 +64,17 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         .ok_or_else(|| anyhow!("no lo in the new namespace"))?;
     nl.set_link_up(lo.index, "lo")?;
 
+    // The demo logs every packet, so the devices are opened without offloads; the host is not
+    // tuned (no transmit queue length, priority or interrupt moderation).
+    let profile = EngineProfile::untuned(Engine::Fast, PacketLog::Decoded);
     let spec = TunnelSpec::new(SpecInput {
         devs: ["tun0".into(), "tun1".into()],
-        table: hostkit_net::spec::DEFAULT_TABLE,
+        table: hostkit_net::DEFAULT_TABLE,
+        txqueuelen: profile.txqueuelen(),
         ..Default::default()
     })?;
-    // The demo logs every packet, so the devices are opened without offloads.
-    let setup = super::up::device_setup(Engine::Fast, None, true);
-    let tunnel = Tunnel::establish(&nl, &spec, &setup, &Default::default(), &mut |_| Ok(()))
+    let setup = profile.device_setup();
+    let tunnel = Tunnel::establish(&nl, &spec, setup, &Default::default(), &mut |_| Ok(()))
         .map_err(|f| anyhow!(f.error).context("set up the tunnel"))?;
     printer.out("2. set up the tunnel, exactly as `hostkit tun up` does:");
     for step in spec.plan(tunnel.created) {
@@ -84,19 +86,13 @@ pub fn run(args: DemoArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let sink_log = log.clone();
     let relay = Relay::start_queues(
-        super::up::queue_pairs(&tunnel),
-        RelayOptions {
-            engine: Engine::Fast,
-            log: PacketLog::Decoded,
-            nice: None,
-            coalesce: None,
-            sink: Arc::new(move |line: &str| {
-                let mut l = sink_log.lock().unwrap_or_else(|p| p.into_inner());
-                if l.len() < LOG_KEEP {
-                    l.push(line.to_string());
-                }
-            }),
-        },
+        tunnel.queue_pairs(),
+        profile.relay_options(Arc::new(move |line: &str| {
+            let mut l = sink_log.lock().unwrap_or_else(|p| p.into_inner());
+            if l.len() < LOG_KEEP {
+                l.push(line.to_string());
+            }
+        })),
     )?;
     printer.out("3. the relay runs (tun0 <-> tun1), copying every packet");
 

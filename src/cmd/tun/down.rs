@@ -4,9 +4,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hostkit_net::state::{self, StateFile, TunnelState};
+use hostkit_net::state;
 use hostkit_net::undo::{self, Outcome as UndoOutcome};
-use hostkit_net::{Family, Netlink};
+use hostkit_net::{Family, Netlink, StateFile, TunnelState};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -27,7 +27,7 @@ pub struct DownArgs {
     #[arg(long, value_name = "NAME")]
     pub dev1: Option<String>,
     /// With --force: the table of the rules and routes to remove when the record cannot say.
-    #[arg(long, value_name = "ID", default_value_t = hostkit_net::spec::DEFAULT_TABLE)]
+    #[arg(long, value_name = "ID", default_value_t = hostkit_net::DEFAULT_TABLE)]
     pub table: u32,
     /// For a damaged state file: remove what can be identified by name (the rules `iif DEV
     /// lookup TABLE` of its devices and the local routes through them in that table) and move

@@ -3,7 +3,6 @@
 use anyhow::Context;
 use hostkit_net::Netlink;
 use hostkit_net::inspect::{Status, inspect};
-use hostkit_net::spec;
 use hostkit_net::state;
 
 use super::common::{WhereArgs, enter_namespace};
@@ -68,13 +67,13 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         given
             .clone()
             .or_else(|| spec.map(|s| s.ends[side].dev.clone()))
-            .unwrap_or_else(|| spec::DEFAULT_DEVICES[side].into())
+            .unwrap_or_else(|| hostkit_net::DEFAULT_DEVICES[side].into())
     };
     let devs = [pick(&args.dev0, 0), pick(&args.dev1, 1)];
     let table = args
         .table
         .or(spec.map(|s| s.table))
-        .unwrap_or(spec::DEFAULT_TABLE);
+        .unwrap_or(hostkit_net::DEFAULT_TABLE);
 
     let status = inspect(
         &nl,
@@ -106,8 +105,8 @@ fn print_text(s: &Status, printer: &Printer) {
                 "relay: running, pid {}, engine {}, offloads {}",
                 r.pid, r.engine, r.offloads
             ));
-            for line in super::up::stats_of(&r.directions) {
-                printer.out(format!("  {line}"));
+            for dir in &r.directions {
+                printer.out(format!("  {dir}"));
             }
         }
         Some(r) => printer.out(format!(

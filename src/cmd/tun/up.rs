@@ -5,28 +5,22 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
-use hostkit_net::spec::RuleSides;
-use hostkit_net::state::{self, DirStats, StateFile, TunnelState};
-use hostkit_net::watch::{WatchError, Watcher};
-use hostkit_net::{DeviceSetup, Netlink, SpecInput, Tunnel, TunnelSpec, Undo};
-use hostkit_tun::device::offload_names;
-use hostkit_tun::relay::{Engine, PacketIo};
-use hostkit_tun::{PacketLog, Relay};
+use hostkit_net::state::{self, DirStats};
+use hostkit_net::{
+    Netlink, RuleSides, SpecInput, StateFile, Tunnel, TunnelSpec, TunnelState, Undo, WatchError,
+    Watcher,
+};
+use hostkit_tun::{Engine, EngineProfile, ProfileOptions, Relay, offload_names};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::common::{WhereArgs, enter_namespace, relay_options, report_teardown, unix_now};
+use super::common::{
+    WhereArgs, enter_namespace, packet_log, report_teardown, stderr_sink, unix_now,
+};
 use crate::Outcome;
 use crate::printer::Printer;
 
-/// Transmit queue length the fast engine sets (the kernel's default of 500 overflows, and a
-/// full TUN ring drops silently).
-const FAST_TXQUEUELEN: u32 = 5000;
-/// Nice value of the fast engine's workers.
-const FAST_NICE: i32 = -10;
-/// Most queues per device the fast engine opens by default.
-const MAX_DEFAULT_QUEUES: usize = 4;
 /// How often the running relay checks that each peer is still routed through the tunnel.
 const PATH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest wait for a signal between two looks at the relay and the counters.
@@ -53,7 +47,7 @@ impl<'a> PathWatch<'a> {
         if !self.spec.routing {
             return true;
         }
-        let Ok(checks) = hostkit_net::path::check_paths(nl, self.spec) else {
+        let Ok(checks) = hostkit_net::check_paths(nl, self.spec) else {
             return true;
         };
         let bad: Vec<String> = checks
@@ -93,7 +87,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "ADDR")]
     pub addr1: Vec<IpAddr>,
     /// Routing table that receives the two addresses' local routes (not 0, 253, 254, 255).
-    #[arg(long, value_name = "ID", default_value_t = hostkit_net::spec::DEFAULT_TABLE)]
+    #[arg(long, value_name = "ID", default_value_t = hostkit_net::DEFAULT_TABLE)]
     pub table: u32,
     /// MTU of both devices (default: the kernel's, 1500).
     #[arg(long, value_name = "BYTES")]
@@ -132,11 +126,11 @@ pub struct UpArgs {
     /// queued, the worker pauses this many microseconds before waiting again, so the next
     /// wake-up moves a batch rather than one packet; light traffic (a ping) and GSO
     /// super-packets never wait. 0 turns it off.
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = hostkit_tun::DEFAULT_COALESCE_US, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub coalesce_us: u64,
     /// Transmit queue length of both devices (default: 5000 with the fast engine, the kernel's
     /// 500 with the simple one; at most 1 000 000 — the kernel allocates a slot per packet).
-    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..=i64::from(hostkit_net::spec::MAX_TXQUEUELEN)))]
+    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..=i64::from(hostkit_net::MAX_TXQUEUELEN)))]
     pub txqueuelen: Option<u32>,
 }
 
@@ -158,29 +152,6 @@ impl EngineArg {
     }
 }
 
-/// How the devices are opened for an engine. The per-packet log must see wire-sized packets,
-/// so when it is on, the fast engine turns the offloads off (the kernel then segments and
-/// checksums) instead of splitting super-packets in software.
-pub(super) fn device_setup(engine: Engine, queues: Option<u16>, packet_log: bool) -> DeviceSetup {
-    match engine {
-        Engine::Simple => DeviceSetup::plain(),
-        Engine::Fast => DeviceSetup {
-            vnet_hdr: true,
-            queues: queues.map(usize::from).unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-                    .min(MAX_DEFAULT_QUEUES)
-            }),
-            offloads: if packet_log {
-                Vec::new()
-            } else {
-                hostkit_tun::device::OFFLOAD_PREFERENCE.to_vec()
-            },
-        },
-    }
-}
-
 /// Which devices get a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RulesArg {
@@ -193,7 +164,19 @@ pub enum RulesArg {
 }
 
 impl UpArgs {
-    fn spec(&self) -> anyhow::Result<TunnelSpec> {
+    /// The relay's decisions, resolved once from the options (and `-v`, the packet log).
+    fn profile(&self, printer: &Printer) -> anyhow::Result<EngineProfile> {
+        Ok(EngineProfile::resolve(&ProfileOptions {
+            engine: self.engine.engine(),
+            queues: self.queues.map(usize::from),
+            nice: self.nice,
+            coalesce: Some(std::time::Duration::from_micros(self.coalesce_us)),
+            txqueuelen: self.txqueuelen,
+            log: packet_log(printer),
+        })?)
+    }
+
+    fn spec(&self, profile: &EngineProfile) -> anyhow::Result<TunnelSpec> {
         let input = SpecInput {
             devs: [self.dev0.clone(), self.dev1.clone()],
             addrs: [self.addr0.clone(), self.addr1.clone()],
@@ -206,10 +189,7 @@ impl UpArgs {
                 RulesArg::SecondOnly => RuleSides::SecondOnly,
             },
             no_nonlocal_bind: self.no_nonlocal_bind,
-            txqueuelen: self.txqueuelen.or(match self.engine {
-                EngineArg::Fast => Some(FAST_TXQUEUELEN),
-                EngineArg::Simple => None,
-            }),
+            txqueuelen: profile.txqueuelen(),
         };
         Ok(TunnelSpec::new(input)?)
     }
@@ -217,12 +197,8 @@ impl UpArgs {
 
 /// Runs `hostkit tun up`.
 pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
-    if args.engine == EngineArg::Simple && args.queues.is_some() {
-        anyhow::bail!(
-            "--queues applies to the fast engine only: the simple engine uses one queue per device"
-        );
-    }
-    let spec = args.spec()?;
+    let profile = args.profile(printer)?;
+    let spec = args.spec(&profile)?;
     if args.dry_run {
         return dry_run(&spec, args.place.netns.as_deref(), printer);
     }
@@ -268,31 +244,22 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         netns: args.place.netns.clone(),
         netns_inode,
         spec: spec.clone(),
-        engine: args.engine.engine(),
+        engine: profile.engine(),
         offloads: String::new(),
         started_unix: unix_now(),
         undo: Vec::new(),
         stats: Vec::new(),
     };
-    let nice = args.nice.or(match args.engine {
-        EngineArg::Fast => Some(FAST_NICE),
-        EngineArg::Simple => None,
-    });
-    let relay_opts = relay_options(
-        printer,
-        args.engine.engine(),
-        nice,
-        Some(std::time::Duration::from_micros(args.coalesce_us)),
+    let established = Tunnel::establish(
+        &nl,
+        &spec,
+        profile.device_setup(),
+        &neighbours,
+        &mut |undo| {
+            state.undo = undo.to_vec();
+            state_file.write(&state)
+        },
     );
-    let setup = device_setup(
-        args.engine.engine(),
-        args.queues,
-        relay_opts.log != PacketLog::Off,
-    );
-    let established = Tunnel::establish(&nl, &spec, &setup, &neighbours, &mut |undo| {
-        state.undo = undo.to_vec();
-        state_file.write(&state)
-    });
     let mut tunnel = match established {
         Ok(t) => t,
         Err(failed) => {
@@ -314,10 +281,10 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     };
     state.undo = tunnel.undo.clone();
     state.offloads = offload_names(tunnel.offloads[0]);
-    if args.engine == EngineArg::Fast && relay_opts.log != PacketLog::Off {
+    if profile.log_turns_offloads_off() {
         printer.note("packet log on: offloads are off, so the log shows wire-sized packets");
     }
-    let relay = Relay::start_queues(queue_pairs(&tunnel), relay_opts);
+    let relay = Relay::start_queues(tunnel.queue_pairs(), profile.relay_options(stderr_sink()));
     let relay = match relay {
         Ok(r) => r,
         Err(e) => {
@@ -331,18 +298,14 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         }
     };
     printer.note(format!(
-        "relay running: {} (fd {}) <-> {} (fd {}), {}; table {}; engine {}, {} queue(s), offloads {}, nice {}, coalesce {} µs; pid {} — stop with Ctrl-C, SIGTERM or `hostkit tun down`",
+        "relay running: {} (fd {}) <-> {} (fd {}), {}; table {}; {}; pid {} — stop with Ctrl-C, SIGTERM or `hostkit tun down`",
         spec.ends[0].dev,
         fds(&tunnel.devices[0]),
         spec.ends[1].dev,
         fds(&tunnel.devices[1]),
         describe_pairs(&spec),
         spec.table,
-        args.engine.engine().name(),
-        tunnel.devices[0].len(),
-        state.offloads,
-        nice.unwrap_or(0),
-        if args.engine == EngineArg::Fast { args.coalesce_us } else { 0 },
+        profile.describe(tunnel.devices[0].len(), tunnel.offloads[0]),
         std::process::id()
     ));
 
@@ -373,7 +336,6 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let counters = relay.stats();
     let relay_errors = relay.stop();
     state.stats = counters.snapshot().to_vec();
-    let final_stats = stats_of(&state.stats);
     printer.note(format!("stopping ({stop}); tearing down"));
     // The tunnels running now (not those at start) decide which sysctls must stay.
     let keep = state::records(&run_dir, netns_inode)
@@ -384,8 +346,8 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     if failures.is_empty() {
         state_file.remove().context("remove the state file")?;
     }
-    for line in final_stats {
-        printer.out(line);
+    for dir in &state.stats {
+        printer.out(dir.to_string());
     }
     if !failures.is_empty() {
         bail!(
@@ -407,20 +369,6 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         )));
     }
     Ok(Outcome::Success)
-}
-
-/// The relay's queue pairs: queue i of one device with queue i of the other.
-pub(super) fn queue_pairs(tunnel: &Tunnel) -> Vec<(Arc<dyn PacketIo>, Arc<dyn PacketIo>)> {
-    tunnel.devices[0]
-        .iter()
-        .zip(&tunnel.devices[1])
-        .map(|(a, b)| {
-            (
-                a.clone() as Arc<dyn PacketIo>,
-                b.clone() as Arc<dyn PacketIo>,
-            )
-        })
-        .collect()
 }
 
 fn fds(queues: &[Arc<hostkit_tun::TunDevice>]) -> String {
@@ -481,18 +429,6 @@ fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow:
     }
     printer.note("dry run: nothing was changed");
     Ok(Outcome::Success)
-}
-
-pub(super) fn stats_of(stats: &[DirStats]) -> Vec<String> {
-    stats
-        .iter()
-        .map(|d| {
-            format!(
-                "{} -> {}: {} packets, {} bytes, {} write errors, {} read errors",
-                d.from, d.to, d.packets, d.bytes, d.write_errors, d.read_errors
-            )
-        })
-        .collect()
 }
 
 /// Why the relay stopped.

@@ -39,7 +39,7 @@ pub enum PacketLog {
 pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The per-packet logic of one direction: log, write, count. Keeps going on a failed write.
-pub struct Forwarder<'a> {
+pub(crate) struct Forwarder<'a> {
     /// Where packets come from.
     pub from: &'a dyn PacketIo,
     /// Where packets go.
@@ -124,7 +124,7 @@ impl<'a> Forwarder<'a> {
     }
 }
 
-/// Why a direction stopped on its own.
+/// Why a worker stopped on its own (a device it reads from failed or vanished).
 #[derive(Debug, thiserror::Error)]
 #[error("reading from {device} failed")]
 pub struct RelayError {
@@ -137,7 +137,7 @@ pub struct RelayError {
 
 /// What one [`drain`] moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Drained {
+pub(crate) struct Drained {
     /// Packets read.
     pub packets: usize,
     /// Bytes read (headers included).
@@ -154,7 +154,7 @@ impl Drained {
 
 /// Reads and forwards queued packets until none is left (or a batch is done).
 /// Returns what was read; a read error other than "nothing queued" is fatal.
-pub fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<Drained, RelayError> {
+pub(crate) fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<Drained, RelayError> {
     let mut got = Drained::default();
     while got.packets < BATCH {
         match fwd.from.recv(buf) {

@@ -1,7 +1,7 @@
 //! The relay: copies every packet read from one device to the other, both ways.
 //!
 //! * [`forward`]: the per-packet logic ([`Forwarder`]: log, write, count) and the drain loop
-//!   ([`drain`]), apart from any device I/O: they work on any [`PacketIo`] ([`endpoint`]), so they
+//!   ([`forward::drain`]), apart from any device I/O: they work on any [`PacketIo`] ([`endpoint`]), so they
 //!   are unit-tested with an in-memory fake;
 //! * [`stats`]: the counters, per worker and direction;
 //! * the engines: [`Engine::Simple`] (one thread per direction, `poll(2)`, one packet per read
@@ -23,11 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 pub use endpoint::PacketIo;
-pub use forward::{Drained, Forwarder, LogSink, PacketLog, RelayError, drain};
-pub use stats::{DirCounters, DirSnapshot, RelayStats};
+pub(crate) use forward::Forwarder;
+pub use forward::{LogSink, PacketLog, RelayError};
+pub use stats::{DirSnapshot, RelayStats};
 
 /// Largest packet a TUN device hands out (max MTU), plus room for a virtio-net header.
-pub const MAX_PACKET: usize = 65_535 + 12;
+pub(crate) const MAX_PACKET: usize = 65_535 + 12;
 
 /// How the relay moves packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -164,14 +165,14 @@ impl Relay {
         self.stats.clone()
     }
 
-    /// Whether a direction has stopped on its own (a device failed or vanished).
+    /// Whether a worker has stopped on its own (a device failed or vanished).
     pub fn has_failed(&self) -> bool {
         self.finished.load(Ordering::SeqCst)
     }
 
-    /// Stops both directions and waits for them; returns each direction's error, if any.
+    /// Stops every worker and waits for them; returns each worker's error, if any.
     pub fn stop(mut self) -> Vec<RelayError> {
-        self.stop_tx.take(); // closing the write end wakes every poll with POLLHUP
+        self.stop_tx.take(); // closing the write end wakes every worker's poll or epoll
         let mut errors = Vec::new();
         for t in self.threads.drain(..) {
             match t.join() {
@@ -251,7 +252,7 @@ fn hangup_message(hangup: bool, error: bool) -> String {
 }
 
 /// Sets the calling thread's nice value (on Linux, nice is per thread).
-pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+fn set_thread_nice(nice: i32) -> io::Result<()> {
     // SAFETY: setpriority takes plain integers; `who` = 0 with PRIO_PROCESS means the calling
     // thread on Linux. Nothing is borrowed.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };

@@ -164,7 +164,8 @@ impl EngineProfile {
         self.engine == Engine::Fast && self.log != PacketLog::Off
     }
 
-    /// The relay's settings, its packet log going to `sink`.
+    /// The relay's settings, its packet log going to `sink`, without stages (add them with
+    /// [`RelayOptions::pipeline`]).
     pub fn relay_options(&self, sink: LogSink) -> RelayOptions {
         RelayOptions {
             engine: self.engine,
@@ -172,6 +173,7 @@ impl EngineProfile {
             sink,
             nice: self.nice,
             coalesce: self.coalesce,
+            pipeline: None,
         }
     }
 

@@ -6,7 +6,8 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use super::MAX_PACKET;
-use super::forward::{Forwarder, RelayError, drain};
+use super::forward::{Forwarder, RelayError, drain, release_due};
+use super::timer::Timer;
 
 /// The fast engine's worker: epoll over both devices of a queue pair and the stop pipe; each
 /// wake-up drains every ready device in a batch; a busy wake-up is followed by a short
@@ -30,8 +31,23 @@ pub(super) fn epoll_worker(
     epoll
         .add(stop_rx, EpollEvent::new(EpollFlags::EPOLLIN, 2))
         .map_err(|e| fail("stop pipe", e))?;
+    // With a pipeline: a timer for the packets it holds (event 3).
+    let timer = match fwd[0].pipeline {
+        Some(_) => {
+            let t = Timer::new().map_err(|e| RelayError {
+                device: "timer".into(),
+                source: e,
+            })?;
+            epoll
+                .add(&t, EpollEvent::new(EpollFlags::EPOLLIN, 3))
+                .map_err(|e| fail("timer", e))?;
+            Some(t)
+        }
+        None => None,
+    };
     let mut buf = vec![0u8; MAX_PACKET];
-    let mut events = [EpollEvent::empty(); 3];
+    let mut out = Vec::new();
+    let mut events = [EpollEvent::empty(); 4];
     let mut busy = false;
     loop {
         if let Some(pause) = coalesce
@@ -40,6 +56,13 @@ pub(super) fn epoll_worker(
             std::thread::sleep(pause);
         }
         busy = false;
+        if let Some(t) = &timer {
+            t.set(release_due(&[&fwd[0], &fwd[1]], &mut out))
+                .map_err(|e| RelayError {
+                    device: "timer".into(),
+                    source: e,
+                })?;
+        }
         let n = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -47,12 +70,15 @@ pub(super) fn epoll_worker(
         };
         for ev in &events[..n] {
             let which = ev.data() as usize;
+            if which == 3 {
+                continue; // the timer: what is due is released at the top of the loop
+            }
             if which >= 2 {
                 return Ok(());
             }
             let flags = ev.events();
             if flags.contains(EpollFlags::EPOLLIN) {
-                busy |= drain(&fwd[which], &mut buf)?.is_busy_with_small_packets();
+                busy |= drain(&fwd[which], &mut buf, &mut out)?.is_busy_with_small_packets();
             } else if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
                 return Err(RelayError {
                     device: fwd[which].from.label().to_string(),

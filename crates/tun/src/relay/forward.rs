@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 
 use super::endpoint::PacketIo;
 use super::stats::DirCounters;
+use crate::gso::VnetHdr;
 use crate::packet;
+use crate::pipeline::{Direction, Fate, Out, Pipeline};
 
 /// Packets handled per wake-up before the loop polls again (keeps the stop check responsive).
 const BATCH: usize = 256;
@@ -50,6 +52,8 @@ pub(crate) struct Forwarder<'a> {
     pub log: PacketLog,
     /// Packet-log destination.
     pub sink: &'a LogSink,
+    /// The stages packets cross, if any, and this forwarder's direction through them.
+    pub pipeline: Option<(&'a Pipeline, Direction)>,
     /// `from`'s per-packet metadata length, read once.
     hdr: usize,
 }
@@ -69,14 +73,67 @@ impl<'a> Forwarder<'a> {
             counters,
             log,
             sink,
+            pipeline: None,
             hdr: from.header_len(),
         }
     }
 
+    /// The same forwarder, sending packets through `pipeline` as `direction`.
+    pub fn with_pipeline(mut self, pipeline: &'a Pipeline, direction: Direction) -> Forwarder<'a> {
+        self.pipeline = Some((pipeline, direction));
+        self
+    }
+
     /// Handles one packet read from `from` (with its metadata header, if the device has one);
-    /// returns whether it was written. Logs and counts the IP packet's own length.
-    pub fn forward(&self, pkt: &[u8]) -> bool {
+    /// returns whether it was written. Logs and counts the IP packet's own length. With a
+    /// pipeline, the packet crosses its stages first (`out` collects what they put out).
+    pub fn forward(&self, pkt: &mut [u8], out: &mut Vec<Out>) -> bool {
         let ip = pkt.get(self.hdr..).unwrap_or(&[]);
+        self.log_packet(ip);
+        if let Some((pipeline, dir)) = self.pipeline {
+            let hdr = match self.hdr {
+                0 => VnetHdr::NONE,
+                _ => match VnetHdr::split(pkt) {
+                    Ok((h, _)) => h,
+                    Err(_) => VnetHdr::NONE,
+                },
+            };
+            let start = self.hdr.min(pkt.len());
+            let fate =
+                pipeline.process(dir, hdr, &mut pkt[start..], std::time::Instant::now(), out);
+            let written = fate == Fate::Write && self.send(self.to, pkt, true);
+            self.flush(out);
+            return written;
+        }
+        self.send(self.to, pkt, true)
+    }
+
+    /// Writes what a pipeline put out: into `to` for this direction, into `from` for the other.
+    pub fn flush(&self, out: &mut Vec<Out>) {
+        let Some((_, dir)) = self.pipeline else {
+            out.clear();
+            return;
+        };
+        for o in out.drain(..) {
+            // This direction's counters count what reaches `to`; a packet a stage injects the
+            // other way is counted by the stage.
+            let (dev, count) = if o.direction == dir {
+                (self.to, true)
+            } else {
+                (self.from, false)
+            };
+            if dev.header_len() == 0 {
+                self.send(dev, &o.data, count);
+            } else {
+                let mut framed = Vec::with_capacity(VnetHdr::LEN + o.data.len());
+                framed.extend_from_slice(&o.hdr.to_bytes());
+                framed.extend_from_slice(&o.data);
+                self.send(dev, &framed, count);
+            }
+        }
+    }
+
+    fn log_packet(&self, ip: &[u8]) {
         match self.log {
             PacketLog::Off => {}
             PacketLog::Brief => {
@@ -96,12 +153,20 @@ impl<'a> Forwarder<'a> {
                 ));
             }
         }
-        match self.to.send(pkt) {
+    }
+
+    /// Writes one packet (with its metadata header, if the device has one); counts it in this
+    /// direction's counters when `count`.
+    fn send(&self, dev: &dyn PacketIo, pkt: &[u8], count: bool) -> bool {
+        let ip_len = pkt.len().saturating_sub(dev.header_len());
+        match dev.send(pkt) {
             Ok(_) => {
-                self.counters.packets.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes
-                    .fetch_add(ip.len() as u64, Ordering::Relaxed);
+                if count {
+                    self.counters.packets.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .bytes
+                        .fetch_add(ip_len as u64, Ordering::Relaxed);
+                }
                 true
             }
             Err(e) => {
@@ -110,8 +175,8 @@ impl<'a> Forwarder<'a> {
                     log::warn!(
                         "write of {} bytes to {} (fd {}) failed: {e}; packet dropped ({n} so far)",
                         pkt.len(),
-                        self.to.label(),
-                        self.to.fd().as_raw_fd()
+                        dev.label(),
+                        dev.fd().as_raw_fd()
                     );
                 }
                 false
@@ -154,14 +219,18 @@ impl Drained {
 
 /// Reads and forwards queued packets until none is left (or a batch is done).
 /// Returns what was read; a read error other than "nothing queued" is fatal.
-pub(crate) fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<Drained, RelayError> {
+pub(crate) fn drain(
+    fwd: &Forwarder<'_>,
+    buf: &mut [u8],
+    out: &mut Vec<Out>,
+) -> Result<Drained, RelayError> {
     let mut got = Drained::default();
     while got.packets < BATCH {
         match fwd.from.recv(buf) {
             Ok(len) => {
                 got.packets += 1;
                 got.bytes += len;
-                fwd.forward(&buf[..len]);
+                fwd.forward(&mut buf[..len], out);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -177,9 +246,31 @@ pub(crate) fn drain(fwd: &Forwarder<'_>, buf: &mut [u8]) -> Result<Drained, Rela
     Ok(got)
 }
 
+/// Sends on the packets the pipeline holds that are due now, for each forwarder's direction;
+/// returns how long until the next one is due (`None`: nothing held, or no pipeline).
+pub(crate) fn release_due(
+    fwds: &[&Forwarder<'_>],
+    out: &mut Vec<Out>,
+) -> Option<std::time::Duration> {
+    let now = std::time::Instant::now();
+    let mut next: Option<std::time::Instant> = None;
+    for fwd in fwds {
+        let Some((pipeline, dir)) = fwd.pipeline else {
+            continue;
+        };
+        pipeline.release(dir, now, out);
+        fwd.flush(out);
+        if let Some(due) = pipeline.next_due(dir) {
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+    }
+    next.map(|t| t.saturating_duration_since(std::time::Instant::now()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::{Direction, Pipeline};
     use crate::relay::MAX_PACKET;
     use crate::relay::testing::{MemIo, collecting_sink, echo_request};
     use std::os::fd::BorrowedFd;
@@ -196,7 +287,7 @@ mod tests {
         let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
         let mut buf = vec![0u8; MAX_PACKET];
         assert_eq!(
-            drain(&fwd, &mut buf).unwrap(),
+            drain(&fwd, &mut buf, &mut Vec::new()).unwrap(),
             Drained {
                 packets: 5,
                 bytes: 25
@@ -216,7 +307,7 @@ mod tests {
         let (sink, lines) = collecting_sink();
         for log in [PacketLog::Brief, PacketLog::Decoded] {
             let fwd = Forwarder::new(&a, &b, &counters, log, &sink);
-            assert!(fwd.forward(&echo_request()));
+            assert!(fwd.forward(&mut echo_request(), &mut Vec::new()));
         }
         let lines = lines.lock().unwrap();
         assert_eq!(lines[0], format!("read 84 from fd {fd}"));
@@ -239,7 +330,7 @@ mod tests {
         let (sink, _) = collecting_sink();
         let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
         let mut buf = vec![0u8; 64];
-        assert_eq!(drain(&fwd, &mut buf).unwrap().packets, 3);
+        assert_eq!(drain(&fwd, &mut buf, &mut Vec::new()).unwrap().packets, 3);
         assert_eq!(*b.sent.lock().unwrap(), vec![vec![0x45, 0], vec![0x45, 2]]);
         assert_eq!(counters.packets.load(Ordering::Relaxed), 2);
         assert_eq!(counters.write_errors.load(Ordering::Relaxed), 1);
@@ -255,7 +346,7 @@ mod tests {
         let counters = DirCounters::default();
         let (sink, _) = collecting_sink();
         let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink);
-        let err = drain(&fwd, &mut [0u8; 64]).unwrap_err();
+        let err = drain(&fwd, &mut [0u8; 64], &mut Vec::new()).unwrap_err();
         assert_eq!(err.device, "tun0");
         assert_eq!(counters.read_errors.load(Ordering::Relaxed), 1);
     }
@@ -286,7 +377,7 @@ mod tests {
         let counters = DirCounters::default();
         let (sink, lines) = collecting_sink();
         let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Decoded, &sink);
-        assert!(fwd.forward(&pkt));
+        assert!(fwd.forward(&mut pkt.clone(), &mut Vec::new()));
         assert_eq!(
             b.0.sent.lock().unwrap()[0],
             pkt,
@@ -309,6 +400,63 @@ mod tests {
         assert!(
             !d(8, 8 * 65_000).is_busy_with_small_packets(),
             "TCP super-packets"
+        );
+    }
+
+    /// Holds every packet 20 ms; answers a packet to 10.0.0.9 the other way.
+    struct HoldAndAnswer;
+    impl crate::pipeline::Processor for HoldAndAnswer {
+        fn name(&self) -> &str {
+            "hold"
+        }
+        fn process(
+            &mut self,
+            pkt: &mut crate::pipeline::Packet<'_>,
+            ctx: &mut crate::pipeline::Ctx<'_>,
+        ) -> crate::pipeline::Verdict {
+            if pkt.data()[16..20] == [10, 0, 0, 9] {
+                ctx.inject(pkt.direction().reverse(), b"answer");
+                return crate::pipeline::Verdict::Drop;
+            }
+            crate::pipeline::Verdict::Delay(ctx.now() + std::time::Duration::from_millis(20))
+        }
+    }
+
+    #[test]
+    fn with_a_pipeline_held_packets_leave_when_due_and_answers_go_back() {
+        let (a, b) = (MemIo::new("tun0"), MemIo::new("tun1"));
+        let pipeline = Pipeline::builder().stage(HoldAndAnswer).build();
+        let counters = DirCounters::default();
+        let (sink, _) = collecting_sink();
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Off, &sink)
+            .with_pipeline(&pipeline, Direction::Forward);
+        let mut to_peer = echo_request();
+        let mut to_nine = echo_request();
+        to_nine[19] = 9;
+        a.inbox.lock().unwrap().push_back(Ok(to_peer.clone()));
+        a.inbox.lock().unwrap().push_back(Ok(to_nine));
+        let mut buf = vec![0u8; MAX_PACKET];
+        let mut out = Vec::new();
+        assert_eq!(drain(&fwd, &mut buf, &mut out).unwrap().packets, 2);
+        assert!(b.sent.lock().unwrap().is_empty(), "held");
+        assert_eq!(
+            *a.sent.lock().unwrap(),
+            vec![b"answer".to_vec()],
+            "answered the other way"
+        );
+        let wait = release_due(&[&fwd], &mut out).expect("something held");
+        assert!(wait <= std::time::Duration::from_millis(20));
+        std::thread::sleep(wait + std::time::Duration::from_millis(1));
+        assert_eq!(
+            release_due(&[&fwd], &mut out),
+            None,
+            "nothing held any more"
+        );
+        assert_eq!(*b.sent.lock().unwrap(), vec![std::mem::take(&mut to_peer)]);
+        assert_eq!(
+            counters.packets.load(Ordering::Relaxed),
+            1,
+            "the answer is the stage's"
         );
     }
 }

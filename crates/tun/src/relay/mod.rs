@@ -15,12 +15,15 @@ mod simple;
 mod stats;
 #[cfg(test)]
 mod testing;
+mod timer;
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+
+use crate::pipeline::{Direction, Pipeline};
 
 pub use endpoint::PacketIo;
 pub(crate) use forward::Forwarder;
@@ -70,6 +73,9 @@ pub struct RelayOptions {
     /// batch rather than per packet, like NAPI or a NIC's interrupt coalescing). Light traffic
     /// (a ping) and GSO super-packets (TCP bulk) never wait. `None` or zero: off.
     pub coalesce: Option<std::time::Duration>,
+    /// The stages every packet crosses (capture, impairment, your own code); `None`: none,
+    /// and the relay never looks at its packets beyond the packet log.
+    pub pipeline: Option<Arc<Pipeline>>,
 }
 
 impl std::fmt::Debug for RelayOptions {
@@ -79,6 +85,7 @@ impl std::fmt::Debug for RelayOptions {
             .field("log", &self.log)
             .field("nice", &self.nice)
             .field("coalesce", &self.coalesce)
+            .field("pipeline", &self.pipeline)
             .finish()
     }
 }
@@ -89,6 +96,7 @@ pub struct Relay {
     threads: Vec<JoinHandle<Result<(), RelayError>>>,
     stats: Arc<RelayStats>,
     finished: Arc<AtomicBool>,
+    pipeline: Option<Arc<Pipeline>>,
 }
 
 impl Relay {
@@ -157,12 +165,18 @@ impl Relay {
             threads,
             stats,
             finished,
+            pipeline: opts.pipeline.clone(),
         })
     }
 
     /// The live counters.
     pub fn stats(&self) -> Arc<RelayStats> {
         self.stats.clone()
+    }
+
+    /// The stages, if any (their counters: [`Pipeline::snapshot`]).
+    pub fn pipeline(&self) -> Option<&Arc<Pipeline>> {
+        self.pipeline.as_ref()
     }
 
     /// Whether a worker has stopped on its own (a device failed or vanished).
@@ -183,6 +197,9 @@ impl Relay {
                     source: io::Error::other("relay thread panicked"),
                 }),
             }
+        }
+        if let Some(p) = &self.pipeline {
+            p.finish();
         }
         errors
     }
@@ -214,13 +231,17 @@ impl WorkerCtx {
         to: &'a dyn PacketIo,
         dir: usize,
     ) -> Forwarder<'a> {
-        Forwarder::new(
+        let fwd = Forwarder::new(
             from,
             to,
             self.stats.counters(self.worker, dir),
             self.opts.log,
             &self.opts.sink,
-        )
+        );
+        match &self.opts.pipeline {
+            Some(p) => fwd.with_pipeline(p, Direction::from_index(dir)),
+            None => fwd,
+        }
     }
 
     /// Applies the configured nice value to the calling worker thread.
@@ -288,6 +309,7 @@ mod tests {
                     sink,
                     nice: None,
                     coalesce: Some(std::time::Duration::from_micros(50)),
+                    pipeline: None,
                 },
             )
             .unwrap();

@@ -7,17 +7,34 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::MAX_PACKET;
-use super::forward::{Forwarder, RelayError, drain};
+use super::forward::{Forwarder, RelayError, drain, release_due};
+use super::timer::Timer;
 
-/// Relays one direction until the stop pipe closes or the device fails.
+/// Relays one direction until the stop pipe closes or the device fails; with a pipeline, a
+/// timer wakes it for the packets the pipeline holds.
 pub(super) fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayError> {
     let mut buf = vec![0u8; MAX_PACKET];
+    let mut out = Vec::new();
+    let fail = |e: io::Error| RelayError {
+        device: fwd.from.label().to_string(),
+        source: e,
+    };
+    let timer = match fwd.pipeline {
+        Some(_) => Some(Timer::new().map_err(fail)?),
+        None => None,
+    };
     loop {
+        if let Some(t) = &timer {
+            t.set(release_due(&[fwd], &mut out)).map_err(fail)?;
+        }
         let (dev_events, stop_events) = {
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(fwd.from.fd(), PollFlags::POLLIN),
                 PollFd::new(stop_rx.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(t) = &timer {
+                fds.push(PollFd::new(t.as_fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, PollTimeout::from(1000u16)) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -37,7 +54,7 @@ pub(super) fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayEr
             return Ok(());
         }
         if dev_events.intersects(PollFlags::POLLIN) {
-            drain(fwd, &mut buf)?;
+            drain(fwd, &mut buf, &mut out)?;
         } else if dev_events
             .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
         {

@@ -54,6 +54,9 @@ pub struct TunnelState {
     pub undo: Vec<Undo>,
     /// Relay counters (updated while it runs).
     pub stats: Vec<DirStats>,
+    /// The stages on the relay's path and their counters (updated while it runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<hostkit_tun::pipeline::StageSnapshot>,
 }
 
 /// A state file and its lock.

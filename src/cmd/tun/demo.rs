@@ -11,9 +11,9 @@ use hostkit_net::{Netlink, SpecInput, Tunnel, TunnelSpec};
 use hostkit_tun::{Engine, EngineProfile, PacketLog, Relay};
 use sha2::{Digest, Sha256};
 
-use super::common::{CAP_NET_ADMIN, CAP_SYS_ADMIN, require_capability};
 use crate::Outcome;
 use crate::printer::Printer;
+use crate::tunnel::common::{CAP_NET_ADMIN, CAP_SYS_ADMIN, require_capability};
 
 /// The demo's HTTP port on the second address.
 const HTTP_PORT: u16 = 8080;

@@ -10,9 +10,9 @@ use hostkit_net::{Family, Netlink, StateFile, TunnelState};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::common::{WhereArgs, enter_namespace, report_teardown};
 use crate::Outcome;
 use crate::printer::Printer;
+use crate::tunnel::common::{WhereArgs, enter_namespace, report_teardown};
 
 /// How long to wait for a running relay to tear down after SIGTERM.
 const STOP_WAIT: Duration = Duration::from_secs(15);
@@ -86,7 +86,7 @@ pub fn run(args: DownArgs, printer: &Printer) -> anyhow::Result<Outcome> {
             Some(dir) => state::records(dir, netns_inode)?,
             None => Vec::new(),
         };
-        let keep = super::common::neighbours(&others, path).keep_sysctls;
+        let keep = crate::tunnel::common::neighbours(&others, path).keep_sysctls;
         failures.extend(undo_recorded(&nl, path, &keep, printer)?);
     }
     // Rules outlive their devices, but without a record there is no telling whose they are:

@@ -1,10 +1,8 @@
 //! `hostkit tun …`: the same-host TUN tunnel.
 
-mod common;
 mod demo;
 mod down;
 mod status;
-mod up;
 
 use crate::Outcome;
 use crate::printer::Printer;
@@ -15,7 +13,7 @@ pub enum TunCommand {
     /// Create the two TUN devices, rewrite routing so traffic between their addresses crosses
     /// them, and relay packets between them in the foreground until SIGINT/SIGTERM, then undo
     /// everything.
-    Up(up::UpArgs),
+    Up(Box<crate::tunnel::UpArgs>),
     /// Remove whatever an `up` that was killed (SIGKILL) or crashed left behind: rules, table
     /// routes, devices, sysctls; stop a running relay. Idempotent.
     Down(down::DownArgs),
@@ -31,7 +29,9 @@ pub enum TunCommand {
 /// Runs a `tun` subcommand.
 pub fn run(cmd: TunCommand, printer: &Printer) -> anyhow::Result<Outcome> {
     match cmd {
-        TunCommand::Up(args) => up::run(args, printer),
+        TunCommand::Up(args) => crate::tunnel::Relay::builder()
+            .args(*args)
+            .run_with(printer),
         TunCommand::Down(args) => down::run(args, printer),
         TunCommand::Status(args) => status::run(args, printer),
         TunCommand::Demo(args) => demo::run(args, printer),

@@ -5,9 +5,9 @@ use hostkit_net::Netlink;
 use hostkit_net::inspect::{Status, inspect};
 use hostkit_net::state;
 
-use super::common::{WhereArgs, enter_namespace};
 use crate::Outcome;
 use crate::printer::Printer;
+use crate::tunnel::common::{WhereArgs, enter_namespace};
 
 /// Options of `hostkit tun status`.
 #[derive(Debug, clap::Args)]

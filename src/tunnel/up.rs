@@ -1,4 +1,4 @@
-//! `hostkit tun up`.
+//! Running a tunnel: `hostkit tun up`, and every program built on [`super::Relay`].
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -10,6 +10,7 @@ use hostkit_net::{
     Netlink, RuleSides, SpecInput, StateFile, Tunnel, TunnelSpec, TunnelState, Undo, WatchError,
     Watcher,
 };
+use hostkit_tun::pipeline::StageSnapshot;
 use hostkit_tun::{Engine, EngineProfile, ProfileOptions, Relay, offload_names};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -18,6 +19,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::common::{
     WhereArgs, enter_namespace, packet_log, report_teardown, stderr_sink, unix_now,
 };
+use super::lab::LabArgs;
 use crate::Outcome;
 use crate::printer::Printer;
 
@@ -92,6 +94,7 @@ pub struct UpArgs {
     /// MTU of both devices (default: the kernel's, 1500).
     #[arg(long, value_name = "BYTES")]
     pub mtu: Option<u32>,
+    /// `--netns` and `--run-dir`.
     #[command(flatten)]
     pub place: WhereArgs,
     /// Print the equivalent `ip` commands, in order, and change nothing.
@@ -132,6 +135,9 @@ pub struct UpArgs {
     /// 500 with the simple one; at most 1 000 000 — the kernel allocates a slot per packet).
     #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..=i64::from(hostkit_net::MAX_TXQUEUELEN)))]
     pub txqueuelen: Option<u32>,
+    /// The stages on the relay's path (`--pcap`, `--impair`, filters).
+    #[command(flatten)]
+    pub lab: LabArgs,
 }
 
 /// Relay engines.
@@ -195,13 +201,22 @@ impl UpArgs {
     }
 }
 
-/// Runs `hostkit tun up`.
-pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+/// Runs `hostkit tun up`, with a program's own stages (`own`) on the relay's path.
+pub fn run(
+    args: UpArgs,
+    own: Vec<Box<dyn hostkit_tun::Processor>>,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
     let profile = args.profile(printer)?;
     let spec = args.spec(&profile)?;
+    let devs = spec.devs();
     if args.dry_run {
+        // Every stage option is checked; no capture file is created.
+        args.lab.prepare(devs, own)?;
         return dry_run(&spec, args.place.netns.as_deref(), printer);
     }
+    // Bad stage options are refused before anything changes.
+    let lab = args.lab.prepare(devs, own)?;
     // Signals are taken through a signalfd; block them before any thread exists so that a
     // SIGTERM during setup is handled (by a full teardown) once setup is done.
     let mut mask = SigSet::empty();
@@ -249,6 +264,7 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         started_unix: unix_now(),
         undo: Vec::new(),
         stats: Vec::new(),
+        stages: Vec::new(),
     };
     let established = Tunnel::establish(
         &nl,
@@ -284,7 +300,11 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     if profile.log_turns_offloads_off() {
         printer.note("packet log on: offloads are off, so the log shows wire-sized packets");
     }
-    let relay = Relay::start_queues(tunnel.queue_pairs(), profile.relay_options(stderr_sink()));
+    let mut relay_opts = profile.relay_options(stderr_sink());
+    let relay = lab.pipeline().and_then(|pipeline| {
+        relay_opts.pipeline = pipeline;
+        Ok(Relay::start_queues(tunnel.queue_pairs(), relay_opts)?)
+    });
     let relay = match relay {
         Ok(r) => r,
         Err(e) => {
@@ -308,6 +328,11 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         profile.describe(tunnel.devices[0].len(), tunnel.offloads[0]),
         std::process::id()
     ));
+    if let Some(p) = relay.pipeline() {
+        for (i, stage) in p.snapshot().iter().enumerate() {
+            printer.note(format!("stage {}: {}", i + 1, describe_stage(stage)));
+        }
+    }
 
     // Watch the kernel's events about the tunnel, and put back what drifts (link down/up,
     // addresses removed): traffic must not silently bypass the relay.
@@ -334,8 +359,10 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let stop = running.wait_for_stop();
     drop(watcher);
     let counters = relay.stats();
+    let pipeline = relay.pipeline().cloned();
     let relay_errors = relay.stop();
     state.stats = counters.snapshot().to_vec();
+    state.stages = pipeline.map(|p| p.snapshot()).unwrap_or_default();
     printer.note(format!("stopping ({stop}); tearing down"));
     // The tunnels running now (not those at start) decide which sysctls must stay.
     let keep = state::records(&run_dir, netns_inode)
@@ -348,6 +375,9 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     }
     for dir in &state.stats {
         printer.out(dir.to_string());
+    }
+    for line in stage_lines(&state.stages, spec.devs()) {
+        printer.out(line);
     }
     if !failures.is_empty() {
         bail!(
@@ -369,6 +399,50 @@ pub fn run(args: UpArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         )));
     }
     Ok(Outcome::Success)
+}
+
+/// `capture: pcapng t.pcapng (wire-sized packets), filter 'tcp port 80'`.
+pub(crate) fn describe_stage(stage: &StageSnapshot) -> String {
+    let mut line = format!("{}: {}", stage.name, stage.description);
+    if let Some(f) = &stage.filter {
+        line.push_str(&format!(", filter '{f}'"));
+    }
+    line
+}
+
+/// A stage's counters, a line per direction that saw packets:
+/// `impair tun0 -> tun1: 5000 packets, 210000 bytes, 0 dropped, … (dropped_loss 49)`.
+pub(crate) fn stage_lines(stages: &[StageSnapshot], devs: [&str; 2]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for stage in stages {
+        for (i, d) in stage.directions.iter().enumerate() {
+            let (from, to) = if i == 0 {
+                (devs[0], devs[1])
+            } else {
+                (devs[1], devs[0])
+            };
+            if d.packets == 0 && d.bypassed == 0 && d.injected == 0 {
+                continue;
+            }
+            let mut line = format!(
+                "{} {from} -> {to}: {} packets, {} bytes, {} dropped, {} delayed ({} held), {} injected, {} passed by its filter",
+                stage.name,
+                d.packets,
+                d.bytes,
+                d.dropped,
+                d.delayed,
+                d.held,
+                d.injected,
+                d.bypassed
+            );
+            if !d.extra.is_empty() {
+                let extra: Vec<String> = d.extra.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                line.push_str(&format!(" ({})", extra.join(", ")));
+            }
+            lines.push(line);
+        }
+    }
+    lines
 }
 
 fn fds(queues: &[Arc<hostkit_tun::TunDevice>]) -> String {
@@ -488,8 +562,14 @@ impl Running<'_> {
                 }
             }
             let now: Vec<DirStats> = stats.snapshot().to_vec();
-            if now != self.state.stats {
+            let stages = self
+                .relay
+                .pipeline()
+                .map(|p| p.snapshot())
+                .unwrap_or_default();
+            if now != self.state.stats || stages != self.state.stages {
                 self.state.stats = now;
+                self.state.stages = stages;
                 if let Err(e) = self.state_file.write(self.state) {
                     log::warn!("cannot update {}: {e}", self.state_file.path().display());
                 }

@@ -1,0 +1,169 @@
+//! The relay as a protocol lab: the options that put stages on the path (`--pcap`,
+//! `--impair`, filters) and the pipeline they build, with a program's own stages.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hostkit_tun::Processor;
+use hostkit_tun::filter::Filter;
+use hostkit_tun::impair::{ImpairConfig, ImpairStage, os_seed};
+use hostkit_tun::pcapng::{CaptureOptions, CaptureStage, PcapngWriter, Rotation};
+use hostkit_tun::pipeline::Pipeline;
+
+use super::compile_filter;
+
+/// Stages on the relay's path: capture, impairment, and the filters that limit them.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Protocol lab")]
+pub struct LabArgs {
+    /// Capture every packet to this pcapng file: one interface per device, each packet on the
+    /// device it was read from (outbound), nanosecond timestamps; wire-sized packets (GSO
+    /// super-packets segmented as a wire would carry them). tcpdump -r and tshark read it.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// With --pcap: keep super-packets as they crossed the relay (up to 64 KiB each).
+    #[arg(long, requires = "pcap")]
+    pub pcap_raw: bool,
+    /// With --pcap: start a new file when the current one reaches this many MB (10^6 bytes);
+    /// the older ones are FILE.1 (newest) … FILE.N-1.
+    #[arg(long, value_name = "MB", requires = "pcap", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub pcap_max: Option<u64>,
+    /// With --pcap-max: how many files to keep (default 10).
+    #[arg(long, value_name = "N", requires = "pcap_max", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub pcap_files: Option<u32>,
+    /// With --pcap: capture only the packets this tcpdump filter matches (`'tcp port 80'`).
+    #[arg(long, value_name = "FILTER", requires = "pcap")]
+    pub pcap_filter: Option<String>,
+    /// Impair the traffic, in tc-netem(8)'s words, e.g. `'delay 10ms 2ms distribution normal
+    /// loss 1%'`; `'tun0->tun1: loss 5%'` for one direction only (repeat for the other).
+    /// Words: delay TIME [JITTER [CORR%]], distribution uniform|normal|pareto|paretonormal,
+    /// loss P% | loss gemodel p [r [1-h [1-k]]], duplicate P%, reorder P% [gap N],
+    /// corrupt P%, rate RATE, limit PACKETS. It acts on wire-sized packets, as netem does.
+    #[arg(long, value_name = "SPEC")]
+    pub impair: Vec<String>,
+    /// With --impair: impair only the packets this tcpdump filter matches.
+    #[arg(long, value_name = "FILTER", requires = "impair")]
+    pub impair_filter: Option<String>,
+    /// Seed of every random decision of --impair: the same seed and the same packets give the
+    /// same losses (default: a random seed, printed when the relay starts).
+    #[arg(long, value_name = "N", requires = "impair")]
+    pub seed: Option<u64>,
+    /// Programs built on the relay: give their own stages only the packets this tcpdump
+    /// filter matches.
+    #[arg(long, value_name = "FILTER")]
+    pub processor_filter: Option<String>,
+}
+
+/// The stages of a run, checked, before anything on the host changes; the capture file is
+/// created when the devices exist ([`Lab::pipeline`]), so that it names them.
+pub(super) struct Lab {
+    capture: Option<(PathBuf, CaptureOptions, bool, Option<Filter>)>,
+    devs: [String; 2],
+    own: Vec<(Box<dyn Processor>, Option<Filter>)>,
+    impair: Option<(ImpairStage, Option<Filter>)>,
+}
+
+impl LabArgs {
+    /// Checks every option (impairment words, filters, the capture path); `devs` are the
+    /// relay's two devices, `own` a program's stages.
+    pub(super) fn prepare(
+        &self,
+        devs: [&str; 2],
+        own: Vec<Box<dyn Processor>>,
+    ) -> anyhow::Result<Lab> {
+        let impair = if self.impair.is_empty() {
+            None
+        } else {
+            Some(
+                ImpairConfig::parse(&self.impair, devs[0], devs[1])
+                    .map_err(|e| anyhow::anyhow!("--impair: {e}"))?,
+            )
+        };
+        let filter = |option: &str, expr: &Option<String>| {
+            expr.as_deref()
+                .map(|f| compile_filter(option, f))
+                .transpose()
+        };
+        let pcap_filter = filter("--pcap-filter", &self.pcap_filter)?;
+        let impair_filter = filter("--impair-filter", &self.impair_filter)?;
+        let processor_filter = filter("--processor-filter", &self.processor_filter)?;
+        let capture = match &self.pcap {
+            None => None,
+            Some(path) => {
+                check_capture_path(path)?;
+                let opts = CaptureOptions {
+                    rotation: self.pcap_max.map(|mb| Rotation {
+                        max_bytes: mb * 1_000_000,
+                        files: self.pcap_files.unwrap_or(10),
+                    }),
+                    ..CaptureOptions::default()
+                };
+                Some((path.clone(), opts, self.pcap_raw, pcap_filter))
+            }
+        };
+        let impair = match impair.filter(|c| !c.is_empty()) {
+            None => None,
+            Some(config) => {
+                let seed = match self.seed {
+                    Some(s) => s,
+                    None => os_seed().context("--impair: read a random seed")?,
+                };
+                Some((ImpairStage::new(config, seed), impair_filter))
+            }
+        };
+        Ok(Lab {
+            capture,
+            devs: devs.map(str::to_string),
+            own: own
+                .into_iter()
+                .map(|p| (p, processor_filter.clone()))
+                .collect(),
+            impair,
+        })
+    }
+}
+
+/// What `--pcap` may name: a new file, or an existing regular one, in an existing directory
+/// (the writer checks again, without following links, when it creates the file).
+fn check_capture_path(path: &std::path::Path) -> anyhow::Result<()> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(m) if m.file_type().is_symlink() => {
+            anyhow::bail!("--pcap {shown}: a symbolic link; give the file itself")
+        }
+        Ok(_) => anyhow::bail!("--pcap {shown}: not a regular file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("--pcap {shown}")),
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!("--pcap {shown}: {} is not a directory", dir.display());
+    }
+    Ok(())
+}
+
+impl Lab {
+    /// The pipeline — creating the capture file now — or `None` when no stage is on the path
+    /// (the relay then never looks at its packets).
+    pub(super) fn pipeline(self) -> anyhow::Result<Option<Arc<Pipeline>>> {
+        let mut builder = Pipeline::builder();
+        if let Some((path, opts, raw, filter)) = self.capture {
+            let devs = [self.devs[0].as_str(), self.devs[1].as_str()];
+            let writer = PcapngWriter::create(&path, &devs, opts)
+                .with_context(|| format!("--pcap {}", path.display()))?;
+            builder = builder.boxed(Box::new(CaptureStage::new(writer, raw)), filter);
+        }
+        for (stage, filter) in self.own {
+            builder = builder.boxed(stage, filter);
+        }
+        if let Some((stage, filter)) = self.impair {
+            builder = builder.boxed(Box::new(stage), filter);
+        }
+        Ok((!builder.is_empty()).then(|| Arc::new(builder.build())))
+    }
+}

@@ -35,6 +35,7 @@ use hostkit_tun::filter::Filter;
 
 pub use lab::LabArgs;
 pub use up::{EngineArg, RulesArg, UpArgs};
+pub(crate) use up::{describe_stage, stage_lines};
 
 use crate::printer::Printer;
 use crate::{GlobalArgs, Outcome};

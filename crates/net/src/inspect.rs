@@ -69,6 +69,9 @@ pub struct RelayStatus {
     pub offloads: String,
     pub started_unix: u64,
     pub directions: Vec<DirStats>,
+    /// The stages on the relay's path and their counters (none: the key is left out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<hostkit_tun::pipeline::StageSnapshot>,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +117,7 @@ pub fn inspect(
             offloads: s.offloads.clone(),
             started_unix: s.started_unix,
             directions: s.stats.clone(),
+            stages: s.stages.clone(),
         }),
         sysctls: sysctl_status(recorded.map(|(s, _)| s)),
     })

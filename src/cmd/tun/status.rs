@@ -108,6 +108,17 @@ fn print_text(s: &Status, printer: &Printer) {
             for dir in &r.directions {
                 printer.out(format!("  {dir}"));
             }
+            let devs = [s.devices[0].name.as_str(), s.devices[1].name.as_str()];
+            for (i, stage) in r.stages.iter().enumerate() {
+                printer.out(format!(
+                    "  stage {}: {}",
+                    i + 1,
+                    crate::tunnel::describe_stage(stage)
+                ));
+                for line in crate::tunnel::stage_lines(std::slice::from_ref(stage), devs) {
+                    printer.out(format!("    {line}"));
+                }
+            }
         }
         Some(r) => printer.out(format!(
             "relay: NOT running; pid {} died without tearing down — run `hostkit tun down`",

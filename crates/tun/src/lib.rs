@@ -1,13 +1,32 @@
-//! TUN devices and the packet relay between two of them.
+//! TUN devices, the packet relay between two of them, and the pipeline of stages every
+//! packet crosses on the way — where your code watches, breaks and rewrites traffic.
+//!
+//! # Your code on the path: [`Processor`]
+//!
+//! A stage gets one packet at a time ([`Packet`]: the IP bytes, its [`Direction`], when it was
+//! read) and answers a [`Verdict`] — forward (changed or not), drop, or delay until a time —
+//! and may put packets on the path through its [`Ctx`] (an answer to the sender, a copy).
+//! A stage that needs packets as a wire carries them says so ([`Processor::wire_sized`]) and
+//! gets GSO super-packets segmented ([`gso`]); the others see super-packets untouched, so the
+//! fast path stays fast. The full story, with an example, is in [`pipeline`]; a program runs
+//! its stages with `hostkit::tunnel::Relay::builder().processor(p).main()` (the root
+//! package), which sets up, routes and tears down exactly as `hostkit tun up`.
+//!
+//! Built-in stages: capture to pcapng ([`pcapng::CaptureStage`]) and tc-netem-style
+//! impairment ([`impair::ImpairStage`]); any stage can be limited to the packets a tcpdump
+//! expression matches ([`filter::Filter`]).
+//!
+//! # The rest
 //!
 //! * the devices (`device.rs`): [`TunDevice`] opens TUN devices through `/dev/net/tun` and the
 //!   `TUNSETIFF` ioctl, with `IFF_VNET_HDR`, multi-queue and `TUNSETOFFLOAD` as a
 //!   [`DeviceSetup`] asks;
 //! * [`packet`] decodes an IP packet into a one-line summary (pure, no I/O);
 //! * the relay (`relay/`): [`Relay`] copies packets between two [`PacketIo`] endpoints, counting
-//!   ([`RelayStats`]) and logging ([`PacketLog`]) them (`relay/forward.rs`), with two engines
-//!   ([`Engine`]: `relay/simple.rs`, `relay/fast.rs`); the device I/O is behind that trait so
-//!   the packet logic is unit-tested without a kernel;
+//!   ([`RelayStats`]) and logging ([`PacketLog`]) them and running them through the
+//!   [`Pipeline`] when there is one (`relay/forward.rs`), with two engines ([`Engine`]:
+//!   `relay/simple.rs`, `relay/fast.rs`); the device I/O is behind that trait so the packet
+//!   logic is unit-tested without a kernel;
 //! * [`EngineProfile`] (`profile.rs`): everything the engine and the options decide — the
 //!   [`DeviceSetup`], the [`RelayOptions`], the transmit queue length, the nice value — resolved
 //!   once (pure).

@@ -1,7 +1,7 @@
 //! Segmenting GSO super-packets into the packets the kernel would put on a wire, and the
 //! Internet-checksum helpers that go with it. Pure; no I/O.
 //!
-//! A TUN device opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD` (see [`crate::device`]) hands
+//! A TUN device opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD` (see [`crate::TunDevice`]) hands
 //! userspace every packet behind a 10-byte [`VnetHdr`], and may hand it a *super-packet*: up
 //! to 64 KiB of TCP or UDP payload behind one set of headers, whose transport checksum field
 //! holds only the pseudo-header sum ([`VnetHdr::F_NEEDS_CSUM`]). The relay forwards such

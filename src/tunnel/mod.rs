@@ -19,7 +19,7 @@
 //! fn main() -> std::process::ExitCode {
 //!     // Takes `hostkit tun up`'s options from the command line (`--netns NS`, `--pcap`, …),
 //!     // runs until SIGINT or SIGTERM, then tears down exactly as `tun up` does.
-//!     hostkit::tunnel::Relay::builder().processor(PassThrough).main()
+//!     hostkit::tunnel::Relay::builder().processor(PassThrough).run()
 //! }
 //! ```
 
@@ -102,7 +102,7 @@ impl RelayBuilder {
     /// Runs the tunnel as a program: reads the command line (`-v`, `-q` and `tun up`'s
     /// options) unless [`RelayBuilder::args`] gave them, prints like `hostkit`, and returns
     /// the exit code (0, or 2 with `error:` and its causes).
-    pub fn main(mut self) -> ExitCode {
+    pub fn run(mut self) -> ExitCode {
         let (global, args) = match self.args.take() {
             Some(args) => (None, args),
             None => {

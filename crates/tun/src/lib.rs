@@ -9,7 +9,7 @@
 //! A stage that needs packets as a wire carries them says so ([`Processor::wire_sized`]) and
 //! gets GSO super-packets segmented ([`gso`]); the others see super-packets untouched, so the
 //! fast path stays fast. The full story, with an example, is in [`pipeline`]; a program runs
-//! its stages with `hostkit::tunnel::Relay::builder().processor(p).main()` (the root
+//! its stages with `hostkit::tunnel::Relay::builder().processor(p).run()` (the root
 //! package), which sets up, routes and tears down exactly as `hostkit tun up`.
 //!
 //! Built-in stages: capture to pcapng ([`pcapng::CaptureStage`]) and tc-netem-style

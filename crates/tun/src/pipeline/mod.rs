@@ -61,7 +61,8 @@ mod run;
 use std::time::Instant;
 
 pub use run::{
-    DirStageSnapshot, Fate, Out, Pipeline, PipelineBuilder, StageCounters, StageSnapshot,
+    DirStageSnapshot, Fate, NoSuchSlot, Out, Pipeline, PipelineBuilder, StageCounters,
+    StageSnapshot,
 };
 
 #[cfg(test)]

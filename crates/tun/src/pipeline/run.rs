@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::{Ctx, Direction, Packet, Processor, Verdict};
@@ -90,10 +90,25 @@ pub struct StageSnapshot {
 }
 
 struct Stage {
-    processor: Box<dyn Processor>,
+    /// `None`: an empty slot, passed by (see [`PipelineBuilder::slot`]).
+    processor: Option<Box<dyn Processor>>,
     filter: Option<Filter>,
     wire_sized: bool,
+    /// The slot's name, when it can be filled or emptied while the relay runs.
+    slot: Option<String>,
     counters: [StageCounters; 2],
+}
+
+impl Stage {
+    fn new(processor: Box<dyn Processor>, filter: Option<Filter>, slot: Option<String>) -> Stage {
+        Stage {
+            wire_sized: processor.wire_sized(),
+            processor: Some(processor),
+            filter,
+            slot,
+            counters: Default::default(),
+        }
+    }
 }
 
 /// A packet held until `at`, then sent on from stage `next`.
@@ -136,9 +151,23 @@ struct Inner {
 /// The stages of a relay, shared by its workers (see the module documentation).
 pub struct Pipeline {
     inner: Mutex<Inner>,
-    names: Vec<(String, String, Option<String>, bool)>,
+    /// Stages with a processor now: with none (and nothing held) a packet is not even locked.
+    filled: AtomicUsize,
+    shared: Shared,
+}
+
+/// What the pipeline counts outside its lock.
+struct Shared {
+    /// Packets held now, all stages and directions.
+    held: AtomicUsize,
+    /// Super-packets that could not be segmented.
     segment_errors: AtomicU64,
 }
+
+/// A slot that [`Pipeline::replace`] was asked for and that the pipeline does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no stage slot `{0}` on the relay's path")]
+pub struct NoSuchSlot(pub String);
 
 /// Builds a [`Pipeline`]: stages in the order packets cross them.
 #[derive(Default)]
@@ -163,35 +192,38 @@ impl PipelineBuilder {
         processor: Box<dyn Processor>,
         filter: Option<Filter>,
     ) -> PipelineBuilder {
-        let wire_sized = processor.wire_sized();
-        self.stages.push(Stage {
-            processor,
-            filter,
-            wire_sized,
-            counters: Default::default(),
+        self.stages.push(Stage::new(processor, filter, None));
+        self
+    }
+
+    /// Adds a named slot that [`Pipeline::replace`] fills or empties while the relay runs
+    /// (`tun set --impair …`), holding `stage` to begin with, or nothing.
+    pub fn slot(
+        mut self,
+        name: &str,
+        stage: Option<(Box<dyn Processor>, Option<Filter>)>,
+    ) -> PipelineBuilder {
+        self.stages.push(match stage {
+            Some((p, f)) => Stage::new(p, f, Some(name.to_string())),
+            None => Stage {
+                processor: None,
+                filter: None,
+                wire_sized: false,
+                slot: Some(name.to_string()),
+                counters: Default::default(),
+            },
         });
         self
     }
 
-    /// Whether no stage was added.
+    /// Whether no stage (and no slot) was added.
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
     }
 
     /// The pipeline.
     pub fn build(self) -> Pipeline {
-        let names = self
-            .stages
-            .iter()
-            .map(|s| {
-                (
-                    s.processor.name().to_string(),
-                    s.processor.describe(),
-                    s.filter.as_ref().map(|f| f.to_string()),
-                    s.wire_sized,
-                )
-            })
-            .collect();
+        let filled = self.stages.iter().filter(|s| s.processor.is_some()).count();
         Pipeline {
             inner: Mutex::new(Inner {
                 stages: self.stages,
@@ -201,8 +233,11 @@ impl PipelineBuilder {
                 emitted: Vec::new(),
                 segmenter: Segmenter::new(),
             }),
-            names,
-            segment_errors: AtomicU64::new(0),
+            filled: AtomicUsize::new(filled),
+            shared: Shared {
+                held: AtomicUsize::new(0),
+                segment_errors: AtomicU64::new(0),
+            },
         }
     }
 }
@@ -210,7 +245,8 @@ impl PipelineBuilder {
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("stages", &self.names)
+            .field("filled", &self.filled)
+            .field("held", &self.shared.held)
             .finish_non_exhaustive()
     }
 }
@@ -237,21 +273,18 @@ impl Pipeline {
         now: Instant,
         out: &mut Vec<Out>,
     ) -> Fate {
+        if self.filled.load(Ordering::Acquire) == 0 {
+            return Fate::Write;
+        }
         let mut inner = self.lock();
-        inner.run_borrowed(
-            0,
-            direction,
-            hdr,
-            packet,
-            now,
-            now,
-            out,
-            &self.segment_errors,
-        )
+        inner.run_borrowed(0, direction, hdr, packet, now, now, out, &self.shared)
     }
 
     /// Sends on the held packets of `direction` that are due at `now`.
     pub fn release(&self, direction: Direction, now: Instant, out: &mut Vec<Out>) {
+        if self.shared.held.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut inner = self.lock();
         let d = direction.index();
         // Bounded: each turn removes one held packet; packets a stage holds again are due
@@ -277,13 +310,16 @@ impl Pipeline {
                 h.at,
                 now,
                 out,
-                &self.segment_errors,
+                &self.shared,
             );
         }
     }
 
     /// When the next held packet of `direction` is due.
     pub fn next_due(&self, direction: Direction) -> Option<Instant> {
+        if self.shared.held.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         self.lock().held[direction.index()]
             .peek()
             .map(|Reverse(h)| h.at)
@@ -295,9 +331,9 @@ impl Pipeline {
         inner
             .stages
             .iter()
-            .zip(&self.names)
-            .map(|(stage, (name, description, filter, wire_sized))| {
-                let extra = stage.processor.counters();
+            .filter_map(|stage| stage.processor.as_ref().map(|p| (stage, p)))
+            .map(|(stage, processor)| {
+                let extra = processor.counters();
                 let dir = |i: usize| {
                     let c = &stage.counters[i];
                     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -313,10 +349,10 @@ impl Pipeline {
                     }
                 };
                 StageSnapshot {
-                    name: name.clone(),
-                    description: description.clone(),
-                    filter: filter.clone(),
-                    wire_sized: *wire_sized,
+                    name: processor.name().to_string(),
+                    description: processor.describe(),
+                    filter: stage.filter.as_ref().map(|f| f.to_string()),
+                    wire_sized: stage.wire_sized,
                     directions: [dir(0), dir(1)],
                 }
             })
@@ -325,7 +361,7 @@ impl Pipeline {
 
     /// Super-packets that could not be segmented (malformed) and were dropped.
     pub fn segment_errors(&self) -> u64 {
-        self.segment_errors.load(Ordering::Relaxed)
+        self.shared.segment_errors.load(Ordering::Relaxed)
     }
 
     /// Tells every stage the relay stops; held packets are dropped (and counted).
@@ -336,11 +372,83 @@ impl Pipeline {
                 let c = &inner.stages[h.by].counters[d];
                 c.held.fetch_sub(1, Ordering::Relaxed);
                 c.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.held.fetch_sub(1, Ordering::AcqRel);
             }
         }
         for s in &mut inner.stages {
-            s.processor.finish();
+            if let Some(p) = s.processor.as_mut() {
+                p.finish();
+            }
         }
+    }
+
+    /// Puts `stage` (or nothing) into the slot called `name`, between two packets: packets
+    /// already held by the slot's old stage go on when due; the old stage is finished (a
+    /// capture flushed) and its counters start again from zero for the new one.
+    pub fn replace(
+        &self,
+        name: &str,
+        stage: Option<(Box<dyn Processor>, Option<Filter>)>,
+    ) -> Result<(), NoSuchSlot> {
+        let mut inner = self.lock();
+        let Some(slot) = inner
+            .stages
+            .iter_mut()
+            .find(|s| s.slot.as_deref() == Some(name))
+        else {
+            return Err(NoSuchSlot(name.to_string()));
+        };
+        let had = slot.processor.is_some();
+        if let Some(mut old) = slot.processor.take() {
+            old.finish();
+        }
+        for c in &slot.counters {
+            for a in [
+                &c.packets,
+                &c.bytes,
+                &c.dropped,
+                &c.delayed,
+                &c.injected,
+                &c.bypassed,
+            ] {
+                a.store(0, Ordering::Relaxed);
+            }
+        }
+        let has = stage.is_some();
+        match stage {
+            Some((p, f)) => {
+                slot.wire_sized = p.wire_sized();
+                slot.processor = Some(p);
+                slot.filter = f;
+            }
+            None => {
+                slot.wire_sized = false;
+                slot.filter = None;
+            }
+        }
+        match (had, has) {
+            (false, true) => {
+                self.filled.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                self.filled.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The names of the slots and what each holds now (the processor's name, or `None`).
+    pub fn slots(&self) -> Vec<(String, Option<String>)> {
+        self.lock()
+            .stages
+            .iter()
+            .filter_map(|s| {
+                s.slot
+                    .clone()
+                    .map(|n| (n, s.processor.as_ref().map(|p| p.name().to_string())))
+            })
+            .collect()
     }
 }
 
@@ -356,11 +464,9 @@ impl Inner {
         arrival: Instant,
         now: Instant,
         out: &mut Vec<Out>,
-        seg_errors: &AtomicU64,
+        shared: &Shared,
     ) {
-        if self.run_borrowed(from, dir, hdr, &mut data, arrival, now, out, seg_errors)
-            == Fate::Write
-        {
+        if self.run_borrowed(from, dir, hdr, &mut data, arrival, now, out, shared) == Fate::Write {
             out.push(Out {
                 direction: dir,
                 hdr,
@@ -380,7 +486,7 @@ impl Inner {
         arrival: Instant,
         now: Instant,
         out: &mut Vec<Out>,
-        seg_errors: &AtomicU64,
+        shared: &Shared,
     ) -> Fate {
         let d = dir.index();
         for i in from..self.stages.len() {
@@ -392,20 +498,11 @@ impl Inner {
                 {
                     Ok(_) => {
                         for seg in segments {
-                            self.run_owned(
-                                i,
-                                dir,
-                                VnetHdr::NONE,
-                                seg,
-                                arrival,
-                                now,
-                                out,
-                                seg_errors,
-                            );
+                            self.run_owned(i, dir, VnetHdr::NONE, seg, arrival, now, out, shared);
                         }
                     }
                     Err(e) => {
-                        let n = seg_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        let n = shared.segment_errors.fetch_add(1, Ordering::Relaxed) + 1;
                         if n <= 10 || n.is_multiple_of(1000) {
                             log::warn!(
                                 "a super-packet could not be segmented ({e}); dropped ({n} so far)"
@@ -416,6 +513,9 @@ impl Inner {
                 return Fate::Taken;
             }
             let stage = &mut self.stages[i];
+            if stage.processor.is_none() {
+                continue; // an empty slot
+            }
             if let Some(f) = &stage.filter
                 && !f.matches(data)
             {
@@ -441,7 +541,10 @@ impl Inner {
                     injected: &mut injected,
                     emitted: &mut emitted,
                 };
-                stage.processor.process(&mut packet, &mut ctx)
+                match stage.processor.as_mut() {
+                    Some(p) => p.process(&mut packet, &mut ctx),
+                    None => Verdict::Forward,
+                }
             };
             let replaced = packet.replaced.take();
             for (to, pkt) in injected.drain(..) {
@@ -458,7 +561,7 @@ impl Inner {
             let emitted_now = std::mem::take(&mut emitted);
             self.emitted = emitted;
             for (at, pkt) in emitted_now {
-                self.hold_or_run(i, i + 1, dir, VnetHdr::NONE, pkt, at, now, out, seg_errors);
+                self.hold_or_run(i, i + 1, dir, VnetHdr::NONE, pkt, at, now, out, shared);
             }
             match (verdict, replaced) {
                 (Verdict::Drop, _) => {
@@ -469,12 +572,12 @@ impl Inner {
                 }
                 (Verdict::Forward, None) => {}
                 (Verdict::Forward, Some(new)) => {
-                    self.run_owned(i + 1, dir, hdr, new, arrival, now, out, seg_errors);
+                    self.run_owned(i + 1, dir, hdr, new, arrival, now, out, shared);
                     return Fate::Taken;
                 }
                 (Verdict::Delay(at), replaced) => {
                     let pkt = replaced.unwrap_or_else(|| data.to_vec());
-                    self.hold_or_run(i, i + 1, dir, hdr, pkt, at, now, out, seg_errors);
+                    self.hold_or_run(i, i + 1, dir, hdr, pkt, at, now, out, shared);
                     return Fate::Taken;
                 }
             }
@@ -494,16 +597,17 @@ impl Inner {
         at: Instant,
         now: Instant,
         out: &mut Vec<Out>,
-        seg_errors: &AtomicU64,
+        shared: &Shared,
     ) {
         let d = dir.index();
         if at <= now {
-            self.run_owned(next, dir, hdr, data, at, now, out, seg_errors);
+            self.run_owned(next, dir, hdr, data, at, now, out, shared);
             return;
         }
         let c = &self.stages[by].counters[d];
         c.delayed.fetch_add(1, Ordering::Relaxed);
         c.held.fetch_add(1, Ordering::Relaxed);
+        shared.held.fetch_add(1, Ordering::AcqRel);
         self.seq += 1;
         self.held[d].push(Reverse(Held {
             at,

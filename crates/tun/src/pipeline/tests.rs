@@ -265,3 +265,61 @@ fn finish_drops_what_is_held_and_counts_it() {
     assert_eq!((d.held, d.dropped), (0, 1));
     assert_eq!(p.next_due(Direction::Forward), None);
 }
+
+#[test]
+fn a_slot_is_filled_and_emptied_between_packets() {
+    let p = Pipeline::builder().slot("impair", None).build();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    let mut pkt = udp(1, b"x");
+    assert_eq!(
+        p.process(Direction::Forward, VnetHdr::NONE, &mut pkt, now, &mut out),
+        Fate::Write
+    );
+    assert!(p.snapshot().is_empty(), "an empty slot shows no stage");
+    let (drop, seen) = fixed(|_| Verdict::Drop, false);
+    p.replace("impair", Some((Box::new(drop), None))).unwrap();
+    assert_eq!(
+        p.process(Direction::Forward, VnetHdr::NONE, &mut pkt, now, &mut out),
+        Fate::Taken
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(
+        p.slots(),
+        vec![("impair".to_string(), Some("fixed".to_string()))]
+    );
+    p.replace("impair", None).unwrap();
+    assert_eq!(
+        p.process(Direction::Forward, VnetHdr::NONE, &mut pkt, now, &mut out),
+        Fate::Write
+    );
+    assert_eq!(
+        p.replace("capture", None),
+        Err(super::NoSuchSlot("capture".into()))
+    );
+}
+
+#[test]
+fn packets_held_by_a_stage_that_is_removed_still_go_on() {
+    let (delay, _) = fixed(|now| Verdict::Delay(now + Duration::from_millis(5)), false);
+    let p = Pipeline::builder()
+        .slot("impair", Some((Box::new(delay), None)))
+        .build();
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    p.process(
+        Direction::Forward,
+        VnetHdr::NONE,
+        &mut udp(1, b"x"),
+        t0,
+        &mut out,
+    );
+    p.replace("impair", None).unwrap();
+    assert_eq!(
+        p.next_due(Direction::Forward),
+        Some(t0 + Duration::from_millis(5))
+    );
+    p.release(Direction::Forward, t0 + Duration::from_millis(5), &mut out);
+    assert_eq!(out.len(), 1, "released after its stage went");
+    assert_eq!(p.next_due(Direction::Forward), None);
+}

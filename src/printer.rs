@@ -54,6 +54,17 @@ impl Printer {
         }
     }
 
+    /// Flushes stdout now (between the samples of a command that keeps printing); a failure is
+    /// kept for [`Printer::finish_stdout`]. Returns whether stdout still takes results.
+    pub fn flush_stdout(&self) -> bool {
+        let flushed = std::io::stdout().lock().flush();
+        self.stdout_result(flushed);
+        self.stdout_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
     /// After the command: flushes stdout, and fails when any result could not be written
     /// (a closed or full stdout, a broken pipe).
     pub fn finish_stdout(&self) -> std::io::Result<()> {

@@ -16,6 +16,7 @@ mod sysrecipes;
 #[macro_use]
 mod tun;
 mod tun_coexist;
+mod tun_control;
 mod tun_demo;
 mod tun_garbage;
 mod tun_ipv6;

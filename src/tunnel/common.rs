@@ -123,3 +123,48 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// The state file and record of the running tunnel that `dev0`/`dev1` name (either may be
+/// left out when only one tunnel runs in the namespace), after entering `--netns`.
+pub fn running_tunnel(
+    place: &WhereArgs,
+    dev0: Option<&str>,
+    dev1: Option<&str>,
+    what: &str,
+) -> anyhow::Result<(PathBuf, hostkit_net::TunnelState)> {
+    let netns_inode = enter_namespace(place.netns.as_deref(), what)?;
+    let Some(dir) = place.run_dir(false)? else {
+        bail!(
+            "no tunnel runs here (no run directory {})",
+            place.run_dir.display()
+        );
+    };
+    let mut running: Vec<(PathBuf, hostkit_net::TunnelState)> =
+        hostkit_net::state::records(&dir, netns_inode)?
+            .into_iter()
+            .filter(|r| r.running)
+            .filter_map(|r| r.state.ok().map(|s| (r.path, s)))
+            .filter(|(_, s)| {
+                dev0.is_none_or(|d| d == s.spec.ends[0].dev)
+                    && dev1.is_none_or(|d| d == s.spec.ends[1].dev)
+            })
+            .collect();
+    match running.len() {
+        0 => bail!(
+            "no running tunnel{} in this network namespace",
+            match (dev0, dev1) {
+                (None, None) => String::new(),
+                _ => format!(" {} <-> {}", dev0.unwrap_or("*"), dev1.unwrap_or("*")),
+            }
+        ),
+        1 => Ok(running.remove(0)),
+        n => bail!(
+            "{n} tunnels run in this network namespace ({}); say which with --dev0/--dev1",
+            running
+                .iter()
+                .map(|(_, s)| format!("{} <-> {}", s.spec.ends[0].dev, s.spec.ends[1].dev))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

@@ -9,7 +9,7 @@ use hostkit_tun::Processor;
 use hostkit_tun::filter::Filter;
 use hostkit_tun::impair::{ImpairConfig, ImpairStage, os_seed};
 use hostkit_tun::pcapng::{CaptureOptions, CaptureStage, PcapngWriter, Rotation};
-use hostkit_tun::pipeline::Pipeline;
+use hostkit_tun::pipeline::{FilteredStage, Pipeline};
 
 use super::compile_filter;
 
@@ -55,14 +55,82 @@ pub struct LabArgs {
     pub processor_filter: Option<String>,
 }
 
+/// A capture to start: where, how, limited to what.
+pub(super) struct CaptureSpec {
+    path: PathBuf,
+    opts: CaptureOptions,
+    raw: bool,
+    filter: Option<Filter>,
+}
+
+impl CaptureSpec {
+    /// Checks a capture's options (the path, the filter) without creating anything.
+    pub(super) fn new(
+        path: &std::path::Path,
+        raw: bool,
+        filter: Option<&str>,
+        rotation: Option<Rotation>,
+    ) -> anyhow::Result<CaptureSpec> {
+        check_capture_path(path)?;
+        Ok(CaptureSpec {
+            path: path.to_path_buf(),
+            opts: CaptureOptions {
+                rotation,
+                ..CaptureOptions::default()
+            },
+            raw,
+            filter: filter
+                .map(|f| compile_filter("--pcap-filter", f))
+                .transpose()?,
+        })
+    }
+
+    /// Creates the file (interfaces named after `devs`) and the stage.
+    pub(super) fn start(self, devs: [&str; 2]) -> anyhow::Result<FilteredStage> {
+        let writer = PcapngWriter::create(&self.path, &devs, self.opts)
+            .with_context(|| format!("--pcap {}", self.path.display()))?;
+        Ok((Box::new(CaptureStage::new(writer, self.raw)), self.filter))
+    }
+}
+
+/// The impairment stage of `specs` (`None` when they say nothing), checked.
+pub(super) fn impair_stage(
+    specs: &[String],
+    filter: Option<&str>,
+    seed: Option<u64>,
+    devs: [&str; 2],
+) -> anyhow::Result<Option<FilteredStage>> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let config = ImpairConfig::parse(specs, devs[0], devs[1])
+        .map_err(|e| anyhow::anyhow!("--impair: {e}"))?;
+    if config.is_empty() {
+        return Ok(None);
+    }
+    let filter = filter
+        .map(|f| compile_filter("--impair-filter", f))
+        .transpose()?;
+    let seed = match seed {
+        Some(s) => s,
+        None => os_seed().context("--impair: read a random seed")?,
+    };
+    Ok(Some((Box::new(ImpairStage::new(config, seed)), filter)))
+}
+
 /// The stages of a run, checked, before anything on the host changes; the capture file is
 /// created when the devices exist ([`Lab::pipeline`]), so that it names them.
 pub(super) struct Lab {
-    capture: Option<(PathBuf, CaptureOptions, bool, Option<Filter>)>,
+    capture: Option<CaptureSpec>,
     devs: [String; 2],
-    own: Vec<(Box<dyn Processor>, Option<Filter>)>,
-    impair: Option<(ImpairStage, Option<Filter>)>,
+    own: Vec<FilteredStage>,
+    impair: Option<FilteredStage>,
 }
+
+/// The slot names `tun set` fills and empties.
+pub(super) const CAPTURE_SLOT: &str = "capture";
+/// See [`CAPTURE_SLOT`].
+pub(super) const IMPAIR_SLOT: &str = "impair";
 
 impl LabArgs {
     /// Checks every option (impairment words, filters, the capture path); `devs` are the
@@ -72,45 +140,23 @@ impl LabArgs {
         devs: [&str; 2],
         own: Vec<Box<dyn Processor>>,
     ) -> anyhow::Result<Lab> {
-        let impair = if self.impair.is_empty() {
-            None
-        } else {
-            Some(
-                ImpairConfig::parse(&self.impair, devs[0], devs[1])
-                    .map_err(|e| anyhow::anyhow!("--impair: {e}"))?,
-            )
-        };
-        let filter = |option: &str, expr: &Option<String>| {
-            expr.as_deref()
-                .map(|f| compile_filter(option, f))
-                .transpose()
-        };
-        let pcap_filter = filter("--pcap-filter", &self.pcap_filter)?;
-        let impair_filter = filter("--impair-filter", &self.impair_filter)?;
-        let processor_filter = filter("--processor-filter", &self.processor_filter)?;
+        let impair = impair_stage(&self.impair, self.impair_filter.as_deref(), self.seed, devs)?;
+        let processor_filter = self
+            .processor_filter
+            .as_deref()
+            .map(|f| compile_filter("--processor-filter", f))
+            .transpose()?;
         let capture = match &self.pcap {
             None => None,
-            Some(path) => {
-                check_capture_path(path)?;
-                let opts = CaptureOptions {
-                    rotation: self.pcap_max.map(|mb| Rotation {
-                        max_bytes: mb * 1_000_000,
-                        files: self.pcap_files.unwrap_or(10),
-                    }),
-                    ..CaptureOptions::default()
-                };
-                Some((path.clone(), opts, self.pcap_raw, pcap_filter))
-            }
-        };
-        let impair = match impair.filter(|c| !c.is_empty()) {
-            None => None,
-            Some(config) => {
-                let seed = match self.seed {
-                    Some(s) => s,
-                    None => os_seed().context("--impair: read a random seed")?,
-                };
-                Some((ImpairStage::new(config, seed), impair_filter))
-            }
+            Some(path) => Some(CaptureSpec::new(
+                path,
+                self.pcap_raw,
+                self.pcap_filter.as_deref(),
+                self.pcap_max.map(|mb| Rotation {
+                    max_bytes: mb * 1_000_000,
+                    files: self.pcap_files.unwrap_or(10),
+                }),
+            )?),
         };
         Ok(Lab {
             capture,
@@ -148,22 +194,16 @@ fn check_capture_path(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 impl Lab {
-    /// The pipeline — creating the capture file now — or `None` when no stage is on the path
-    /// (the relay then never looks at its packets).
-    pub(super) fn pipeline(self) -> anyhow::Result<Option<Arc<Pipeline>>> {
-        let mut builder = Pipeline::builder();
-        if let Some((path, opts, raw, filter)) = self.capture {
-            let devs = [self.devs[0].as_str(), self.devs[1].as_str()];
-            let writer = PcapngWriter::create(&path, &devs, opts)
-                .with_context(|| format!("--pcap {}", path.display()))?;
-            builder = builder.boxed(Box::new(CaptureStage::new(writer, raw)), filter);
-        }
+    /// The pipeline — creating the capture file now: a capture slot, the program's own stages,
+    /// an impairment slot (`tun set` fills and empties the slots while the relay runs; an
+    /// empty pipeline costs the relay one atomic load per packet).
+    pub(super) fn pipeline(self) -> anyhow::Result<Arc<Pipeline>> {
+        let devs = [self.devs[0].as_str(), self.devs[1].as_str()];
+        let capture = self.capture.map(|c| c.start(devs)).transpose()?;
+        let mut builder = Pipeline::builder().slot(CAPTURE_SLOT, capture);
         for (stage, filter) in self.own {
             builder = builder.boxed(stage, filter);
         }
-        if let Some((stage, filter)) = self.impair {
-            builder = builder.boxed(Box::new(stage), filter);
-        }
-        Ok((!builder.is_empty()).then(|| Arc::new(builder.build())))
+        Ok(Arc::new(builder.slot(IMPAIR_SLOT, self.impair).build()))
     }
 }

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod common;
+pub mod control;
 mod lab;
 mod up;
 

@@ -19,6 +19,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::common::{
     WhereArgs, enter_namespace, packet_log, report_teardown, stderr_sink, unix_now,
 };
+use super::control::{self, Control};
 use super::lab::LabArgs;
 use crate::Outcome;
 use crate::printer::Printer;
@@ -302,7 +303,7 @@ pub fn run(
     }
     let mut relay_opts = profile.relay_options(stderr_sink());
     let relay = lab.pipeline().and_then(|pipeline| {
-        relay_opts.pipeline = pipeline;
+        relay_opts.pipeline = Some(pipeline);
         Ok(Relay::start_queues(tunnel.queue_pairs(), relay_opts)?)
     });
     let relay = match relay {
@@ -333,6 +334,17 @@ pub fn run(
             printer.note(format!("stage {}: {}", i + 1, describe_stage(stage)));
         }
     }
+    // Live control (`tun set`, `tun stats`): a socket beside the state file.
+    let control = match Control::listen(control::socket_path(state_file.path())) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            printer.warn(format!(
+                "live control is off (cannot listen beside {}: {e}); `tun set` and `tun stats` will not reach this relay",
+                state_file.path().display()
+            ));
+            None
+        }
+    };
 
     // Watch the kernel's events about the tunnel, and put back what drifts (link down/up,
     // addresses removed): traffic must not silently bypass the relay.
@@ -355,6 +367,8 @@ pub fn run(
         paths: PathWatch::new(&spec),
         watcher: watcher.as_mut(),
         undo: &mut tunnel.undo,
+        control: control.as_ref(),
+        devs: spec.devs(),
     };
     let stop = running.wait_for_stop();
     drop(watcher);
@@ -537,6 +551,8 @@ struct Running<'a> {
     paths: PathWatch<'a>,
     watcher: Option<&'a mut Watcher>,
     undo: &'a mut Vec<Undo>,
+    control: Option<&'a Control>,
+    devs: [&'a str; 2],
 }
 
 impl Running<'_> {
@@ -595,31 +611,116 @@ impl Running<'_> {
                 timeout = timeout.min(t);
             }
             let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::ZERO);
-            let sig = PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN);
-            let events = match self.watcher.as_deref() {
-                Some(w) => {
-                    let mut fds = [sig, PollFd::new(w.fd(), PollFlags::POLLIN)];
-                    let _ = poll(&mut fds, timeout);
-                    fds[1].revents().unwrap_or(PollFlags::empty())
-                }
-                None => {
-                    let _ = poll(&mut [sig], timeout);
-                    PollFlags::empty()
-                }
+            let mut fds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
+            if let Some(w) = self.watcher.as_deref() {
+                fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+            }
+            if let Some(c) = self.control {
+                fds.push(PollFd::new(c.fd(), PollFlags::POLLIN));
+            }
+            let _ = poll(&mut fds, timeout);
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
             };
+            let events = self.watcher.is_some() && ready(1);
+            let control_ready = self.control.is_some() && ready(fds.len() - 1);
+            drop(fds);
+            if control_ready && let Some(c) = self.control {
+                c.serve(|req| self.handle(req));
+            }
             if let Ok(Some(info)) = self.sigfd.read_signal() {
                 let name = Signal::try_from(info.ssi_signo as i32)
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_else(|_| format!("signal {}", info.ssi_signo));
                 return Stop::Signal(name);
             }
-            if !events.is_empty()
+            if events
                 && let Some(w) = self.watcher.as_deref_mut()
                 && let Err(e) = w.drain()
             {
                 return Stop::Drift(e);
             }
         }
+    }
+}
+
+impl Running<'_> {
+    /// Answers one live-control request (see [`super::control`]); every change is logged.
+    fn handle(&self, req: control::Request) -> control::Reply {
+        let pipeline = self.relay.pipeline().map(|p| p.as_ref());
+        let result = match req.op.as_str() {
+            "stats" => Ok(()),
+            "set" => match pipeline {
+                None => Err(anyhow!("this relay runs without a pipeline")),
+                Some(p) => self.set(p, &req),
+            },
+            other => Err(anyhow!("unknown request `{other}` (stats, set)")),
+        };
+        match result {
+            Ok(()) => control::Reply {
+                ok: true,
+                error: None,
+                directions: self.relay.stats().snapshot().to_vec(),
+                stages: control::stages_of(pipeline),
+            },
+            Err(e) => control::Reply {
+                ok: false,
+                error: Some(format!("{e:#}")),
+                ..control::Reply::default()
+            },
+        }
+    }
+
+    fn set(&self, p: &hostkit_tun::Pipeline, req: &control::Request) -> anyhow::Result<()> {
+        // Everything is checked before anything changes.
+        let impair = match &req.impair {
+            None => None,
+            Some(specs) => Some(super::lab::impair_stage(
+                specs,
+                req.impair_filter.as_deref(),
+                req.seed,
+                self.devs,
+            )?),
+        };
+        let capture = match (&req.pcap, req.no_pcap) {
+            (Some(_), true) => bail!("--pcap and --no-pcap together"),
+            (Some(path), false) => {
+                if !path.is_absolute() {
+                    bail!(
+                        "--pcap {}: the relay needs an absolute path",
+                        path.display()
+                    );
+                }
+                Some(Some(super::lab::CaptureSpec::new(
+                    path,
+                    req.pcap_raw,
+                    req.pcap_filter.as_deref(),
+                    None,
+                )?))
+            }
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        if let Some(c) = capture {
+            let stage = c.map(|c| c.start(self.devs)).transpose()?;
+            let what = stage
+                .as_ref()
+                .map(|(s, _)| s.describe())
+                .unwrap_or_else(|| "off".into());
+            p.replace(super::lab::CAPTURE_SLOT, stage)?;
+            self.printer.note(format!("tun set: capture {what}"));
+        }
+        if let Some(stage) = impair {
+            let what = stage
+                .as_ref()
+                .map(|(s, _)| s.describe())
+                .unwrap_or_else(|| "off".into());
+            p.replace(super::lab::IMPAIR_SLOT, stage)?;
+            self.printer.note(format!("tun set: impair {what}"));
+        }
+        Ok(())
     }
 }
 

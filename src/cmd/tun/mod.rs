@@ -2,6 +2,8 @@
 
 mod demo;
 mod down;
+mod set;
+mod stats;
 mod status;
 
 use crate::Outcome;
@@ -20,6 +22,12 @@ pub enum TunCommand {
     /// Show the tunnel's devices, addresses, rules, table routes, whether the local routes are
     /// moved, and the relay with its counters.
     Status(status::StatusArgs),
+    /// Change a running relay's impairment or capture between two packets, without restarting
+    /// it (over its control socket in the run directory).
+    Set(set::SetArgs),
+    /// A running relay's live counters: per direction with rates, and per stage; once, or
+    /// every few seconds with --watch.
+    Stats(stats::StatsArgs),
     /// A guided first run: a private network namespace, the whole setup inside it, a ping and
     /// an 8 MiB HTTP transfer through the relay, the packet log and counters; the host is left
     /// untouched. Needs root.
@@ -34,6 +42,8 @@ pub fn run(cmd: TunCommand, printer: &Printer) -> anyhow::Result<Outcome> {
             .run_with(printer),
         TunCommand::Down(args) => down::run(args, printer),
         TunCommand::Status(args) => status::run(args, printer),
+        TunCommand::Set(args) => set::run(args, printer),
+        TunCommand::Stats(args) => stats::run(args, printer),
         TunCommand::Demo(args) => demo::run(args, printer),
     }
 }

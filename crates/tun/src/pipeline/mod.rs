@@ -61,8 +61,8 @@ mod run;
 use std::time::Instant;
 
 pub use run::{
-    DirStageSnapshot, Fate, NoSuchSlot, Out, Pipeline, PipelineBuilder, StageCounters,
-    StageSnapshot,
+    DirStageSnapshot, Fate, FilteredStage, NoSuchSlot, Out, Pipeline, PipelineBuilder,
+    StageCounters, StageSnapshot,
 };
 
 #[cfg(test)]

@@ -164,6 +164,9 @@ struct Shared {
     segment_errors: AtomicU64,
 }
 
+/// A stage to put on the path: its processor and, optionally, the filter that limits it.
+pub type FilteredStage = (Box<dyn Processor>, Option<Filter>);
+
 /// A slot that [`Pipeline::replace`] was asked for and that the pipeline does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no stage slot `{0}` on the relay's path")]
@@ -198,11 +201,7 @@ impl PipelineBuilder {
 
     /// Adds a named slot that [`Pipeline::replace`] fills or empties while the relay runs
     /// (`tun set --impair …`), holding `stage` to begin with, or nothing.
-    pub fn slot(
-        mut self,
-        name: &str,
-        stage: Option<(Box<dyn Processor>, Option<Filter>)>,
-    ) -> PipelineBuilder {
+    pub fn slot(mut self, name: &str, stage: Option<FilteredStage>) -> PipelineBuilder {
         self.stages.push(match stage {
             Some((p, f)) => Stage::new(p, f, Some(name.to_string())),
             None => Stage {
@@ -385,11 +384,7 @@ impl Pipeline {
     /// Puts `stage` (or nothing) into the slot called `name`, between two packets: packets
     /// already held by the slot's old stage go on when due; the old stage is finished (a
     /// capture flushed) and its counters start again from zero for the new one.
-    pub fn replace(
-        &self,
-        name: &str,
-        stage: Option<(Box<dyn Processor>, Option<Filter>)>,
-    ) -> Result<(), NoSuchSlot> {
+    pub fn replace(&self, name: &str, stage: Option<FilteredStage>) -> Result<(), NoSuchSlot> {
         let mut inner = self.lock();
         let Some(slot) = inner
             .stages

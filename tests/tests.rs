@@ -7,6 +7,7 @@ mod util;
 mod cli;
 mod desktop;
 mod fuzz;
+mod lab_examples;
 mod patch;
 mod pcapng;
 #[macro_use]

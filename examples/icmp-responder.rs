@@ -209,7 +209,7 @@ impl Processor for IcmpResponder {
 fn main() -> ExitCode {
     hostkit::tunnel::Relay::builder()
         .processor(IcmpResponder::default())
-        .main()
+        .run()
 }
 
 /// The stage without a kernel: packets through a [`hostkit_tun::Pipeline`] holding it alone.

@@ -2,7 +2,7 @@
 //!
 //! It shows the skeleton every other example grows from — a [`Processor`] with a name and a
 //! `process` that answers [`Verdict::Forward`], handed to
-//! `hostkit::tunnel::Relay::builder().processor(…).main()`, which runs exactly what
+//! `hostkit::tunnel::Relay::builder().processor(…).run()`, which runs exactly what
 //! `hostkit tun up` runs (same options, setup, routing, watcher, teardown), with the stage on
 //! the relay's path. The pipeline counts packets and bytes for every stage, so the final report
 //! (on stdout, after SIGTERM or Ctrl-C) lists `pass-through tun0 -> tun1: N packets, …`. The
@@ -44,5 +44,5 @@ impl Processor for PassThrough {
 fn main() -> ExitCode {
     hostkit::tunnel::Relay::builder()
         .processor(PassThrough)
-        .main()
+        .run()
 }

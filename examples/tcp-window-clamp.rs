@@ -7,8 +7,8 @@
 //!
 //! * a program with options of its own next to `hostkit tun up`'s: a clap parser that
 //!   flattens [`hostkit::GlobalArgs`] (`-v`, `-q`), [`hostkit::tunnel::UpArgs`] and `--clamp`,
-//!   handed over with `Relay::builder().args(…)` and run with
-//!   [`hostkit::tunnel::RelayBuilder::run_with`];
+//!   handed over with `Relay::builder().global(…).args(…)` and run with
+//!   [`hostkit::tunnel::RelayBuilder::run`];
 //! * a stage that rewrites bytes, so it asks for wire-sized packets
 //!   ([`Processor::wire_sized`]): the pipeline segments GSO super-packets for it, each segment
 //!   with a complete checksum, and the stage keeps that checksum right incrementally
@@ -44,7 +44,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hostkit::printer::Printer;
 use hostkit::tunnel::{Relay, UpArgs};
 use hostkit_tun::gso::{checksum_update, checksum_update_u16};
 use hostkit_tun::{Ctx, Packet, Processor, Verdict};
@@ -205,21 +204,11 @@ impl Processor for WindowClamp {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // What `Relay::builder().main()` does, with our own command line.
-    let printer = Printer::new(&cli.global);
-    printer.install_logger();
-    let result = Relay::builder()
+    Relay::builder()
+        .global(cli.global)
         .args(cli.up)
         .processor(WindowClamp::new(cli.clamp))
-        .run_with(&printer)
-        .and_then(|_| Ok(printer.finish_stdout()?));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            printer.error(&err);
-            ExitCode::from(2)
-        }
-    }
+        .run()
 }
 
 /// The stage without a kernel: packets through a [`hostkit_tun::Pipeline`] holding it alone.

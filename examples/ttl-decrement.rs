@@ -217,7 +217,7 @@ impl Processor for TtlDecrement {
 fn main() -> ExitCode {
     hostkit::tunnel::Relay::builder()
         .processor(TtlDecrement::default())
-        .main()
+        .run()
 }
 
 /// The stage without a kernel: packets through a [`hostkit_tun::Pipeline`] holding it alone.

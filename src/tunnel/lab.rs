@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hostkit_tun::Processor;
 use hostkit_tun::filter::Filter;
 use hostkit_tun::impair::{ImpairConfig, ImpairStage, os_seed};
 use hostkit_tun::pcapng::{CaptureOptions, CaptureStage, PcapngWriter, Rotation};
@@ -135,11 +134,7 @@ pub(super) const IMPAIR_SLOT: &str = "impair";
 impl LabArgs {
     /// Checks every option (impairment words, filters, the capture path); `devs` are the
     /// relay's two devices, `own` a program's stages.
-    pub(super) fn prepare(
-        &self,
-        devs: [&str; 2],
-        own: Vec<Box<dyn Processor>>,
-    ) -> anyhow::Result<Lab> {
+    pub(super) fn prepare(&self, devs: [&str; 2], own: Vec<FilteredStage>) -> anyhow::Result<Lab> {
         let impair = impair_stage(&self.impair, self.impair_filter.as_deref(), self.seed, devs)?;
         let processor_filter = self
             .processor_filter
@@ -163,7 +158,7 @@ impl LabArgs {
             devs: devs.map(str::to_string),
             own: own
                 .into_iter()
-                .map(|p| (p, processor_filter.clone()))
+                .map(|(p, f)| (p, f.or_else(|| processor_filter.clone())))
                 .collect(),
             impair,
         })

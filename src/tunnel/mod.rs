@@ -57,7 +57,8 @@ impl Relay {
 #[derive(Default)]
 pub struct RelayBuilder {
     args: Option<UpArgs>,
-    stages: Vec<Box<dyn Processor>>,
+    global: Option<GlobalArgs>,
+    stages: Vec<hostkit_tun::pipeline::FilteredStage>,
 }
 
 impl std::fmt::Debug for RelayBuilder {
@@ -69,7 +70,7 @@ impl std::fmt::Debug for RelayBuilder {
                 &self
                     .stages
                     .iter()
-                    .map(|s| s.name().to_string())
+                    .map(|(s, _)| s.name().to_string())
                     .collect::<Vec<_>>(),
             )
             .finish()
@@ -93,10 +94,24 @@ impl RelayBuilder {
         self
     }
 
+    /// The global options (`-v`, `-q`, `--color`) when [`RelayBuilder::args`] gave `tun up`'s
+    /// (a program with a command line of its own flattens [`GlobalArgs`] and [`UpArgs`]).
+    pub fn global(mut self, global: GlobalArgs) -> RelayBuilder {
+        self.global = Some(global);
+        self
+    }
+
     /// Adds a stage of your own. Stages run in this order, after capture (`--pcap`) and before
     /// impairment (`--impair`); `--processor-filter` limits them to the packets it matches.
     pub fn processor(mut self, processor: impl Processor + 'static) -> RelayBuilder {
-        self.stages.push(Box::new(processor));
+        self.stages.push((Box::new(processor), None));
+        self
+    }
+
+    /// Adds a stage of your own that sees only the packets `filter` matches (then
+    /// `--processor-filter` does not apply to it).
+    pub fn filtered(mut self, processor: impl Processor + 'static, filter: Filter) -> RelayBuilder {
+        self.stages.push((Box::new(processor), Some(filter)));
         self
     }
 
@@ -105,7 +120,7 @@ impl RelayBuilder {
     /// the exit code (0, or 2 with `error:` and its causes).
     pub fn run(mut self) -> ExitCode {
         let (global, args) = match self.args.take() {
-            Some(args) => (None, args),
+            Some(args) => (self.global.take(), args),
             None => {
                 let cli = ProgramCli::parse();
                 (Some(cli.global), cli.up)

@@ -205,7 +205,7 @@ impl UpArgs {
 /// Runs `hostkit tun up`, with a program's own stages (`own`) on the relay's path.
 pub fn run(
     args: UpArgs,
-    own: Vec<Box<dyn hostkit_tun::Processor>>,
+    own: Vec<hostkit_tun::pipeline::FilteredStage>,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
     let profile = args.profile(printer)?;

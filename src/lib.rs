@@ -17,7 +17,7 @@ pub mod tunnel;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::printer::Printer;
 
@@ -67,10 +67,13 @@ pub enum Outcome {
 
 /// The `hostkit` command line.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Kept as parsed too: `tun up --config` needs to know which options were given.
+    let matches = Cli::command().get_matches();
+    let cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
     let printer = Printer::new(&cli.global);
     printer.install_logger();
-    let result = cmd::run(cli.command, &printer);
+    let result = cmd::run(cli.command, &matches, &printer);
     finish(result, &printer)
 }
 

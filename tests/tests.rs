@@ -17,10 +17,12 @@ mod sysrecipes;
 #[macro_use]
 mod tun;
 mod tun_coexist;
+mod tun_config;
 mod tun_control;
 mod tun_demo;
 mod tun_garbage;
 mod tun_ipv6;
 mod tun_log;
+mod tun_service;
 mod tun_trust;
 mod tun_watch;

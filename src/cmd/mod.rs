@@ -30,10 +30,17 @@ pub enum Command {
     Revert(recipe::revert::Args),
 }
 
-/// Runs one subcommand.
-pub fn run(command: Command, printer: &Printer) -> anyhow::Result<Outcome> {
+/// Runs one subcommand; `matches` is the whole command line as clap parsed it.
+pub fn run(
+    command: Command,
+    matches: &clap::ArgMatches,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
     match command {
-        Command::Tun(cmd) => tun::run(cmd, printer),
+        Command::Tun(cmd) => match matches.subcommand_matches("tun") {
+            Some(m) => tun::run(cmd, m, printer),
+            None => anyhow::bail!("internal error: no command line for `tun`"),
+        },
         Command::Patch(cmd) => patch::run(cmd, printer),
         Command::List(args) => recipe::list::run(args, printer),
         Command::Show(args) => recipe::show::run(args, printer),

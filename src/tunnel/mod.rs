@@ -24,8 +24,10 @@
 //! ```
 
 pub mod common;
+pub(crate) mod config;
 pub mod control;
 mod lab;
+mod notify;
 mod up;
 
 use std::process::ExitCode;
@@ -58,6 +60,8 @@ impl Relay {
 pub struct RelayBuilder {
     args: Option<UpArgs>,
     global: Option<GlobalArgs>,
+    /// The command line `args` came from (to apply its `--config` file).
+    matches: Option<clap::ArgMatches>,
     stages: Vec<hostkit_tun::pipeline::FilteredStage>,
 }
 
@@ -87,8 +91,23 @@ struct ProgramCli {
     up: UpArgs,
 }
 
+impl ProgramCli {
+    /// The command line, kept as clap parsed it too (for `--config`); exits on a usage error
+    /// as `parse` does.
+    fn parse_with_matches() -> (ProgramCli, clap::ArgMatches) {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = ProgramCli::command().get_matches();
+        let cli = ProgramCli::from_arg_matches(&matches)
+            .unwrap_or_else(|e| e.format(&mut ProgramCli::command()).exit());
+        (cli, matches)
+    }
+}
+
 impl RelayBuilder {
-    /// `tun up`'s options (instead of reading them from the command line).
+    /// `tun up`'s options (instead of reading them from the command line), as they are: a
+    /// `config` file among them must have been applied already ([`UpArgs::from_matches`]).
+    ///
+    /// A `config` file among them must have been applied already ([`UpArgs::from_matches`]).
     pub fn args(mut self, args: UpArgs) -> RelayBuilder {
         self.args = Some(args);
         self
@@ -122,7 +141,8 @@ impl RelayBuilder {
         let (global, args) = match self.args.take() {
             Some(args) => (self.global.take(), args),
             None => {
-                let cli = ProgramCli::parse();
+                let (cli, matches) = ProgramCli::parse_with_matches();
+                self.matches = Some(matches);
                 (Some(cli.global), cli.up)
             }
         };
@@ -140,9 +160,13 @@ impl RelayBuilder {
     /// Runs the tunnel until SIGINT, SIGTERM or SIGHUP (or a failure), then tears it down,
     /// reporting through `printer`.
     pub fn run_with(self, printer: &Printer) -> anyhow::Result<Outcome> {
-        let args = match self.args {
-            Some(a) => a,
-            None => ProgramCli::parse().up,
+        let args = match (self.args, self.matches) {
+            (Some(a), Some(m)) => config::resolve(a, &m)?,
+            (Some(a), None) => a,
+            (None, _) => {
+                let (cli, m) = ProgramCli::parse_with_matches();
+                config::resolve(cli.up, &m)?
+            }
         };
         up::run(args, self.stages, printer)
     }

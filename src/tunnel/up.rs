@@ -21,6 +21,7 @@ use super::common::{
 };
 use super::control::{self, Control};
 use super::lab::LabArgs;
+use super::notify::{Notifier, status};
 use crate::Outcome;
 use crate::printer::Printer;
 
@@ -76,6 +77,12 @@ impl<'a> PathWatch<'a> {
 /// Options of `hostkit tun up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
+    /// Read the options from this TOML file, a key per long option (`table = 13`, `impair =
+    /// ["loss 1%"]`; `hostkit tun config --print` writes one). Options given on the command line
+    /// override it. Like every instruction hostkit takes, it must be a regular file owned by root,
+    /// not writable by group or others, in a directory nobody else may write.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Name of the first TUN device.
     #[arg(long, value_name = "NAME", default_value = "tun0")]
     pub dev0: String,
@@ -171,16 +178,37 @@ pub enum RulesArg {
 }
 
 impl UpArgs {
+    /// The options of a command line that has `tun up`'s (flattened in a program's own clap
+    /// command, say), with the `--config` file they name applied: the command line and the
+    /// environment over the file over the defaults. Errors name the file, line and column.
+    pub fn from_matches(matches: &clap::ArgMatches) -> anyhow::Result<UpArgs> {
+        let args = <UpArgs as clap::FromArgMatches>::from_arg_matches(matches)?;
+        super::config::resolve(args, matches)
+    }
+
     /// The relay's decisions, resolved once from the options (and `-v`, the packet log).
     fn profile(&self, printer: &Printer) -> anyhow::Result<EngineProfile> {
+        self.profile_with(packet_log(printer))
+    }
+
+    fn profile_with(&self, log: hostkit_tun::PacketLog) -> anyhow::Result<EngineProfile> {
         Ok(EngineProfile::resolve(&ProfileOptions {
             engine: self.engine.engine(),
             queues: self.queues.map(usize::from),
             nice: self.nice,
             coalesce: Some(std::time::Duration::from_micros(self.coalesce_us)),
             txqueuelen: self.txqueuelen,
-            log: packet_log(printer),
+            log,
         })?)
+    }
+
+    /// What `up` checks before it changes anything (the settings, the stages' options), with
+    /// nothing created.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        let profile = self.profile_with(hostkit_tun::PacketLog::Off)?;
+        let spec = self.spec(&profile)?;
+        self.lab.prepare(spec.devs(), Vec::new())?;
+        Ok(())
     }
 
     fn spec(&self, profile: &EngineProfile) -> anyhow::Result<TunnelSpec> {
@@ -208,6 +236,13 @@ pub fn run(
     own: Vec<hostkit_tun::pipeline::FilteredStage>,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
+    if let Some(path) = &args.config {
+        bail!(
+            "the options name the configuration {} but it was not read: take them from \
+             UpArgs::from_matches (or the command line), not as parsed by clap alone",
+            path.display()
+        );
+    }
     let profile = args.profile(printer)?;
     let spec = args.spec(&profile)?;
     let devs = spec.devs();
@@ -218,6 +253,24 @@ pub fn run(
     }
     // Bad stage options are refused before anything changes.
     let lab = args.lab.prepare(devs, own)?;
+    // Run by a service manager (`Type=notify`): tell it when the tunnel is ready, and stopping.
+    // The socket is made here, before `--netns` is entered: an abstract `@name` is looked up in
+    // the sending socket's network namespace, the service manager's.
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        printer.warn(e);
+        None
+    });
+    let notify = |message: &str| {
+        if let Some(n) = &notifier
+            && let Err(e) = n.send(message)
+        {
+            printer.warn(e);
+        }
+    };
+    notify(&status(&format!(
+        "setting up {} <-> {}",
+        spec.ends[0].dev, spec.ends[1].dev
+    )));
     // Signals are taken through a signalfd; block them before any thread exists so that a
     // SIGTERM during setup is handled (by a full teardown) once setup is done.
     let mut mask = SigSet::empty();
@@ -357,6 +410,17 @@ pub fn run(
             None
         }
     };
+    // The routing is in place and the relay runs: ready.
+    notify(&format!(
+        "READY=1\n{}",
+        status(&format!(
+            "relaying {} <-> {} ({}), table {}",
+            spec.ends[0].dev,
+            spec.ends[1].dev,
+            describe_pairs(&spec),
+            spec.table
+        ))
+    ));
     let mut running = Running {
         sigfd: &sigfd,
         relay: &relay,
@@ -371,6 +435,10 @@ pub fn run(
         devs: spec.devs(),
     };
     let stop = running.wait_for_stop();
+    notify(&format!(
+        "STOPPING=1\n{}",
+        status(&format!("stopping ({stop}); tearing down"))
+    ));
     drop(watcher);
     let counters = relay.stats();
     let pipeline = relay.pipeline().cloned();

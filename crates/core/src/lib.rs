@@ -2,8 +2,8 @@
 //! `hostkit-net` would otherwise each rebuild.
 //!
 //! * [`source`]: reading the files a user names that hostkit then acts on (recipes, patch
-//!   rules) — regular files only, never blocking, only from owners hostkit takes
-//!   instructions from;
+//!   rules, tunnel configurations) — regular files only, never blocking, only from owners
+//!   hostkit takes instructions from;
 //! * [`toml`]: the strict TOML reader with spans (`FILE:LINE:COLUMN` errors, unknown keys
 //!   refused), worded per file format;
 //! * [`template`]: `{name}` templates, strict (recipes) or for source text (patches);
@@ -27,6 +27,6 @@ pub mod toml;
 
 pub use catalog::{Catalog, Duplicate, Entry};
 pub use set::{SetError, parse_sets};
-pub use source::{SourceError, list_dir, read_text};
+pub use source::{SourceError, list_dir, read_file, read_text};
 pub use template::{Braces, Template, TemplateError};
 pub use toml::{Expected, Fields, Located, Source, Wording};

@@ -1,5 +1,6 @@
 //! Reading the files a user names on the command line that hostkit then *acts on*: recipe
-//! files (`--recipes DIR`) and patch rules (`--rules DIR`).
+//! files (`--recipes DIR`), patch rules (`--rules DIR`) and tunnel configurations
+//! (`tun up --config FILE`).
 //!
 //! A recipe says which files to write and which commands to run, so it is an instruction, and
 //! hostkit often runs as root. A source is therefore read only when nobody but root or the user
@@ -69,7 +70,7 @@ fn runner() -> u32 {
 pub fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), SourceError> {
     let me = runner();
     let uid = meta.uid();
-    let reason = if uid != 0 && uid != me {
+    let reason = if !trusted_owner(uid) {
         Some(format!(
             "owned by uid {uid}; hostkit takes instructions only from files owned by root{}",
             if me == 0 {
@@ -156,6 +157,36 @@ pub fn read_text(path: &Path) -> Result<String, SourceError> {
     })
 }
 
+/// Reads one source file named on its own (`--config FILE`) as text: the file as
+/// [`read_text`] checks it, and the directory it is in — owned by root or the running user, and
+/// not writable by group or others unless sticky (like `/tmp`, where nobody may rename or
+/// remove another's file), so that nobody else can put another file in its place.
+pub fn read_file(path: &Path) -> Result<String, SourceError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| SourceError::Io {
+        path: dir.to_path_buf(),
+        cause: e,
+    })?;
+    if !meta.is_dir() {
+        return Err(SourceError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    match check_trusted(dir, &meta) {
+        Err(SourceError::Untrusted { .. }) if sticky && trusted_owner(meta.uid()) => {}
+        other => other?,
+    }
+    read_text(path)
+}
+
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == runner()
+}
+
 fn libc_flags() -> i32 {
     (nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOCTTY)
         .bits()
@@ -175,5 +206,27 @@ mod tests {
             matches!(r, Err(SourceError::NotRegular { kind: "a FIFO", .. })),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn read_file_checks_the_directory_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.toml");
+        std::fs::write(&file, "x = 1\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(read_file(&file).unwrap(), "x = 1\n");
+        // Anyone may put another file there: refused.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let r = read_file(&file);
+        assert!(matches!(r, Err(SourceError::Untrusted { .. })), "{r:?}");
+        // Sticky, like /tmp: nobody may replace another's file.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(read_file(&file).unwrap(), "x = 1\n");
+        // The file itself is still checked.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let r = read_file(&file);
+        assert!(matches!(r, Err(SourceError::Untrusted { .. })), "{r:?}");
     }
 }

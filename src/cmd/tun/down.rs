@@ -1,9 +1,10 @@
 //! `hostkit tun down`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::ArgMatches;
 use hostkit_net::state;
 use hostkit_net::undo::{self, Outcome as UndoOutcome};
 use hostkit_net::{Family, Netlink, StateFile, TunnelState};
@@ -13,6 +14,7 @@ use nix::unistd::Pid;
 use crate::Outcome;
 use crate::printer::Printer;
 use crate::tunnel::common::{WhereArgs, enter_namespace, report_teardown};
+use crate::tunnel::config;
 
 /// How long to wait for a running relay to tear down after SIGTERM.
 const STOP_WAIT: Duration = Duration::from_secs(15);
@@ -37,10 +39,34 @@ pub struct DownArgs {
     pub force: bool,
     #[command(flatten)]
     pub place: WhereArgs,
+    /// Take the devices, table, namespace and run directory from this configuration file (what
+    /// `tun up --config FILE` read; the service's `ExecStopPost`). Options given as well
+    /// override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
-/// Runs `hostkit tun down`.
-pub fn run(args: DownArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+/// Runs `hostkit tun down` (`matches`: its command line, for what overrides `--config`).
+pub fn run(mut args: DownArgs, matches: &ArgMatches, printer: &Printer) -> anyhow::Result<Outcome> {
+    if let Some(path) = &args.config {
+        let file = config::for_down(path)?;
+        let given = |id: &str| config::given(matches, id);
+        if !given("dev0") {
+            args.dev0 = Some(file.dev0);
+        }
+        if !given("dev1") {
+            args.dev1 = Some(file.dev1);
+        }
+        if !given("table") {
+            args.table = file.table;
+        }
+        if !given("netns") {
+            args.place.netns = file.place.netns;
+        }
+        if !given("run_dir") {
+            args.place.run_dir = file.place.run_dir;
+        }
+    }
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun down")?;
     let nl = Netlink::connect().context("open a netlink socket")?;
     let wanted = |devs: &[String; 2]| {

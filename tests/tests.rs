@@ -7,6 +7,7 @@ mod util;
 mod cli;
 mod desktop;
 mod fuzz;
+mod json;
 mod patch;
 mod pcapng;
 #[macro_use]

@@ -43,6 +43,6 @@ pub use engine::{Applied, apply, check, dry_run, revert};
 pub use error::{Error, Result};
 pub use host::{Host, RealHost};
 pub use recipe::{BUILTIN, Catalog, Recipe, Scope, parse as parse_recipe};
-pub use report::{Action, CommandReport, Report, StepReport, StepStatus};
+pub use report::{Action, CommandReport, Report, SCHEMA_VERSION, StepReport, StepStatus};
 pub use session::SessionHost;
 pub use steps::{StepKind, StepSpec};

@@ -10,6 +10,9 @@ use crate::context::Context;
 use crate::recipe::Scope;
 use crate::steps::StepKind;
 
+/// The version of the JSON contract, the reports' `schema_version` (`docs/json.md`).
+pub use hostkit_core::JSON_SCHEMA_VERSION as SCHEMA_VERSION;
+
 /// What a command did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -131,6 +134,8 @@ pub struct StepReport {
 /// What a command did, for text or JSON output.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The version of the JSON contract ([`SCHEMA_VERSION`], `docs/json.md`).
+    pub schema_version: u32,
     /// The recipe.
     pub recipe: String,
     /// What was done.
@@ -158,6 +163,7 @@ impl Report {
 
     pub(crate) fn new(ctx: &Context, action: Action) -> Report {
         Report {
+            schema_version: SCHEMA_VERSION,
             recipe: ctx.recipe.clone(),
             action,
             scope: ctx.scope,

@@ -108,6 +108,18 @@ pub struct CommandReport {
     pub run: bool,
 }
 
+/// A file's whole text before and after a step — what its `diff` is made from — for callers
+/// that render their own (the Ansible module's `diff`). Not part of the JSON output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileText {
+    /// The path relative to the root, as in [`StepReport::files`].
+    pub path: String,
+    /// The text before (`None`: the file is absent).
+    pub before: Option<String>,
+    /// The text after (`None`: the file is removed).
+    pub after: Option<String>,
+}
+
 /// One step in a report.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
@@ -129,6 +141,9 @@ pub struct StepReport {
     pub commands: Vec<CommandReport>,
     /// The unified diff of its files.
     pub diff: String,
+    /// The texts `diff` is made from (text files only).
+    #[serde(skip)]
+    pub texts: Vec<FileText>,
 }
 
 /// What a command did, for text or JSON output.

@@ -220,6 +220,7 @@ fn docs_json_md_is_a_complete_schema() {
         "list-entry",
         "recipe",
         "tun-status",
+        "module-result",
     ] {
         assert_eq!(
             shapes[top].get("schema_version").map(|f| &f.ty),

@@ -4,6 +4,7 @@
 #[macro_use]
 mod util;
 
+mod ansible;
 mod cli;
 mod desktop;
 mod fuzz;

@@ -1,8 +1,9 @@
 //! `hostkit`: a Linux host-setup toolkit — the command line, and the tunnel as a library.
 //!
-//! The binary is [`main`]. Programs that put their own code on the relay's path use
-//! [`tunnel::Relay::builder`]: the same options, setup, routing and teardown as
-//! `hostkit tun up`, with their [`hostkit_tun::Processor`]s as stages.
+//! The binary is [`main`]; the Ansible module (`hostkit-ansible`) is [`ansible::main`].
+//! Programs that put their own code on the relay's path use [`tunnel::Relay::builder`]: the
+//! same options, setup, routing and teardown as `hostkit tun up`, with their
+//! [`hostkit_tun::Processor`]s as stages.
 //!
 //! Exit codes (documented in the README):
 //! * 0 — success (for `check`: everything already as it should be),
@@ -11,6 +12,7 @@
 
 #![deny(missing_docs)]
 
+pub mod ansible;
 mod cmd;
 pub mod printer;
 pub mod tunnel;

@@ -4,9 +4,11 @@
 #[macro_use]
 mod util;
 
+mod ansible;
 mod cli;
 mod desktop;
 mod fuzz;
+mod json;
 mod lab_examples;
 mod patch;
 mod pcapng;

@@ -30,3 +30,9 @@ pub use set::{SetError, parse_sets};
 pub use source::{SourceError, list_dir, read_file, read_text};
 pub use template::{Braces, Template, TemplateError};
 pub use toml::{Expected, Fields, Located, Source, Wording};
+
+/// The version of hostkit's JSON contract: the `schema_version` field of every object
+/// `--format json` prints (`check`, `apply`, `revert`, `list`, `tun status`) and of the Ansible
+/// module's result, written down in `docs/json.md`. A new field keeps it; anything else — a
+/// field renamed, removed or retyped, a new enum value, a changed meaning — bumps it.
+pub const JSON_SCHEMA_VERSION: u32 = 1;

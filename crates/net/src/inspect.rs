@@ -19,6 +19,8 @@ use crate::{Family, Netlink, sysctl};
 /// The status report (also the JSON shape).
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// The JSON contract's version (`docs/json.md`).
+    pub schema_version: u32,
     pub netns: Option<String>,
     pub table: u32,
     pub devices: Vec<DeviceStatus>,
@@ -98,6 +100,7 @@ pub fn inspect(
     };
     let addresses = moved_status(nl, &addrs, table)?;
     Ok(Status {
+        schema_version: hostkit_core::JSON_SCHEMA_VERSION,
         netns,
         table,
         devices,

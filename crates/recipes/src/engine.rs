@@ -9,10 +9,13 @@ use crate::fsutil;
 use crate::host::{Cmd, Host};
 use crate::plan::{Effect, Plan, Status, StepPlan, plan};
 use crate::recipe::Recipe;
-use crate::report::{Action, CommandReport, Report, StepReport, StepStatus};
+use crate::report::{Action, CommandReport, FileText, Report, StepReport, StepStatus};
 use crate::state::{self, Entry, FileEntry, Journal, State};
 use crate::steps::{StepKind, StepSpec};
 use hostkit_core::diff;
+
+mod preview;
+pub use preview::revert_preview;
 
 fn step_report(sp: &StepPlan, status: StepStatus) -> StepReport {
     StepReport {
@@ -42,6 +45,18 @@ fn step_report(sp: &StepPlan, status: StepStatus) -> StepReport {
             })
             .collect(),
         diff: sp.diff(),
+        texts: sp
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::File(f) => Some(FileText {
+                    path: f.display.clone(),
+                    before: f.before.clone(),
+                    after: f.after.clone(),
+                }),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -196,10 +211,12 @@ fn applied_report(
                 sr.status = StepStatus::Failed;
                 sr.reason = failed.map(|(_, e)| e.to_string());
                 sr.diff.clear();
+                sr.texts.clear();
                 after_failure = true;
             } else if after_failure {
                 sr.status = StepStatus::NotDone;
                 sr.diff.clear();
+                sr.texts.clear();
             } else {
                 sr.status = StepStatus::Reported;
                 sr.reason = Some("not run under --root: run the command inside the image".into());
@@ -409,6 +426,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
             files: Vec::new(),
             commands: Vec::new(),
             diff: String::new(),
+            texts: Vec::new(),
         };
         match (c.entry, c.file) {
             (Entry::File(f) | Entry::Generated { file: f }, Some(file)) => {
@@ -417,6 +435,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 if generated {
                     // A binary database: no diff.
                     done.diff.clear();
+                    done.texts.clear();
                 }
                 if generated
                     && ctx.live
@@ -485,6 +504,7 @@ pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report
                 s.files.extend(done.files);
                 s.commands.extend(done.commands);
                 s.diff.push_str(&done.diff);
+                s.texts.extend(done.texts);
                 s.reason = s.reason.take().or(done.reason);
             }
             None => steps.push(done),
@@ -644,11 +664,13 @@ fn restore_file(
     fsutil::remove_empty_dirs(&dirs, state.dir_owners());
     let display = ctx.display(&file.path);
     let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-    done.diff = diff::unified(
-        &display,
-        text(&file.current).as_deref(),
-        text(&original).as_deref(),
-    );
+    let (before, after) = (text(&file.current), text(&original));
+    done.diff = diff::unified(&display, before.as_deref(), after.as_deref());
+    done.texts.push(FileText {
+        path: display.clone(),
+        before,
+        after,
+    });
     done.files.push(display);
     Ok(())
 }

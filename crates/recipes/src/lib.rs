@@ -39,10 +39,10 @@ mod text;
 mod wording;
 
 pub use context::{Context, Options};
-pub use engine::{Applied, apply, check, dry_run, revert};
+pub use engine::{Applied, apply, check, dry_run, revert, revert_preview};
 pub use error::{Error, Result};
 pub use host::{Host, RealHost};
 pub use recipe::{BUILTIN, Catalog, Recipe, Scope, parse as parse_recipe};
-pub use report::{Action, CommandReport, Report, StepReport, StepStatus};
+pub use report::{Action, CommandReport, FileText, Report, SCHEMA_VERSION, StepReport, StepStatus};
 pub use session::SessionHost;
 pub use steps::{StepKind, StepSpec};

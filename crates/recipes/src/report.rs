@@ -10,6 +10,9 @@ use crate::context::Context;
 use crate::recipe::Scope;
 use crate::steps::StepKind;
 
+/// The version of the JSON contract, the reports' `schema_version` (`docs/json.md`).
+pub use hostkit_core::JSON_SCHEMA_VERSION as SCHEMA_VERSION;
+
 /// What a command did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -105,6 +108,18 @@ pub struct CommandReport {
     pub run: bool,
 }
 
+/// A file's whole text before and after a step — what its `diff` is made from — for callers
+/// that render their own (the Ansible module's `diff`). Not part of the JSON output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileText {
+    /// The path relative to the root, as in [`StepReport::files`].
+    pub path: String,
+    /// The text before (`None`: the file is absent).
+    pub before: Option<String>,
+    /// The text after (`None`: the file is removed).
+    pub after: Option<String>,
+}
+
 /// One step in a report.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
@@ -126,11 +141,16 @@ pub struct StepReport {
     pub commands: Vec<CommandReport>,
     /// The unified diff of its files.
     pub diff: String,
+    /// The texts `diff` is made from (text files only).
+    #[serde(skip)]
+    pub texts: Vec<FileText>,
 }
 
 /// What a command did, for text or JSON output.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The version of the JSON contract ([`SCHEMA_VERSION`], `docs/json.md`).
+    pub schema_version: u32,
     /// The recipe.
     pub recipe: String,
     /// What was done.
@@ -158,6 +178,7 @@ impl Report {
 
     pub(crate) fn new(ctx: &Context, action: Action) -> Report {
         Report {
+            schema_version: SCHEMA_VERSION,
             recipe: ctx.recipe.clone(),
             action,
             scope: ctx.scope,

@@ -295,6 +295,20 @@ pub fn journal_path(ctx: &Context) -> PathBuf {
     ctx.state_dir.join(&ctx.recipe).join("journal.json")
 }
 
+/// Reads a backup without the lock, for a preview that changes nothing: the same trust checks
+/// as [`State::read_backup`].
+pub fn read_backup_unlocked(ctx: &Context, name: &str) -> Result<Vec<u8>> {
+    read_backup_at(&ctx.state_dir.join(&ctx.recipe), name, ctx.runner.0)
+}
+
+fn read_backup_at(dir: &Path, name: &str, runner: u32) -> Result<Vec<u8>> {
+    let path = dir.join("backups").join(name);
+    read_trusted(&path, runner)?.ok_or_else(|| Error::Journal {
+        path,
+        reason: "the backup is missing".into(),
+    })
+}
+
 /// Reads a journal (no lock); `None` when the recipe was never applied. The state directory
 /// and the journal must be trusted (see the module documentation), the journal must be for
 /// this recipe, scope and home, and every path in it plain and relative.
@@ -521,11 +535,7 @@ impl State {
 
     /// Reads a backup (its name was checked when the journal was loaded).
     pub fn read_backup(&self, name: &str) -> Result<Vec<u8>> {
-        let path = self.dir.join("backups").join(name);
-        read_trusted(&path, self.runner.0)?.ok_or_else(|| Error::Journal {
-            path,
-            reason: "the backup is missing".into(),
-        })
+        read_backup_at(&self.dir, name, self.runner.0)
     }
 
     fn created_dirs(&self) -> Result<Vec<PathBuf>> {

@@ -77,7 +77,12 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                 .map(serde_json::to_value)
                 .collect::<Result<_, _>>()?;
             all.extend(failed.iter().map(|(name, error)| {
-                serde_json::json!({ "recipe": name, "action": "check", "error": error })
+                serde_json::json!({
+                    "schema_version": hostkit_recipes::SCHEMA_VERSION,
+                    "recipe": name,
+                    "action": "check",
+                    "error": error,
+                })
             }));
             all.sort_by(|a, b| a["recipe"].as_str().cmp(&b["recipe"].as_str()));
             printer.out(serde_json::to_string_pretty(&all)?);

@@ -19,6 +19,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             .recipes()
             .map(|r| {
                 serde_json::json!({
+                    "schema_version": hostkit_recipes::SCHEMA_VERSION,
                     "name": r.name,
                     "scopes": r.scopes,
                     "default_scope": r.default_scope,

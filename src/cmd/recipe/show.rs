@@ -38,6 +38,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             .map(|p| serde_json::json!({"name": p.name, "default": p.default, "allowed": p.allowed, "help": p.help}))
             .collect();
         let value = serde_json::json!({
+            "schema_version": hostkit_recipes::SCHEMA_VERSION,
             "name": recipe.name,
             "summary": recipe.summary,
             "description": recipe.description,

@@ -19,6 +19,7 @@ mod tun_coexist;
 mod tun_demo;
 mod tun_garbage;
 mod tun_ipv6;
+mod tun_lab;
 mod tun_log;
 mod tun_trust;
 mod tun_watch;

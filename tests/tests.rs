@@ -24,6 +24,7 @@ mod tun_control;
 mod tun_demo;
 mod tun_garbage;
 mod tun_ipv6;
+mod tun_lab;
 mod tun_log;
 mod tun_service;
 mod tun_trust;

@@ -140,7 +140,11 @@ impl Ord for Held {
 
 struct Inner {
     stages: Vec<Stage>,
-    held: [BinaryHeap<Reverse<Held>>; 2],
+    /// Held packets per worker (the relay's thread that read them, which also writes them
+    /// when due) and direction.
+    held: Vec<[BinaryHeap<Reverse<Held>>; 2]>,
+    /// The worker calling now: what is held goes to its queues.
+    worker: usize,
     seq: u64,
     /// Reused by the stages' contexts.
     injected: Vec<(Direction, Vec<u8>)>,
@@ -226,7 +230,8 @@ impl PipelineBuilder {
         Pipeline {
             inner: Mutex::new(Inner {
                 stages: self.stages,
-                held: Default::default(),
+                held: vec![Default::default()],
+                worker: 0,
                 seq: 0,
                 injected: Vec::new(),
                 emitted: Vec::new(),
@@ -261,6 +266,16 @@ impl Pipeline {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The pipeline locked for `worker`: what is held now goes to its queues.
+    fn lock_for(&self, worker: usize) -> std::sync::MutexGuard<'_, Inner> {
+        let mut inner = self.lock();
+        if inner.held.len() <= worker {
+            inner.held.resize_with(worker + 1, Default::default);
+        }
+        inner.worker = worker;
+        inner
+    }
+
     /// Runs a packet read from `direction`'s source (with its offload metadata `hdr`) through
     /// the stages at time `now`. Packets to write now — other than the caller's own buffer,
     /// see [`Fate`] — are appended to `out`.
@@ -272,35 +287,72 @@ impl Pipeline {
         now: Instant,
         out: &mut Vec<Out>,
     ) -> Fate {
+        self.process_on(0, direction, hdr, packet, now, out)
+    }
+
+    /// [`Pipeline::process`] for one of several workers sharing the pipeline: what it holds is
+    /// released by [`Pipeline::release_on`] for the same worker. A relay whose workers each
+    /// serve their own queues of the devices needs this: a packet written by another worker
+    /// would go out through another queue, and could overtake the packets before it (the
+    /// kernel's tun flow steering also follows the queue a flow's packets are written to).
+    pub fn process_on(
+        &self,
+        worker: usize,
+        direction: Direction,
+        hdr: VnetHdr,
+        packet: &mut [u8],
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> Fate {
         if self.filled.load(Ordering::Acquire) == 0 {
             return Fate::Write;
         }
-        let mut inner = self.lock();
+        let mut inner = self.lock_for(worker);
         inner.run_borrowed(0, direction, hdr, packet, now, now, out, &self.shared)
     }
 
-    /// Sends on the held packets of `direction` that are due at `now`.
+    /// Sends on the held packets of `direction` that are due at `now` (every worker's).
     pub fn release(&self, direction: Direction, now: Instant, out: &mut Vec<Out>) {
         if self.shared.held.load(Ordering::Acquire) == 0 {
             return;
         }
-        let mut inner = self.lock();
+        let workers = self.lock().held.len();
+        for worker in 0..workers {
+            self.release_on(worker, direction, now, out);
+        }
+    }
+
+    /// Sends on the packets of `direction` that `worker` holds and that are due at `now`.
+    pub fn release_on(
+        &self,
+        worker: usize,
+        direction: Direction,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        if self.shared.held.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut inner = self.lock_for(worker);
         let d = direction.index();
         // Bounded: each turn removes one held packet; packets a stage holds again are due
         // later than `now` or are released in the same turn only if due.
-        let mut budget = inner.held[d].len() * 4 + 16;
+        let mut budget = inner.held[worker][d].len() * 4 + 16;
         while budget > 0 {
             budget -= 1;
-            let due = inner.held[d].peek().is_some_and(|Reverse(h)| h.at <= now);
+            let due = inner.held[worker][d]
+                .peek()
+                .is_some_and(|Reverse(h)| h.at <= now);
             if !due {
                 break;
             }
-            let Some(Reverse(h)) = inner.held[d].pop() else {
+            let Some(Reverse(h)) = inner.held[worker][d].pop() else {
                 break;
             };
             inner.stages[h.by].counters[d]
                 .held
                 .fetch_sub(1, Ordering::Relaxed);
+            self.shared.held.fetch_sub(1, Ordering::AcqRel);
             inner.run_owned(
                 h.next,
                 direction,
@@ -314,14 +366,27 @@ impl Pipeline {
         }
     }
 
-    /// When the next held packet of `direction` is due.
+    /// When the next held packet of `direction` is due (any worker's).
     pub fn next_due(&self, direction: Direction) -> Option<Instant> {
         if self.shared.held.load(Ordering::Acquire) == 0 {
             return None;
         }
-        self.lock().held[direction.index()]
-            .peek()
-            .map(|Reverse(h)| h.at)
+        self.lock()
+            .held
+            .iter()
+            .filter_map(|h| h[direction.index()].peek().map(|Reverse(h)| h.at))
+            .min()
+    }
+
+    /// When the next packet of `direction` that `worker` holds is due.
+    pub fn next_due_on(&self, worker: usize, direction: Direction) -> Option<Instant> {
+        if self.shared.held.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.lock()
+            .held
+            .get(worker)
+            .and_then(|h| h[direction.index()].peek().map(|Reverse(h)| h.at))
     }
 
     /// The counters of every stage.
@@ -366,12 +431,15 @@ impl Pipeline {
     /// Tells every stage the relay stops; held packets are dropped (and counted).
     pub fn finish(&self) {
         let mut inner = self.lock();
-        for d in 0..2 {
-            while let Some(Reverse(h)) = inner.held[d].pop() {
-                let c = &inner.stages[h.by].counters[d];
-                c.held.fetch_sub(1, Ordering::Relaxed);
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-                self.shared.held.fetch_sub(1, Ordering::AcqRel);
+        let Inner { held, stages, .. } = &mut *inner;
+        for queues in held.iter_mut() {
+            for (d, queue) in queues.iter_mut().enumerate() {
+                while let Some(Reverse(h)) = queue.pop() {
+                    let c = &stages[h.by].counters[d];
+                    c.held.fetch_sub(1, Ordering::Relaxed);
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.shared.held.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         }
         for s in &mut inner.stages {
@@ -604,7 +672,7 @@ impl Inner {
         c.held.fetch_add(1, Ordering::Relaxed);
         shared.held.fetch_add(1, Ordering::AcqRel);
         self.seq += 1;
-        self.held[d].push(Reverse(Held {
+        self.held[self.worker][d].push(Reverse(Held {
             at,
             seq: self.seq,
             next,

@@ -323,3 +323,42 @@ fn packets_held_by_a_stage_that_is_removed_still_go_on() {
     assert_eq!(out.len(), 1, "released after its stage went");
     assert_eq!(p.next_due(Direction::Forward), None);
 }
+
+#[test]
+fn each_worker_releases_the_packets_it_held() {
+    // The relay's workers share the pipeline; a packet is written by the worker that read it
+    // (through its own queues), so that a flow's packets keep their order.
+    let (delay, _) = fixed(|now| Verdict::Delay(now + Duration::from_millis(10)), false);
+    let p = Pipeline::builder().stage(delay).build();
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    for (worker, i) in [(0, 0u8), (1, 1), (0, 2), (1, 3)] {
+        let fate = p.process_on(
+            worker,
+            Direction::Forward,
+            VnetHdr::NONE,
+            &mut udp(1, &[i]),
+            t0,
+            &mut out,
+        );
+        assert_eq!(fate, Fate::Taken);
+    }
+    let due = Some(t0 + Duration::from_millis(10));
+    assert_eq!(p.next_due_on(1, Direction::Forward), due);
+    assert_eq!(p.next_due_on(2, Direction::Forward), None);
+    assert_eq!(p.next_due(Direction::Forward), due);
+    let later = t0 + Duration::from_millis(10);
+    p.release_on(1, Direction::Forward, later, &mut out);
+    let payloads: Vec<u8> = out.drain(..).map(|o| o.data[28]).collect();
+    assert_eq!(payloads, vec![1, 3], "worker 1's, in order");
+    assert_eq!(p.next_due_on(1, Direction::Forward), None);
+    assert_eq!(
+        p.next_due(Direction::Forward),
+        due,
+        "worker 0's are still held"
+    );
+    p.release(Direction::Forward, later, &mut out);
+    let payloads: Vec<u8> = out.drain(..).map(|o| o.data[28]).collect();
+    assert_eq!(payloads, vec![0, 2], "release: every worker's");
+    assert_eq!(p.snapshot()[0].directions[0].held, 0);
+}

@@ -54,6 +54,9 @@ pub(crate) struct Forwarder<'a> {
     pub sink: &'a LogSink,
     /// The stages packets cross, if any, and this forwarder's direction through them.
     pub pipeline: Option<(&'a Pipeline, Direction)>,
+    /// The relay's worker (queue pair) this forwarder belongs to: the packets the pipeline
+    /// holds for it are written by it, through its queues, in order.
+    pub worker: usize,
     /// `from`'s per-packet metadata length, read once.
     hdr: usize,
 }
@@ -74,6 +77,7 @@ impl<'a> Forwarder<'a> {
             log,
             sink,
             pipeline: None,
+            worker: 0,
             hdr: from.header_len(),
         }
     }
@@ -81,6 +85,12 @@ impl<'a> Forwarder<'a> {
     /// The same forwarder, sending packets through `pipeline` as `direction`.
     pub fn with_pipeline(mut self, pipeline: &'a Pipeline, direction: Direction) -> Forwarder<'a> {
         self.pipeline = Some((pipeline, direction));
+        self
+    }
+
+    /// The same forwarder, for the relay's worker `worker`.
+    pub fn on_worker(mut self, worker: usize) -> Forwarder<'a> {
+        self.worker = worker;
         self
     }
 
@@ -99,8 +109,14 @@ impl<'a> Forwarder<'a> {
                 },
             };
             let start = self.hdr.min(pkt.len());
-            let fate =
-                pipeline.process(dir, hdr, &mut pkt[start..], std::time::Instant::now(), out);
+            let fate = pipeline.process_on(
+                self.worker,
+                dir,
+                hdr,
+                &mut pkt[start..],
+                std::time::Instant::now(),
+                out,
+            );
             let written = fate == Fate::Write && self.send(self.to, pkt, true);
             self.flush(out);
             return written;
@@ -258,9 +274,10 @@ pub(crate) fn release_due(
         let Some((pipeline, dir)) = fwd.pipeline else {
             continue;
         };
-        pipeline.release(dir, now, out);
+        // Each worker writes what it held: through its own queues, in order.
+        pipeline.release_on(fwd.worker, dir, now, out);
         fwd.flush(out);
-        if let Some(due) = pipeline.next_due(dir) {
+        if let Some(due) = pipeline.next_due_on(fwd.worker, dir) {
             next = Some(next.map_or(due, |n| n.min(due)));
         }
     }

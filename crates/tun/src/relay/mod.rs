@@ -237,7 +237,8 @@ impl WorkerCtx {
             self.stats.counters(self.worker, dir),
             self.opts.log,
             &self.opts.sink,
-        );
+        )
+        .on_worker(self.worker);
         match &self.opts.pipeline {
             Some(p) => fwd.with_pipeline(p, Direction::from_index(dir)),
             None => fwd,

@@ -645,6 +645,9 @@ impl Running<'_> {
                     w.poke();
                 }
             }
+            if let Some(p) = self.relay.pipeline() {
+                p.tick();
+            }
             let now: Vec<DirStats> = stats.snapshot().to_vec();
             let stages = self
                 .relay

@@ -98,6 +98,15 @@ impl Processor for CaptureStage {
         })
     }
 
+    fn tick(&mut self) {
+        // What was captured reaches the file within a tick, so it can be read while it grows.
+        if !self.failed
+            && let Err(e) = self.writer.flush()
+        {
+            self.fail(&e);
+        }
+    }
+
     fn finish(&mut self) {
         if let Err(e) = self.writer.flush() {
             self.fail(&e);

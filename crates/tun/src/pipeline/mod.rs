@@ -216,6 +216,10 @@ pub trait Processor: Send {
         [Vec::new(), Vec::new()]
     }
 
+    /// Called a few times a second while the relay runs, whatever the traffic (flush a file,
+    /// so that a capture can be read while it grows).
+    fn tick(&mut self) {}
+
     /// Called when the relay stops (flush a file, say what was lost).
     fn finish(&mut self) {}
 }

@@ -449,6 +449,19 @@ impl Pipeline {
         }
     }
 
+    /// Gives every stage its [`Processor::tick`] (the relay's main thread calls this a few
+    /// times a second).
+    pub fn tick(&self) {
+        if self.filled.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        for s in &mut self.lock().stages {
+            if let Some(p) = s.processor.as_mut() {
+                p.tick();
+            }
+        }
+    }
+
     /// Puts `stage` (or nothing) into the slot called `name`, between two packets: packets
     /// already held by the slot's old stage go on when due; the old stage is finished (a
     /// capture flushed) and its counters start again from zero for the new one.

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hostkit_tun::Processor;
 use hostkit_tun::filter::Filter;
 use hostkit_tun::impair::{ImpairConfig, ImpairStage, os_seed};
+use hostkit_tun::pcapng::LinkType;
 use hostkit_tun::pcapng::{CaptureOptions, CaptureStage, PcapngWriter, Rotation};
 use hostkit_tun::pipeline::Pipeline;
+use hostkit_tun::{LinkLayer, Processor};
 
 use super::compile_filter;
 
@@ -58,6 +59,7 @@ pub struct LabArgs {
 /// The stages of a run, checked, before anything on the host changes; the capture file is
 /// created when the devices exist ([`Lab::pipeline`]), so that it names them.
 pub(super) struct Lab {
+    link: LinkLayer,
     capture: Option<(PathBuf, CaptureOptions, bool, Option<Filter>)>,
     devs: [String; 2],
     own: Vec<(Box<dyn Processor>, Option<Filter>)>,
@@ -66,10 +68,12 @@ pub(super) struct Lab {
 
 impl LabArgs {
     /// Checks every option (impairment words, filters, the capture path); `devs` are the
-    /// relay's two devices, `own` a program's stages.
+    /// relay's two devices, `link` what their packets start with (filters are compiled for
+    /// it), `own` a program's stages.
     pub(super) fn prepare(
         &self,
         devs: [&str; 2],
+        link: LinkLayer,
         own: Vec<Box<dyn Processor>>,
     ) -> anyhow::Result<Lab> {
         let impair = if self.impair.is_empty() {
@@ -82,7 +86,7 @@ impl LabArgs {
         };
         let filter = |option: &str, expr: &Option<String>| {
             expr.as_deref()
-                .map(|f| compile_filter(option, f))
+                .map(|f| compile_filter(option, f, link))
                 .transpose()
         };
         let pcap_filter = filter("--pcap-filter", &self.pcap_filter)?;
@@ -93,6 +97,12 @@ impl LabArgs {
             Some(path) => {
                 check_capture_path(path)?;
                 let opts = CaptureOptions {
+                    // Frames of TAP devices are Ethernet, which libpcap reads with any number
+                    // of interfaces; IP packets get the cooked header (see pcapng).
+                    link: match link {
+                        LinkLayer::Ip => LinkType::LinuxSll2,
+                        LinkLayer::Ethernet => LinkType::Ethernet,
+                    },
                     rotation: self.pcap_max.map(|mb| Rotation {
                         max_bytes: mb * 1_000_000,
                         files: self.pcap_files.unwrap_or(10),
@@ -113,6 +123,7 @@ impl LabArgs {
             }
         };
         Ok(Lab {
+            link,
             capture,
             devs: devs.map(str::to_string),
             own: own
@@ -151,7 +162,7 @@ impl Lab {
     /// The pipeline — creating the capture file now — or `None` when no stage is on the path
     /// (the relay then never looks at its packets).
     pub(super) fn pipeline(self) -> anyhow::Result<Option<Arc<Pipeline>>> {
-        let mut builder = Pipeline::builder();
+        let mut builder = Pipeline::builder().link(self.link);
         if let Some((path, opts, raw, filter)) = self.capture {
             let devs = [self.devs[0].as_str(), self.devs[1].as_str()];
             let writer = PcapngWriter::create(&path, &devs, opts)

@@ -42,7 +42,10 @@ pub mod pipeline;
 mod profile;
 mod relay;
 
-pub use device::{DeviceError, DeviceSetup, TunDevice, TunOptions, offload_names, validate_name};
+pub use device::{
+    DeviceError, DeviceMode, DeviceSetup, TunDevice, TunOptions, offload_names, validate_name,
+};
+pub use packet::LinkLayer;
 pub use pipeline::{Ctx, Direction, Packet, Pipeline, Processor, Verdict};
 pub use profile::{
     DEFAULT_COALESCE_US, EngineProfile, FAST_NICE, FAST_TXQUEUELEN, MAX_DEFAULT_QUEUES,

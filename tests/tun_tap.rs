@@ -321,6 +321,46 @@ fn attaches_to_existing_persistent_tap_devices_and_leaves_them(engine: &str) {
 }
 
 #[test]
+fn the_watcher_keeps_a_tap_tunnel_through_link_down_and_up() {
+    require_root!();
+    let (ns, dir) = (NetNs::new(), TestDir::new());
+    let up = Up::start(&ns, &dir, "fast", &[], &DUAL);
+    run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+    // Compared line by line, in any order (the kernel lists re-added routes last).
+    let sorted = |s: String| {
+        let mut lines: Vec<String> = s.lines().map(str::to_string).collect();
+        lines.sort_unstable();
+        lines
+    };
+    let during = sorted(snapshot(&ns));
+    // Link down flushes the neighbour entries and the IPv6 address; up brings the local
+    // routes back into table local.
+    ns.ip(&["link", "set", "tap0", "down"]);
+    ns.ip(&["link", "set", "tap0", "up"]);
+    let start = Instant::now();
+    while sorted(snapshot(&ns)) != during {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not repaired:\n{}\n{}",
+            snapshot(&ns),
+            up.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        up.stderr()
+            .contains("warning: tap0: moved local 10.0.0.1 back to table 13"),
+        "{}",
+        up.stderr()
+    );
+    // The peers are learnt again over the relay.
+    run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+    run_ok(&mut ns.exec(["ping", "-6", "-c", "1", "-W", "2", "fd00::2"]));
+    assert_eq!(neighbour(&ns, "tap0", "fd00::2"), Some(mac_of(&ns, "tap1")));
+    up.stop(Signal::SIGTERM);
+}
+
+#[test]
 fn tun_and_tap_devices_are_not_mixed() {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());

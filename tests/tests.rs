@@ -27,5 +27,6 @@ mod tun_ipv6;
 mod tun_lab;
 mod tun_log;
 mod tun_service;
+mod tun_tap;
 mod tun_trust;
 mod tun_watch;

@@ -242,7 +242,7 @@ pub(crate) fn relayed_packets(stdout: &str, from: &str, to: &str) -> u64 {
     line.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-fn relayed_bytes(stdout: &str, from: &str, to: &str) -> u64 {
+pub(crate) fn relayed_bytes(stdout: &str, from: &str, to: &str) -> u64 {
     let prefix = format!("{from} -> {to}: ");
     let line = stdout
         .lines()
@@ -421,7 +421,7 @@ fn with_one_sided_rules_the_request_crosses_and_the_reply_is_lost(engine: &str) 
     );
 }
 
-fn http_transfer(ns: &NetNs, dir: &TestDir, bind: &str, url_host: &str) {
+pub(crate) fn http_transfer(ns: &NetNs, dir: &TestDir, bind: &str, url_host: &str) {
     let data = blob(8 << 20, 0x5eed);
     let www = dir.join("www");
     std::fs::create_dir_all(&www).unwrap();

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hostkit_tun::LinkLayer;
 use hostkit_tun::filter::Filter;
 use hostkit_tun::impair::{ImpairConfig, ImpairStage, os_seed};
+use hostkit_tun::pcapng::LinkType;
 use hostkit_tun::pcapng::{CaptureOptions, CaptureStage, PcapngWriter, Rotation};
 use hostkit_tun::pipeline::{FilteredStage, Pipeline};
 
@@ -69,17 +71,24 @@ impl CaptureSpec {
         raw: bool,
         filter: Option<&str>,
         rotation: Option<Rotation>,
+        link: LinkLayer,
     ) -> anyhow::Result<CaptureSpec> {
         check_capture_path(path)?;
         Ok(CaptureSpec {
             path: path.to_path_buf(),
             opts: CaptureOptions {
+                // Frames of TAP devices are Ethernet, which libpcap reads with any number of
+                // interfaces; IP packets get the cooked header (see pcapng).
+                link: match link {
+                    LinkLayer::Ip => LinkType::LinuxSll2,
+                    LinkLayer::Ethernet => LinkType::Ethernet,
+                },
                 rotation,
                 ..CaptureOptions::default()
             },
             raw,
             filter: filter
-                .map(|f| compile_filter("--pcap-filter", f))
+                .map(|f| compile_filter("--pcap-filter", f, link))
                 .transpose()?,
         })
     }
@@ -98,6 +107,7 @@ pub(super) fn impair_stage(
     filter: Option<&str>,
     seed: Option<u64>,
     devs: [&str; 2],
+    link: LinkLayer,
 ) -> anyhow::Result<Option<FilteredStage>> {
     if specs.is_empty() {
         return Ok(None);
@@ -108,7 +118,7 @@ pub(super) fn impair_stage(
         return Ok(None);
     }
     let filter = filter
-        .map(|f| compile_filter("--impair-filter", f))
+        .map(|f| compile_filter("--impair-filter", f, link))
         .transpose()?;
     let seed = match seed {
         Some(s) => s,
@@ -120,6 +130,7 @@ pub(super) fn impair_stage(
 /// The stages of a run, checked, before anything on the host changes; the capture file is
 /// created when the devices exist ([`Lab::pipeline`]), so that it names them.
 pub(super) struct Lab {
+    link: LinkLayer,
     capture: Option<CaptureSpec>,
     devs: [String; 2],
     own: Vec<FilteredStage>,
@@ -133,13 +144,25 @@ pub(super) const IMPAIR_SLOT: &str = "impair";
 
 impl LabArgs {
     /// Checks every option (impairment words, filters, the capture path); `devs` are the
-    /// relay's two devices, `own` a program's stages.
-    pub(super) fn prepare(&self, devs: [&str; 2], own: Vec<FilteredStage>) -> anyhow::Result<Lab> {
-        let impair = impair_stage(&self.impair, self.impair_filter.as_deref(), self.seed, devs)?;
+    /// relay's two devices, `link` what their packets start with (filters are compiled for
+    /// it), `own` a program's stages.
+    pub(super) fn prepare(
+        &self,
+        devs: [&str; 2],
+        link: LinkLayer,
+        own: Vec<FilteredStage>,
+    ) -> anyhow::Result<Lab> {
+        let impair = impair_stage(
+            &self.impair,
+            self.impair_filter.as_deref(),
+            self.seed,
+            devs,
+            link,
+        )?;
         let processor_filter = self
             .processor_filter
             .as_deref()
-            .map(|f| compile_filter("--processor-filter", f))
+            .map(|f| compile_filter("--processor-filter", f, link))
             .transpose()?;
         let capture = match &self.pcap {
             None => None,
@@ -151,9 +174,11 @@ impl LabArgs {
                     max_bytes: mb * 1_000_000,
                     files: self.pcap_files.unwrap_or(10),
                 }),
+                link,
             )?),
         };
         Ok(Lab {
+            link,
             capture,
             devs: devs.map(str::to_string),
             own: own
@@ -195,7 +220,9 @@ impl Lab {
     pub(super) fn pipeline(self) -> anyhow::Result<Arc<Pipeline>> {
         let devs = [self.devs[0].as_str(), self.devs[1].as_str()];
         let capture = self.capture.map(|c| c.start(devs)).transpose()?;
-        let mut builder = Pipeline::builder().slot(CAPTURE_SLOT, capture);
+        let mut builder = Pipeline::builder()
+            .link(self.link)
+            .slot(CAPTURE_SLOT, capture);
         for (stage, filter) in self.own {
             builder = builder.boxed(stage, filter);
         }

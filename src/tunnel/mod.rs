@@ -37,7 +37,7 @@ use hostkit_tun::Processor;
 use hostkit_tun::filter::Filter;
 
 pub use lab::LabArgs;
-pub use up::{EngineArg, RulesArg, UpArgs};
+pub use up::{EngineArg, ModeArg, RulesArg, UpArgs};
 pub(crate) use up::{describe_stage, stage_lines};
 
 use crate::printer::Printer;
@@ -172,7 +172,11 @@ impl RelayBuilder {
     }
 }
 
-/// Compiles a `--…-filter` expression, naming the option in the error.
-fn compile_filter(option: &str, expr: &str) -> anyhow::Result<Filter> {
-    Filter::compile(expr).map_err(|e| anyhow::anyhow!("{option}: {e}"))
+/// Compiles a `--…-filter` expression for packets of `link`, naming the option in the error.
+fn compile_filter(
+    option: &str,
+    expr: &str,
+    link: hostkit_tun::LinkLayer,
+) -> anyhow::Result<Filter> {
+    Filter::compile_for(expr, link).map_err(|e| anyhow::anyhow!("{option}: {e}"))
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use hostkit_net::state::{self, DirStats};
 use hostkit_net::{
-    Netlink, RuleSides, SpecInput, StateFile, Tunnel, TunnelSpec, TunnelState, Undo, WatchError,
-    Watcher,
+    MacAddr, Netlink, RuleSides, SpecInput, StateFile, Tunnel, TunnelSpec, TunnelState, Undo,
+    WatchError, Watcher,
 };
 use hostkit_tun::pipeline::StageSnapshot;
-use hostkit_tun::{Engine, EngineProfile, ProfileOptions, Relay, offload_names};
+use hostkit_tun::{DeviceMode, Engine, EngineProfile, ProfileOptions, Relay, offload_names};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -83,12 +83,37 @@ pub struct UpArgs {
     /// not writable by group or others, in a directory nobody else may write.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
-    /// Name of the first TUN device.
-    #[arg(long, value_name = "NAME", default_value = "tun0")]
+    /// Name of the first device (default: tun0, or tap0 with --mode tap).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "tun0",
+        default_value_if("mode", "tap", "tap0"),
+        hide_default_value = true
+    )]
     pub dev0: String,
-    /// Name of the second TUN device.
-    #[arg(long, value_name = "NAME", default_value = "tun1")]
+    /// Name of the second device (default: tun1, or tap1 with --mode tap).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "tun1",
+        default_value_if("mode", "tap", "tap1"),
+        hide_default_value = true
+    )]
     pub dev1: String,
+    /// `tun`: two TUN devices, IP packets cross the relay. `tap`: two TAP devices, Ethernet
+    /// frames cross it — ARP and IPv6 neighbour discovery too (each side learns the other's
+    /// MAC address over the relay), VLAN tags, any EtherType.
+    #[arg(long, value_enum, default_value_t = ModeArg::Tun)]
+    pub mode: ModeArg,
+    /// With --mode tap: MAC address of the first device (a unicast one, e.g.
+    /// 02:00:00:00:00:01). Default: for a device hostkit creates, a stable address derived
+    /// from its name (02:…, the same run after run); an existing device keeps its own.
+    #[arg(long, value_name = "MAC")]
+    pub mac0: Option<MacAddr>,
+    /// With --mode tap: MAC address of the second device (as --mac0).
+    #[arg(long, value_name = "MAC")]
+    pub mac1: Option<MacAddr>,
     /// Address of the first device; its peer is the second device's address of the same
     /// family. Give one IPv4 and/or one IPv6 address (repeat for dual stack). Default 10.0.0.1.
     #[arg(long, value_name = "ADDR")]
@@ -166,6 +191,24 @@ impl EngineArg {
     }
 }
 
+/// Device modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// TUN devices: IP packets.
+    Tun,
+    /// TAP devices: Ethernet frames.
+    Tap,
+}
+
+impl ModeArg {
+    fn mode(self) -> DeviceMode {
+        match self {
+            ModeArg::Tun => DeviceMode::Tun,
+            ModeArg::Tap => DeviceMode::Tap,
+        }
+    }
+}
+
 /// Which devices get a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RulesArg {
@@ -207,13 +250,16 @@ impl UpArgs {
     pub(crate) fn check(&self) -> anyhow::Result<()> {
         let profile = self.profile_with(hostkit_tun::PacketLog::Off)?;
         let spec = self.spec(&profile)?;
-        self.lab.prepare(spec.devs(), Vec::new())?;
+        self.lab
+            .prepare(spec.devs(), spec.mode.link(), Vec::new())?;
         Ok(())
     }
 
     fn spec(&self, profile: &EngineProfile) -> anyhow::Result<TunnelSpec> {
         let input = SpecInput {
             devs: [self.dev0.clone(), self.dev1.clone()],
+            mode: self.mode.mode(),
+            macs: [self.mac0, self.mac1],
             addrs: [self.addr0.clone(), self.addr1.clone()],
             table: self.table,
             mtu: self.mtu,
@@ -248,11 +294,11 @@ pub fn run(
     let devs = spec.devs();
     if args.dry_run {
         // Every stage option is checked; no capture file is created.
-        args.lab.prepare(devs, own)?;
+        args.lab.prepare(devs, spec.mode.link(), own)?;
         return dry_run(&spec, args.place.netns.as_deref(), printer);
     }
     // Bad stage options are refused before anything changes.
-    let lab = args.lab.prepare(devs, own)?;
+    let lab = args.lab.prepare(devs, spec.mode.link(), own)?;
     // Run by a service manager (`Type=notify`): tell it when the tunnel is ready, and stopping.
     // The socket is made here, before `--netns` is entered: an abstract `@name` is looked up in
     // the sending socket's network namespace, the service manager's.
@@ -377,7 +423,7 @@ pub fn run(
         fds(&tunnel.devices[0]),
         spec.ends[1].dev,
         fds(&tunnel.devices[1]),
-        describe_pairs(&spec),
+        describe_pairs(&spec, &nl),
         spec.table,
         profile.describe(tunnel.devices[0].len(), tunnel.offloads[0]),
         std::process::id()
@@ -417,7 +463,7 @@ pub fn run(
             "relaying {} <-> {} ({}), table {}",
             spec.ends[0].dev,
             spec.ends[1].dev,
-            describe_pairs(&spec),
+            describe_pairs(&spec, &nl),
             spec.table
         ))
     ));
@@ -433,6 +479,7 @@ pub fn run(
         undo: &mut tunnel.undo,
         control: control.as_ref(),
         devs: spec.devs(),
+        link: spec.mode.link(),
     };
     let stop = running.wait_for_stop();
     notify(&format!(
@@ -535,12 +582,30 @@ fn fds(queues: &[Arc<hostkit_tun::TunDevice>]) -> String {
         .join(",")
 }
 
-fn describe_pairs(spec: &TunnelSpec) -> String {
-    spec.pairs(0)
+/// `10.0.0.1 <-> 10.0.0.2`; in TAP mode preceded by `TAP 02:… <-> 02:…, ` (the devices' MAC
+/// addresses as they are now).
+fn describe_pairs(spec: &TunnelSpec, nl: &Netlink) -> String {
+    let pairs = spec
+        .pairs(0)
         .iter()
         .map(|(l, p)| format!("{l} <-> {p}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if spec.mode != DeviceMode::Tap {
+        return pairs;
+    }
+    let mac = |dev: &str| {
+        nl.link_by_name(dev)
+            .ok()
+            .flatten()
+            .and_then(|l| l.mac)
+            .map_or_else(|| "?".to_string(), |m| MacAddr(m).to_string())
+    };
+    format!(
+        "TAP {} <-> {}, {pairs}",
+        mac(&spec.ends[0].dev),
+        mac(&spec.ends[1].dev)
+    )
 }
 
 fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow::Result<Outcome> {
@@ -556,16 +621,7 @@ fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow:
             continue;
         };
         // The same refusal as `up` itself: a dry run that passes is a run that would start.
-        if link.kind.as_deref() != Some("tun") {
-            return Err(hostkit_net::SetupError::NotTun {
-                dev: dev.to_string(),
-                kind: link
-                    .kind
-                    .map(|k| format!("a {k} device"))
-                    .unwrap_or_else(|| "a device without a kind".into()),
-            }
-            .into());
-        }
+        hostkit_net::check_existing(dev, &link, spec.mode)?;
         created[side] = false;
     }
     for step in spec.plan(created) {
@@ -579,7 +635,8 @@ fn dry_run(spec: &TunnelSpec, netns: Option<&str>, printer: &Printer) -> anyhow:
     for (dev, create) in spec.devs().iter().zip(created) {
         if create {
             printer.out(format!(
-                "# hostkit's {dev} is not persistent (it vanishes with the relay); after a replay remove it with: ip{n} tuntap del dev {dev} mode tun"
+                "# hostkit's {dev} is not persistent (it vanishes with the relay); after a replay remove it with: ip{n} tuntap del dev {dev} mode {}",
+                spec.mode
             ));
         }
     }
@@ -621,6 +678,7 @@ struct Running<'a> {
     undo: &'a mut Vec<Undo>,
     control: Option<&'a Control>,
     devs: [&'a str; 2],
+    link: hostkit_tun::LinkLayer,
 }
 
 impl Running<'_> {
@@ -753,6 +811,7 @@ impl Running<'_> {
                 req.impair_filter.as_deref(),
                 req.seed,
                 self.devs,
+                self.link,
             )?),
         };
         let capture = match (&req.pcap, req.no_pcap) {
@@ -769,6 +828,7 @@ impl Running<'_> {
                     req.pcap_raw,
                     req.pcap_filter.as_deref(),
                     None,
+                    self.link,
                 )?))
             }
             (None, true) => Some(None),

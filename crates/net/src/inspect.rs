@@ -41,6 +41,12 @@ pub struct DeviceStatus {
     pub name: String,
     pub exists: bool,
     pub kind: Option<String>,
+    /// `tun` or `tap`, for a TUN/TAP device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<hostkit_tun::DeviceMode>,
+    /// A TAP device's MAC address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     pub up: bool,
     pub mtu: Option<u32>,
     pub addresses: Vec<String>,
@@ -142,6 +148,8 @@ fn device_status(
             name: dev.clone(),
             exists: link.is_some(),
             kind: None,
+            mode: None,
+            mac: None,
             up: false,
             mtu: None,
             addresses: Vec::new(),
@@ -149,6 +157,17 @@ fn device_status(
         };
         if let Some(l) = link {
             d.kind = l.kind.clone();
+            if l.kind.as_deref() == Some("tun") {
+                let tap = l.tun.unwrap_or_default().tap;
+                d.mode = Some(if tap {
+                    hostkit_tun::DeviceMode::Tap
+                } else {
+                    hostkit_tun::DeviceMode::Tun
+                });
+                if tap {
+                    d.mac = l.mac.map(|m| crate::spec::MacAddr(m).to_string());
+                }
+            }
             d.up = l.up;
             d.mtu = l.mtu;
             d.tx_dropped = l.stats.map(|s| s.tx_dropped);

@@ -24,10 +24,10 @@ pub use netlink::{
     RuleSummary, TunInfo,
 };
 pub use path::{PathCheck, check_paths};
-pub use setup::{FailedSetup, Journal, Neighbours, SetupError, Tunnel};
+pub use setup::{FailedSetup, Journal, Neighbours, SetupError, Tunnel, check_existing};
 pub use spec::{
-    DEFAULT_DEVICES, DEFAULT_TABLE, Endpoint, MAX_TXQUEUELEN, RuleSides, SpecError, SpecInput,
-    Step, TunnelSpec,
+    DEFAULT_DEVICES, DEFAULT_TABLE, Endpoint, MAX_TXQUEUELEN, MacAddr, MacError, RuleSides,
+    SpecError, SpecInput, Step, TunnelSpec,
 };
 pub use state::{StateFile, TunnelState};
 pub use trust::{RunDir, TrustError};

@@ -93,6 +93,9 @@ pub struct LinkInfoSummary {
     pub addr_gen_mode: Option<u8>,
     /// A TUN device's flags (`IFLA_INFO_DATA`), as its last opener set them.
     pub tun: Option<TunInfo>,
+    /// The link-layer address (`IFLA_ADDRESS`), for a device that has a 6-byte one (a TAP
+    /// device's MAC address).
+    pub mac: Option<[u8; 6]>,
     /// Counters (rx_packets, tx_packets, rx_bytes, tx_bytes, rx_dropped, tx_dropped).
     pub stats: Option<LinkCounters>,
 }
@@ -100,6 +103,8 @@ pub struct LinkInfoSummary {
 /// A TUN device's flags from its link dump (`IFLA_TUN_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TunInfo {
+    /// A TAP device (`IFLA_TUN_TYPE` = `IFF_TAP`): Ethernet frames, not IP packets.
+    pub tap: bool,
     /// Packets carry the 4-byte packet-information header (no `IFF_NO_PI`).
     pub pi: bool,
     /// `IFF_VNET_HDR`.
@@ -295,6 +300,16 @@ impl Netlink {
         self.set_link(
             LinkUnspec::new_with_index(index).txqueuelen(len).build(),
             || format!("set link {name} txqueuelen {len}"),
+        )
+    }
+
+    /// `ip link set dev DEV address MAC`.
+    pub fn set_link_address(&self, index: u32, name: &str, mac: [u8; 6]) -> Result<()> {
+        self.set_link(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+            || format!("set link {name} address {}", crate::spec::MacAddr(mac)),
         )
     }
 
@@ -710,6 +725,7 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
         kind: None,
         addr_gen_mode: None,
         tun: None,
+        mac: None,
         stats: None,
     };
     for attr in &msg.attributes {
@@ -726,6 +742,11 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
                 }
             }
             LinkAttribute::IfName(n) => s.name = n.clone(),
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(a);
+                s.mac = Some(mac);
+            }
             LinkAttribute::Mtu(m) => s.mtu = Some(*m),
             LinkAttribute::TxQueueLen(q) => s.txqueuelen = Some(*q),
             LinkAttribute::LinkInfo(infos) => {
@@ -758,8 +779,8 @@ fn link_summary(msg: &LinkMessage) -> LinkInfoSummary {
     s
 }
 
-/// `IFLA_TUN_PI` (4), `IFLA_TUN_VNET_HDR` (5), `IFLA_TUN_MULTI_QUEUE` (7): one byte each
-/// (after `OWNER` 1, `GROUP` 2, `TYPE` 3; `PERSIST` is 6).
+/// `IFLA_TUN_TYPE` (3: `IFF_TUN` 1, `IFF_TAP` 2), `IFLA_TUN_PI` (4), `IFLA_TUN_VNET_HDR` (5),
+/// `IFLA_TUN_MULTI_QUEUE` (7): one byte each (after `OWNER` 1, `GROUP` 2; `PERSIST` is 6).
 fn tun_info(nlas: &[InfoTun]) -> TunInfo {
     let mut t = TunInfo::default();
     for nla in nlas {
@@ -769,6 +790,7 @@ fn tun_info(nlas: &[InfoTun]) -> TunInfo {
         let mut v = [0u8; 1];
         nla.emit_value(&mut v);
         match nla.kind() {
+            3 => t.tap = i32::from(v[0]) == libc::IFF_TAP,
             4 => t.pi = v[0] != 0,
             5 => t.vnet_hdr = v[0] != 0,
             7 => t.multi_queue = v[0] != 0,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostkit_tun::{DeviceError, DeviceSetup, PacketIo, TunDevice, TunOptions};
+use hostkit_tun::{DeviceError, DeviceMode, DeviceSetup, PacketIo, TunDevice, TunOptions};
 
 use netlink_packet_route::address::AddressFlags;
 
@@ -25,13 +25,34 @@ const LOCAL_ROUTE_WAIT: Duration = Duration::from_secs(3);
 /// Why the tunnel could not be established (everything done so far has been undone).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// A device name exists and is not a TUN device.
-    #[error("device {dev:?} exists but is not a TUN device (it is {kind}); choose another name")]
+    /// A device name exists and is not a TUN/TAP device.
+    #[error(
+        "device {dev:?} exists but is not a {} device (it is {kind}); choose another name",
+        mode.label()
+    )]
     NotTun {
         /// Device.
         dev: String,
         /// Its kind.
         kind: String,
+        /// The mode asked for.
+        mode: DeviceMode,
+    },
+    /// A device name exists as a TUN device where a TAP one is asked for, or the other way.
+    #[error(
+        "device {dev:?} exists as a {} device, but --mode {} asks for a {} device; choose another name (or delete it: ip tuntap del dev {dev} mode {})",
+        is.label(),
+        wanted.name(),
+        wanted.label(),
+        is.name()
+    )]
+    WrongMode {
+        /// Device.
+        dev: String,
+        /// What it is.
+        is: DeviceMode,
+        /// What was asked for.
+        wanted: DeviceMode,
     },
     /// Opening a device failed.
     #[error(transparent)]
@@ -216,21 +237,12 @@ fn establish_steps(
         }
     }
     rec.sysctls_before = neighbours.sysctls_before.clone();
-    // 1. Devices: create, or attach to an existing TUN device.
+    // 1. Devices: create, or attach to an existing TUN (TAP) device.
     let mut before = Vec::new();
     for (side, dev) in spec.devs().into_iter().enumerate() {
         let existing = nl.link_by_name(dev)?;
-        if let Some(link) = &existing
-            && link.kind.as_deref() != Some("tun")
-        {
-            return Err(SetupError::NotTun {
-                dev: dev.to_string(),
-                kind: link
-                    .kind
-                    .clone()
-                    .map(|k| format!("a {k} device"))
-                    .unwrap_or_else(|| "a device without a kind".into()),
-            });
+        if let Some(link) = &existing {
+            check_existing(dev, link, spec.mode)?;
         }
         rec.tunnel.created[side] = existing.is_none();
         before.push(existing);
@@ -258,6 +270,7 @@ fn establish_steps(
             rec.push(Undo::RestoreTunSettings {
                 dev: dev.to_string(),
                 ifindex: prev.index,
+                mode: spec.mode,
                 pi: tun.pi,
                 vnet_hdr: tun.vnet_hdr,
                 multi_queue: tun.multi_queue,
@@ -268,6 +281,7 @@ fn establish_steps(
     for (side, dev) in spec.devs().into_iter().enumerate() {
         let opts = TunOptions {
             name: dev.to_string(),
+            mode: spec.mode,
             vnet_hdr: setup.vnet_hdr,
             multi_queue: false,
             offload: 0,
@@ -330,6 +344,39 @@ fn fail_point(_step: usize) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// Refuses an existing device that is not a TUN/TAP device of `mode` (before anything
+/// changes; `--dry-run` refuses the same).
+pub fn check_existing(
+    dev: &str,
+    link: &crate::netlink::LinkInfoSummary,
+    mode: DeviceMode,
+) -> Result<(), SetupError> {
+    if link.kind.as_deref() != Some("tun") {
+        return Err(SetupError::NotTun {
+            dev: dev.to_string(),
+            kind: link
+                .kind
+                .clone()
+                .map(|k| format!("a {k} device"))
+                .unwrap_or_else(|| "a device without a kind".into()),
+            mode,
+        });
+    }
+    let is = if link.tun.unwrap_or_default().tap {
+        DeviceMode::Tap
+    } else {
+        DeviceMode::Tun
+    };
+    if is != mode {
+        return Err(SetupError::WrongMode {
+            dev: dev.to_string(),
+            is,
+            wanted: mode,
+        });
+    }
+    Ok(())
+}
+
 fn side_of(spec: &TunnelSpec, dev: &str) -> usize {
     spec.devs().iter().position(|d| *d == dev).unwrap_or(0)
 }
@@ -354,6 +401,20 @@ fn run_step(
     let side_of = |dev: &str| spec.devs().iter().position(|d| *d == dev).unwrap_or(0);
     match step {
         Step::CreateTun { .. } => Ok(()),
+        Step::SetMac { dev, mac } => {
+            let idx = index_of(nl, dev)?;
+            if let Some(prev) = before[side_of(dev)].as_ref().and_then(|l| l.mac)
+                && prev != mac.0
+            {
+                rec.push(Undo::RestoreMac {
+                    dev: dev.clone(),
+                    ifindex: idx,
+                    mac: crate::spec::MacAddr(prev),
+                })?;
+            }
+            nl.set_link_address(idx, dev, mac.0)?;
+            Ok(())
+        }
         Step::SetMtu { dev, mtu } => {
             let idx = index_of(nl, dev)?;
             if let Some(prev) = before[side_of(dev)].as_ref().and_then(|l| l.mtu)

@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use hostkit_tun::DeviceMode;
 use serde::{Deserialize, Serialize};
 
 use crate::netlink::{Family, IPV6_USER_METRIC, table_name};
@@ -36,11 +37,117 @@ pub struct Endpoint {
     pub addrs: Vec<IpAddr>,
 }
 
+/// A MAC address a TAP device can have: unicast and not all zeros. Parsed from
+/// `02:00:5e:10:00:01` (six pairs of hex digits, `:` between them); shown the same way, also in
+/// state files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+/// Why a MAC address is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    /// Not six colon-separated pairs of hex digits.
+    #[error(
+        "{0:?} is not a MAC address: give six pairs of hex digits separated by ':', e.g. 02:00:00:00:00:01"
+    )]
+    Syntax(String),
+    /// Multicast or broadcast (the first octet's lowest bit is set).
+    #[error(
+        "{0} is a multicast address (the lowest bit of the first octet is set): a device needs a unicast one, e.g. 02:00:00:00:00:01"
+    )]
+    Multicast(MacAddr),
+    /// All zeros.
+    #[error("00:00:00:00:00:00 is not an address a device can have")]
+    Zero,
+}
+
+impl MacAddr {
+    /// The MAC address hostkit gives a TAP device it creates when none is asked for: stable
+    /// (the same for the same name, run after run: captures and `ip neigh` can be compared),
+    /// locally administered and unicast (`02:`), then five bytes of a hash of the name (FNV-1a,
+    /// then MurmurHash3's finaliser).
+    pub fn derived(dev: &str) -> MacAddr {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in "hostkit tap ".bytes().chain(dev.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // MurmurHash3's finaliser: names that differ in one letter differ in every byte.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        let b = h.to_be_bytes();
+        MacAddr([0x02, b[0], b[1], b[2], b[3], b[4]])
+    }
+
+    /// Refuses multicast and all-zero addresses.
+    pub fn check(self) -> Result<MacAddr, MacError> {
+        if self.0 == [0; 6] {
+            Err(MacError::Zero)
+        } else if self.0[0] & 1 != 0 {
+            Err(MacError::Multicast(self))
+        } else {
+            Ok(self)
+        }
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = MacError;
+
+    /// Parses and checks (see [`MacAddr::check`]).
+    fn from_str(s: &str) -> Result<MacAddr, MacError> {
+        let bad = || MacError::Syntax(s.to_string());
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut b = [0u8; 6];
+        for (dst, p) in b.iter_mut().zip(&parts) {
+            if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *dst = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        MacAddr(b).check()
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What the user asked for, before validation.
 #[derive(Debug, Clone, Default)]
 pub struct SpecInput {
     /// The two device names.
     pub devs: [String; 2],
+    /// TUN or TAP devices.
+    pub mode: DeviceMode,
+    /// TAP mode: each device's MAC address, if one is asked for.
+    pub macs: [Option<MacAddr>; 2],
     /// Addresses of each side (empty for both sides: the IPv4 defaults).
     pub addrs: [Vec<IpAddr>; 2],
     /// Routing table for the moved local routes.
@@ -60,8 +167,15 @@ pub struct SpecInput {
 /// A validated tunnel specification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelSpec {
+    /// TUN (IP packets) or TAP (Ethernet frames) devices.
+    #[serde(default)]
+    pub mode: DeviceMode,
     /// The two sides; side 0's addresses have side 1's as peers and vice versa.
     pub ends: [Endpoint; 2],
+    /// TAP mode: the MAC addresses asked for (`--mac0`, `--mac1`); a device created without
+    /// one gets [`MacAddr::derived`], an attached one keeps its own.
+    #[serde(default, skip_serializing_if = "no_macs")]
+    pub macs: [Option<MacAddr>; 2],
     /// Routing table for the moved local routes.
     pub table: u32,
     /// MTU to set, if any.
@@ -77,6 +191,10 @@ pub struct TunnelSpec {
     pub nonlocal_bind: bool,
 }
 
+fn no_macs(m: &[Option<MacAddr>; 2]) -> bool {
+    m.iter().all(Option::is_none)
+}
+
 /// The largest transmit queue length accepted: the kernel allocates a slot per packet.
 pub const MAX_TXQUEUELEN: u32 = 1_000_000;
 
@@ -86,6 +204,18 @@ pub enum SpecError {
     /// A transmit queue length out of range.
     #[error("txqueuelen {0} is out of range: 1 to 1000000 packets")]
     TxQueueLen(u32),
+    /// A MAC address asked of a TUN device, which has none.
+    #[error("--mac{side} applies to --mode tap only: a TUN device has no link-layer address")]
+    MacWithoutTap {
+        /// 0 or 1.
+        side: usize,
+    },
+    /// The same MAC address for both devices.
+    #[error("both devices would have the MAC address {0}: the two ends need different ones")]
+    SameMac(MacAddr),
+    /// A MAC address that is not a device's.
+    #[error(transparent)]
+    Mac(#[from] MacError),
     /// A recorded specification that its own settings do not reproduce.
     #[error("the recorded settings are not what hostkit makes of them (edited by hand?)")]
     NotCanonical,
@@ -234,13 +364,28 @@ impl TunnelSpec {
         {
             return Err(SpecError::TxQueueLen(len));
         }
+        for (side, mac) in input.macs.iter().enumerate() {
+            if let Some(mac) = mac {
+                if input.mode != DeviceMode::Tap {
+                    return Err(SpecError::MacWithoutTap { side });
+                }
+                mac.check()?;
+            }
+        }
+        if let [Some(a), Some(b)] = input.macs
+            && a == b
+        {
+            return Err(SpecError::SameMac(a));
+        }
         let has_v6 = addrs[0].iter().any(|a| a.is_ipv6());
         if let Some(mtu) = input.mtu {
-            if !(68..=65535).contains(&mtu) {
-                return Err(SpecError::Mtu {
-                    mtu,
-                    reason: "a TUN device takes 68 to 65535",
-                });
+            let (max, reason) = match input.mode {
+                DeviceMode::Tun => (65535, "a TUN device takes 68 to 65535"),
+                // The kernel's max_mtu for a TAP device: 65535 less the Ethernet header.
+                DeviceMode::Tap => (65521, "a TAP device takes 68 to 65521"),
+            };
+            if !(68..=max).contains(&mtu) {
+                return Err(SpecError::Mtu { mtu, reason });
             }
             if has_v6 && mtu < 1280 {
                 return Err(SpecError::Mtu {
@@ -259,7 +404,9 @@ impl TunnelSpec {
             }
         });
         Ok(TunnelSpec {
+            mode: input.mode,
             ends,
+            macs: input.macs,
             table: input.table,
             mtu: input.mtu,
             txqueuelen: input.txqueuelen,
@@ -274,6 +421,8 @@ impl TunnelSpec {
     pub fn revalidate(&self) -> Result<(), SpecError> {
         let again = TunnelSpec::new(SpecInput {
             devs: self.devs().map(str::to_string),
+            mode: self.mode,
+            macs: self.macs,
             addrs: [self.ends[0].addrs.clone(), self.ends[1].addrs.clone()],
             table: self.table,
             mtu: self.mtu,
@@ -330,13 +479,45 @@ impl TunnelSpec {
         [&self.ends[0].dev, &self.ends[1].dev]
     }
 
+    /// The MAC address device `side` gets, if hostkit sets one: in TAP mode, the one asked
+    /// for, else for a device it creates ([`MacAddr::derived`]); an attached device keeps its
+    /// own unless one is asked for.
+    pub fn mac(&self, side: usize, created: bool) -> Option<MacAddr> {
+        if self.mode != DeviceMode::Tap {
+            return None;
+        }
+        self.macs[side].or_else(|| {
+            created.then(|| {
+                let mac = MacAddr::derived(&self.ends[side].dev);
+                // Two names whose hashes agree in 40 bits: side 1 takes another address.
+                let other = self.macs[1 - side]
+                    .unwrap_or_else(|| MacAddr::derived(&self.ends[1 - side].dev));
+                match (side, mac == other) {
+                    (1, true) => {
+                        MacAddr([mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], !mac.0[5]])
+                    }
+                    _ => mac,
+                }
+            })
+        })
+    }
+
     /// The ordered plan. `created[i]` says whether device `i` is created (or attached to).
     pub fn plan(&self, created: [bool; 2]) -> Vec<Step> {
         let mut steps = Vec::new();
         for (side, &create) in created.iter().enumerate() {
             let dev = self.ends[side].dev.clone();
             if create {
-                steps.push(Step::CreateTun { dev: dev.clone() });
+                steps.push(Step::CreateTun {
+                    dev: dev.clone(),
+                    mode: self.mode,
+                });
+            }
+            if let Some(mac) = self.mac(side, create) {
+                steps.push(Step::SetMac {
+                    dev: dev.clone(),
+                    mac,
+                });
             }
             if let Some(mtu) = self.mtu {
                 steps.push(Step::SetMtu {
@@ -449,10 +630,19 @@ fn check_usable(addr: &IpAddr) -> Result<(), SpecError> {
 /// One step of the setup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Create a TUN device (an ioctl on /dev/net/tun).
+    /// Create a TUN or TAP device (an ioctl on /dev/net/tun).
     CreateTun {
         /// Device.
         dev: String,
+        /// TUN or TAP.
+        mode: DeviceMode,
+    },
+    /// Set a TAP device's MAC address.
+    SetMac {
+        /// Device.
+        dev: String,
+        /// The address.
+        mac: MacAddr,
     },
     /// Set the MTU.
     SetMtu {
@@ -537,7 +727,12 @@ impl Step {
             s
         };
         match self {
-            Step::CreateTun { dev } => vec![format!("{} tuntap add dev {dev} mode tun", ip(None))],
+            Step::CreateTun { dev, mode } => {
+                vec![format!("{} tuntap add dev {dev} mode {mode}", ip(None))]
+            }
+            Step::SetMac { dev, mac } => {
+                vec![format!("{} link set dev {dev} address {mac}", ip(None))]
+            }
             Step::SetMtu { dev, mtu } => vec![format!("{} link set dev {dev} mtu {mtu}", ip(None))],
             Step::SetTxQueueLen { dev, len } => {
                 vec![format!("{} link set dev {dev} txqueuelen {len}", ip(None))]
@@ -770,5 +965,105 @@ mod tests {
             },
             "IPv6 needs at least 1280",
         );
+    }
+
+    #[test]
+    fn tap_mode_creates_tap_devices_with_stable_macs() {
+        let mut i = input();
+        i.devs = ["tap0".into(), "tap1".into()];
+        i.mode = DeviceMode::Tap;
+        let spec = TunnelSpec::new(i.clone()).unwrap();
+        let (m0, m1) = (MacAddr::derived("tap0"), MacAddr::derived("tap1"));
+        assert_ne!(m0, m1);
+        assert_eq!(m0, MacAddr::derived("tap0"), "stable");
+        assert_eq!(m0.0[0], 0x02, "locally administered unicast");
+        let cmds: Vec<String> = spec
+            .plan([true, false])
+            .iter()
+            .flat_map(|s| s.commands(None))
+            .take(6)
+            .collect();
+        assert_eq!(
+            cmds,
+            vec![
+                "ip tuntap add dev tap0 mode tap".to_string(),
+                format!("ip link set dev tap0 address {m0}"),
+                "ip link set dev tap0 addrgenmode none".into(),
+                "ip address add 10.0.0.1 peer 10.0.0.2 dev tap0".into(),
+                "ip link set dev tap0 up".into(),
+                // An attached device keeps its own address unless one is asked for.
+                "ip link set dev tap1 addrgenmode none".into(),
+            ]
+        );
+        i.macs = [None, Some("02:00:00:00:00:0b".parse().unwrap())];
+        let spec = TunnelSpec::new(i).unwrap();
+        assert_eq!(spec.mac(1, false), spec.macs[1]);
+        assert_eq!(spec.mac(0, true), Some(m0));
+        // Through a state file and back.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("\"mode\":\"tap\"") && json.contains("02:00:00:00:00:0b"));
+        let back: TunnelSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, spec);
+        back.revalidate().unwrap();
+        // A TUN tunnel's record has neither (and an old one without `mode` is TUN).
+        let tun = TunnelSpec::new(input()).unwrap();
+        let json = serde_json::to_string(&tun).unwrap();
+        assert!(!json.contains("macs"), "{json}");
+        let old = json.replace("\"mode\":\"tun\",", "");
+        assert_eq!(serde_json::from_str::<TunnelSpec>(&old).unwrap(), tun);
+    }
+
+    #[test]
+    fn mac_addresses_are_checked() {
+        assert_eq!(
+            "02:0A:0b:00:00:01".parse::<MacAddr>().unwrap().to_string(),
+            "02:0a:0b:00:00:01"
+        );
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "2:00:00:00:00:01",
+            "02-00-00-00-00-01",
+            "0g:00:00:00:00:01",
+        ] {
+            assert!(
+                matches!(bad.parse::<MacAddr>(), Err(MacError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            "01:00:5e:00:00:01".parse::<MacAddr>(),
+            Err(MacError::Multicast(_))
+        ));
+        assert!(matches!(
+            "ff:ff:ff:ff:ff:ff".parse::<MacAddr>(),
+            Err(MacError::Multicast(_))
+        ));
+        assert_eq!("00:00:00:00:00:00".parse::<MacAddr>(), Err(MacError::Zero));
+        assert!(serde_json::from_str::<MacAddr>("\"01:00:00:00:00:01\"").is_err());
+        let mac = "02:00:00:00:00:01".parse::<MacAddr>().unwrap();
+        let mut i = input();
+        i.macs = [Some(mac), None];
+        assert_eq!(
+            TunnelSpec::new(i.clone()).unwrap_err().to_string(),
+            "--mac0 applies to --mode tap only: a TUN device has no link-layer address"
+        );
+        i.mode = DeviceMode::Tap;
+        i.macs = [Some(mac), Some(mac)];
+        assert_eq!(
+            TunnelSpec::new(i.clone()).unwrap_err(),
+            SpecError::SameMac(mac)
+        );
+        i.macs = [None, None];
+        i.mtu = Some(65535);
+        assert!(
+            TunnelSpec::new(i.clone())
+                .unwrap_err()
+                .to_string()
+                .contains("a TAP device takes 68 to 65521")
+        );
+        i.mtu = Some(65521);
+        assert!(TunnelSpec::new(i).is_ok());
     }
 }

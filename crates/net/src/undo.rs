@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::netlink::{
     Family, LinkInfoSummary, Netlink, NetlinkError, TABLE_LOCAL, full_prefix, table_name,
 };
-use crate::spec::{SYSCTL_KEYS, TunnelSpec};
+use crate::spec::{MacAddr, SYSCTL_KEYS, TunnelSpec};
 use crate::sysctl;
 
 /// One recorded change, described by how to undo it. Every device entry carries the interface
@@ -60,6 +60,9 @@ pub enum Undo {
         dev: String,
         /// Its interface index.
         ifindex: u32,
+        /// TUN or TAP (the device's type: opening it as the other fails).
+        #[serde(default)]
+        mode: hostkit_tun::DeviceMode,
         /// It had the packet-information header.
         pi: bool,
         /// It had `IFF_VNET_HDR`.
@@ -69,6 +72,15 @@ pub enum Undo {
         /// Its offloads, when they can be known (0 for a device without a vnet header: offloads
         /// cannot be used without one); `None`: left as they are.
         offloads: Option<u32>,
+    },
+    /// Put back an existing TAP device's MAC address.
+    RestoreMac {
+        /// Device.
+        dev: String,
+        /// Its interface index.
+        ifindex: u32,
+        /// Its MAC address before `up`.
+        mac: MacAddr,
     },
     /// Put back an existing device's IPv6 address-generation mode.
     RestoreAddrGenMode {
@@ -168,6 +180,7 @@ impl Undo {
             | Undo::LinkDown { dev, .. }
             | Undo::RestoreMtu { dev, .. }
             | Undo::RestoreTxQueueLen { dev, .. }
+            | Undo::RestoreMac { dev, .. }
             | Undo::DelAddress { dev, .. }
             | Undo::RestoreAddrGenMode { dev, .. }
             | Undo::RestoreTunSettings { dev, .. }
@@ -190,6 +203,7 @@ impl fmt::Display for Undo {
             Undo::RestoreTxQueueLen { dev, len, .. } => {
                 write!(f, "restore txqueuelen {len} on {dev}")
             }
+            Undo::RestoreMac { dev, mac, .. } => write!(f, "restore address {mac} on {dev}"),
             Undo::DelAddress {
                 dev, local, peer, ..
             } => match peer {
@@ -318,6 +332,16 @@ pub fn check_entries(spec: &TunnelSpec, undo: &[Undo]) -> Result<(), RefusedEntr
             }
             Undo::RestoreMtu { mtu, .. } if !(68..=65535).contains(mtu) => {
                 return Err(refuse(format!("MTU {mtu} is out of range")));
+            }
+            Undo::RestoreMac { .. } if spec.mode != hostkit_tun::DeviceMode::Tap => {
+                return Err(refuse("a TUN device has no MAC address".into()));
+            }
+            Undo::RestoreTunSettings { mode, .. } if *mode != spec.mode => {
+                return Err(refuse(format!(
+                    "the tunnel's devices are {} devices, not {}",
+                    spec.mode.label(),
+                    mode.label()
+                )));
             }
             Undo::DelAddress { local, peer, .. }
                 if !own.contains(local) || peer.is_some_and(|p| !other.contains(&p)) =>
@@ -524,9 +548,17 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<Undone, NetlinkError> {
             let l = link!(dev, ifindex);
             done(nl.delete_address(l.index, dev, *local, full_prefix(local), *peer))
         }
+        Undo::RestoreMac { dev, ifindex, mac } => {
+            let l = link!(dev, ifindex);
+            if l.mac == Some(mac.0) {
+                return Ok(Undone::Nothing);
+            }
+            done(nl.set_link_address(l.index, dev, mac.0))
+        }
         Undo::RestoreTunSettings {
             dev,
             ifindex,
+            mode,
             pi,
             vnet_hdr,
             multi_queue,
@@ -537,12 +569,19 @@ fn undo_one(nl: &Netlink, u: &Undo) -> Result<Undone, NetlinkError> {
             if now.pi == *pi && now.vnet_hdr == *vnet_hdr && offloads.is_none() {
                 return Ok(Undone::Nothing);
             }
-            hostkit_tun::TunDevice::restore_settings(dev, *pi, *vnet_hdr, *multi_queue, *offloads)
-                .map_err(|e| NetlinkError {
-                    op: format!("restore the settings of {dev}"),
-                    message: e.to_string(),
-                    errno: None,
-                })?;
+            hostkit_tun::TunDevice::restore_settings(
+                dev,
+                *mode,
+                *pi,
+                *vnet_hdr,
+                *multi_queue,
+                *offloads,
+            )
+            .map_err(|e| NetlinkError {
+                op: format!("restore the settings of {dev}"),
+                message: e.to_string(),
+                errno: None,
+            })?;
             Ok(Undone::Done)
         }
         Undo::RestoreAddrGenMode { dev, ifindex, mode } => {

@@ -1,14 +1,21 @@
-//! Opening TUN devices with `TUNSETIFF`.
+//! Opening TUN and TAP devices with `TUNSETIFF`.
 //!
 //! The `tun-tap` crate only sets `IFF_TUN|IFF_NO_PI`; hostkit needs to choose the flags itself
-//! (`IFF_VNET_HDR`, `IFF_MULTI_QUEUE`) and to reset a persistent device's sticky offload state,
-//! so the ioctls live here, behind safe functions.
+//! (`IFF_TAP`, `IFF_VNET_HDR`, `IFF_MULTI_QUEUE`) and to reset a persistent device's sticky
+//! offload state, so the ioctls live here, behind safe functions.
+//!
+//! A TAP device (`IFF_TAP`) is the same driver carrying Ethernet frames instead of IP
+//! packets; with `IFF_VNET_HDR` its `virtio_net_hdr` works as for TUN, its `csum_start` and
+//! `hdr_len` counting from the start of the frame (observed: a TCP super-frame reads with
+//! `csum_start` 34 = 14 + 20, `hdr_len` 66 = 14 + 20 + 32).
 
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use crate::packet::LinkLayer;
 
 /// The longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub(crate) const MAX_NAME_LEN: usize = 15;
@@ -46,11 +53,14 @@ pub enum DeviceError {
         /// The device name.
         name: String,
     },
-    /// A device of that name exists but is not a TUN device (or has other flags).
-    #[error("{name:?} exists but is not a TUN device of the requested type")]
+    /// A device of that name exists but is not a TUN/TAP device of the requested mode (or
+    /// has other flags).
+    #[error("{name:?} exists but is not a {} device of the requested type", mode.label())]
     NotTun {
         /// The device name.
         name: String,
+        /// The mode asked for.
+        mode: DeviceMode,
     },
     /// The (single-queue) device is already held by another process.
     #[error("TUN device {name:?} is busy: another process (a running relay?) holds it")]
@@ -69,11 +79,66 @@ pub enum DeviceError {
     },
 }
 
-/// How to open a TUN device.
+/// What a device carries: IP packets (TUN, `IFF_TUN`) or Ethernet frames (TAP, `IFF_TAP`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceMode {
+    /// IP packets, no link layer (`IFF_TUN`).
+    #[default]
+    Tun,
+    /// Ethernet frames (`IFF_TAP`): ARP, neighbour discovery, VLAN tags, any EtherType.
+    Tap,
+}
+
+impl DeviceMode {
+    /// `tun` or `tap` (the word `ip tuntap … mode` takes).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceMode::Tun => "tun",
+            DeviceMode::Tap => "tap",
+        }
+    }
+
+    /// `TUN` or `TAP`, for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeviceMode::Tun => "TUN",
+            DeviceMode::Tap => "TAP",
+        }
+    }
+
+    /// What its packets start with.
+    pub fn link(self) -> LinkLayer {
+        match self {
+            DeviceMode::Tun => LinkLayer::Ip,
+            DeviceMode::Tap => LinkLayer::Ethernet,
+        }
+    }
+
+    /// The `TUNSETIFF` type flag.
+    fn flag(self) -> libc::c_int {
+        match self {
+            DeviceMode::Tun => libc::IFF_TUN,
+            DeviceMode::Tap => libc::IFF_TAP,
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How to open a TUN or TAP device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunOptions {
     /// Interface name (≤ 15 bytes).
     pub name: String,
+    /// TUN (IP packets) or TAP (Ethernet frames).
+    pub mode: DeviceMode,
     /// Prepend a `virtio_net_hdr` to every packet (`IFF_VNET_HDR`).
     pub vnet_hdr: bool,
     /// Open one queue of a multi-queue device (`IFF_MULTI_QUEUE`).
@@ -143,12 +208,13 @@ pub fn validate_name(name: &str) -> Result<(), DeviceError> {
     Ok(())
 }
 
-/// An open TUN device queue. Closing it (drop) detaches; a non-persistent device disappears
-/// with its last queue.
+/// An open TUN or TAP device queue. Closing it (drop) detaches; a non-persistent device
+/// disappears with its last queue.
 #[derive(Debug)]
 pub struct TunDevice {
     fd: OwnedFd,
     name: String,
+    mode: DeviceMode,
     vnet_hdr: bool,
 }
 
@@ -229,7 +295,7 @@ impl TunDevice {
             })?;
         let fd: OwnedFd = file.into();
 
-        let mut flags = libc::IFF_TUN;
+        let mut flags = opts.mode.flag();
         if !packet_info {
             flags |= libc::IFF_NO_PI;
         }
@@ -248,7 +314,10 @@ impl TunDevice {
                 nix::errno::Errno::EPERM | nix::errno::Errno::EACCES => {
                     DeviceError::Permission { name }
                 }
-                nix::errno::Errno::EINVAL => DeviceError::NotTun { name },
+                nix::errno::Errno::EINVAL => DeviceError::NotTun {
+                    name,
+                    mode: opts.mode,
+                },
                 nix::errno::Errno::EBUSY => DeviceError::Busy { name },
                 other => DeviceError::Io {
                     name,
@@ -259,6 +328,7 @@ impl TunDevice {
         let dev = TunDevice {
             fd,
             name: read_back_name(&opts.name, &req),
+            mode: opts.mode,
             vnet_hdr: opts.vnet_hdr,
         };
         if set_offload {
@@ -275,6 +345,7 @@ impl TunDevice {
     /// sets its offloads if known, and detaches. Needs no queue of ours to be attached.
     pub fn restore_settings(
         name: &str,
+        mode: DeviceMode,
         pi: bool,
         vnet_hdr: bool,
         multi_queue: bool,
@@ -282,6 +353,7 @@ impl TunDevice {
     ) -> Result<(), DeviceError> {
         let opts = TunOptions {
             name: name.to_string(),
+            mode,
             vnet_hdr,
             multi_queue,
             offload: offload.unwrap_or(0),
@@ -334,6 +406,11 @@ impl TunDevice {
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// TUN or TAP.
+    pub fn mode(&self) -> DeviceMode {
+        self.mode
     }
 
     /// Whether packets carry a `virtio_net_hdr`.
@@ -415,6 +492,7 @@ mod tests {
             Path::new("/nonexistent/dev/net/tun"),
             &TunOptions {
                 name: "tun0".into(),
+                mode: DeviceMode::Tun,
                 vnet_hdr: false,
                 multi_queue: false,
                 offload: 0,

@@ -26,6 +26,11 @@
 //!   completed at `csum_start`/`csum_offset` (`skb_checksum_help`). Without the flag the
 //!   packet is passed through untouched (no copy).
 //!
+//! **Frames.** A TAP device (Ethernet frames) hands over the same header, with `csum_start`
+//! and `hdr_len` counting from the start of the frame. [`Segmenter::segment_link`] finds the
+//! IP header after the Ethernet header and any 802.1Q/802.1ad tags (14, 18, 22 bytes) and
+//! puts a copy of that link-layer header before every segment; the rest is as above.
+//!
 //! A super-packet whose payload fits in one `gso_size` is one segment (the kernel does not
 //! mark it GSO at all). With `F_NEEDS_CSUM` the pseudo-header sum is taken from the checksum
 //! field, as the kernel does (so an IPv6 routing header's final destination is honoured);
@@ -62,6 +67,7 @@
 use std::fmt;
 
 use crate::device::VNET_HDR_LEN;
+use crate::packet::LinkLayer;
 
 /// The `struct virtio_net_hdr` that precedes every packet on an `IFF_VNET_HDR` device, in
 /// the host's byte order (TUN's legacy layout; this toolkit does not set `TUNSETVNETBE`/`LE`).
@@ -405,9 +411,12 @@ fn put16(p: &mut [u8], at: usize, v: u16) {
     p[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-/// The IP layer of a packet.
+/// The IP layer of a packet (offsets from the start of the buffer, which may hold a link-layer
+/// header before the IP header).
 #[derive(Debug, Clone, Copy)]
 struct Ip {
+    /// Where the IP header starts (0, or after an Ethernet header).
+    start: usize,
     v6: bool,
     /// IPv4 header length (the part with a header checksum); 40 for IPv6.
     ip_hdr_len: usize,
@@ -433,16 +442,29 @@ fn need(what: &'static str, need: usize, have: usize) -> Result<(), GsoError> {
 }
 
 fn parse_ip(p: &[u8]) -> Result<Ip, GsoError> {
-    let first = *p.first().ok_or(GsoError::Truncated {
+    parse_ip_at(p, 0)
+}
+
+/// Parses the IP header at `start` of `p`; the offsets of the result count from the start of
+/// `p` (the lengths checked and reported are the IP packet's).
+fn parse_ip_at(p: &[u8], start: usize) -> Result<Ip, GsoError> {
+    let q = p.get(start..).unwrap_or(&[]);
+    let first = *q.first().ok_or(GsoError::Truncated {
         what: "IP header",
         need: 1,
         have: 0,
     })?;
-    match first >> 4 {
-        4 => parse_v4(p),
-        6 => parse_v6(p),
+    let ip = match first >> 4 {
+        4 => parse_v4(q),
+        6 => parse_v6(q),
         v => Err(GsoError::NotIp(v)),
-    }
+    }?;
+    Ok(Ip {
+        start,
+        l4: start + ip.l4,
+        end: start + ip.end,
+        ..ip
+    })
 }
 
 fn parse_v4(p: &[u8]) -> Result<Ip, GsoError> {
@@ -460,6 +482,7 @@ fn parse_v4(p: &[u8]) -> Result<Ip, GsoError> {
     }
     need("IPv4 packet (total length)", end, p.len())?;
     Ok(Ip {
+        start: 0,
         v6: false,
         ip_hdr_len: ihl,
         l4: ihl,
@@ -494,6 +517,7 @@ fn parse_v6(p: &[u8]) -> Result<Ip, GsoError> {
             51 => return Err(GsoError::Unsupported("IPv6 authentication header")),
             proto => {
                 return Ok(Ip {
+                    start: 0,
                     v6: true,
                     ip_hdr_len: 40,
                     l4: off,
@@ -508,7 +532,8 @@ fn parse_v6(p: &[u8]) -> Result<Ip, GsoError> {
     Err(GsoError::Unsupported("more than 8 IPv6 extension headers"))
 }
 
-/// The folded pseudo-header sum for a transport segment of `len` bytes, from the IP header.
+/// The folded pseudo-header sum for a transport segment of `len` bytes, from the IP header at
+/// the start of `p`.
 fn pseudo_header(p: &[u8], v6: bool, proto: u8, len: u16) -> u16 {
     let addrs = if v6 { &p[8..40] } else { &p[12..20] };
     Checksum::new()
@@ -549,7 +574,9 @@ enum Plan {
     Split(Split),
 }
 
-fn plan(hdr: &VnetHdr, p: &[u8]) -> Result<Plan, GsoError> {
+/// The plan for `p`, whose IP header starts at `ip_start` (`None`: a frame without one, which
+/// can only be passed on or have its checksum completed).
+fn plan(hdr: &VnetHdr, p: &[u8], ip_start: Option<usize>) -> Result<Plan, GsoError> {
     if usize::from(hdr.hdr_len) > p.len() {
         return Err(GsoError::HdrLenBeyondPacket {
             hdr_len: hdr.hdr_len,
@@ -590,7 +617,12 @@ fn plan(hdr: &VnetHdr, p: &[u8]) -> Result<Plan, GsoError> {
         return Err(GsoError::ZeroGsoSize);
     }
 
-    let ip = parse_ip(p)?;
+    let Some(ip_start) = ip_start else {
+        return Err(GsoError::Unsupported(
+            "a GSO frame without an IPv4 or IPv6 header",
+        ));
+    };
+    let ip = parse_ip_at(p, ip_start)?;
     if ip.end != p.len() {
         return Err(GsoError::LengthMismatch {
             field: if ip.v6 {
@@ -598,8 +630,8 @@ fn plan(hdr: &VnetHdr, p: &[u8]) -> Result<Plan, GsoError> {
             } else {
                 "IPv4 total length"
             },
-            claimed: ip.end,
-            actual: p.len(),
+            claimed: ip.end - ip.start,
+            actual: p.len() - ip.start,
         });
     }
     if ip.fragment {
@@ -651,7 +683,7 @@ fn plan(hdr: &VnetHdr, p: &[u8]) -> Result<Plan, GsoError> {
         }
         get16(p, ip.l4 + csum_field)
     } else {
-        pseudo_header(p, ip.v6, ip.proto, l4_len)
+        pseudo_header(&p[ip.start..], ip.v6, ip.proto, l4_len)
     };
     let hdrs = ip.l4 + l4_hdr_len;
     let mss = usize::from(hdr.gso_size);
@@ -670,7 +702,7 @@ fn plan(hdr: &VnetHdr, p: &[u8]) -> Result<Plan, GsoError> {
 /// How many packets [`Segmenter::segment`] would yield, without copying anything; the same
 /// checks and errors.
 pub fn segment_count(hdr: &VnetHdr, packet: &[u8]) -> Result<usize, GsoError> {
-    Ok(match plan(hdr, packet)? {
+    Ok(match plan(hdr, packet, Some(0))? {
         Plan::AsIs | Plan::Complete { .. } => 1,
         Plan::Split(s) => s.segs,
     })
@@ -708,7 +740,33 @@ impl Segmenter {
         packet: &[u8],
         mut out: F,
     ) -> Result<usize, GsoError> {
-        match plan(hdr, packet)? {
+        self.run(plan(hdr, packet, Some(0))?, packet, &mut out)
+    }
+
+    /// [`Segmenter::segment`] for a packet of any link layer: for an Ethernet frame (a TAP
+    /// device's), the IP header is found after the Ethernet header and any VLAN tags
+    /// ([`crate::packet::ip_offset`]), `csum_start` and `hdr_len` count from the start of the
+    /// frame (as the kernel writes them), and every segment is a frame with a copy of the
+    /// original's link-layer header. A frame that carries no IP (ARP, another EtherType) is
+    /// yielded as it is unless its header asks for segmentation (refused).
+    pub fn segment_link<F: FnMut(&[u8])>(
+        &mut self,
+        link: LinkLayer,
+        hdr: &VnetHdr,
+        packet: &[u8],
+        mut out: F,
+    ) -> Result<usize, GsoError> {
+        let start = crate::packet::ip_offset(link, packet);
+        self.run(plan(hdr, packet, start)?, packet, &mut out)
+    }
+
+    fn run<F: FnMut(&[u8])>(
+        &mut self,
+        plan: Plan,
+        packet: &[u8],
+        out: &mut F,
+    ) -> Result<usize, GsoError> {
+        match plan {
             Plan::AsIs => {
                 out(packet);
                 Ok(1)
@@ -740,12 +798,12 @@ impl Segmenter {
             segs,
             ..
         } = *s;
-        let l4 = ip.l4;
+        let (l4, at) = (ip.l4, ip.start);
         let buf = &mut self.buf;
         buf.clear();
         buf.reserve(hdrs + mss.min(p.len() - hdrs));
         buf.extend_from_slice(&p[..hdrs]);
-        let id0 = get16(p, 4);
+        let id0 = get16(p, at + 4);
         // TCP only (a UDP header is 8 bytes).
         let (seq0, flags0) = if udp {
             (0, 0)
@@ -773,13 +831,13 @@ impl Segmenter {
             buf.extend_from_slice(chunk);
             let len = buf.len();
             if ip.v6 {
-                put16(buf, 4, (len - 40) as u16);
+                put16(buf, at + 4, (len - at - 40) as u16);
             } else {
-                put16(buf, 2, len as u16);
-                put16(buf, 4, id0.wrapping_add(i as u16));
-                put16(buf, 10, 0);
-                let c = checksum(&buf[..ip.ip_hdr_len]);
-                put16(buf, 10, c);
+                put16(buf, at + 2, (len - at) as u16);
+                put16(buf, at + 4, id0.wrapping_add(i as u16));
+                put16(buf, at + 10, 0);
+                let c = checksum(&buf[at..at + ip.ip_hdr_len]);
+                put16(buf, at + 10, c);
             }
             let l4_len = (len - l4) as u16;
             if udp {

@@ -1,4 +1,5 @@
-//! Decoding IP packets into one-line summaries for the packet log. Pure; no I/O.
+//! Decoding IP packets and Ethernet frames into one-line summaries for the packet log, and
+//! finding the IP header in a frame ([`ip_offset`]). Pure; no I/O.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -104,6 +105,8 @@ pub enum DecodeError {
     UnknownVersion(u8),
     /// Shorter than its headers claim.
     Truncated,
+    /// An Ethernet frame shorter than its header (and tags).
+    ShortFrame(usize),
 }
 
 impl fmt::Display for DecodeError {
@@ -112,6 +115,9 @@ impl fmt::Display for DecodeError {
             DecodeError::Empty => write!(f, "empty packet"),
             DecodeError::UnknownVersion(v) => write!(f, "not IP (version nibble {v})"),
             DecodeError::Truncated => write!(f, "truncated IP packet"),
+            DecodeError::ShortFrame(n) => {
+                write!(f, "{n}-byte frame is shorter than its Ethernet header")
+            }
         }
     }
 }
@@ -357,6 +363,203 @@ impl fmt::Display for Summary {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Ethernet (TAP devices)
+// ---------------------------------------------------------------------------------------------
+
+/// What a packet on the relay's path starts with.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkLayer {
+    /// The IP header: a raw IPv4 or IPv6 packet, as a TUN device carries it.
+    #[default]
+    Ip,
+    /// An Ethernet header (destination, source, EtherType, possibly 802.1Q/802.1ad tags),
+    /// as a TAP device carries it.
+    Ethernet,
+}
+
+impl LinkLayer {
+    /// `ip` or `ethernet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkLayer::Ip => "ip",
+            LinkLayer::Ethernet => "ethernet",
+        }
+    }
+}
+
+/// Length of an Ethernet header without tags.
+pub const ETH_HLEN: usize = 14;
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86DD;
+/// TPID of an 802.1Q (VLAN) tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// TPID of an 802.1ad (service VLAN, "QinQ") tag.
+pub const ETHERTYPE_QINQ: u16 = 0x88A8;
+/// Tags followed before giving up (802.1ad + 802.1Q is two).
+const MAX_TAGS: usize = 4;
+
+fn is_tag(ethertype: u16) -> bool {
+    // 0x9100: the pre-802.1ad QinQ TPID some switches still use (libpcap's `vlan` knows it).
+    matches!(ethertype, ETHERTYPE_VLAN | ETHERTYPE_QINQ | 0x9100)
+}
+
+/// The payload of an Ethernet frame: its EtherType (after any VLAN tags), where it starts,
+/// and the VLAN IDs of the tags, outermost first. `None` when the frame is too short for its
+/// header and tags.
+pub fn ether_payload(frame: &[u8]) -> Option<(u16, usize, Vec<u16>)> {
+    let mut at = 12;
+    let mut vlans = Vec::new();
+    for _ in 0..=MAX_TAGS {
+        let ty = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+        if !is_tag(ty) {
+            return Some((ty, at + 2, vlans));
+        }
+        let tci = u16::from_be_bytes([*frame.get(at + 2)?, *frame.get(at + 3)?]);
+        vlans.push(tci & 0x0fff);
+        at += 4;
+    }
+    None
+}
+
+/// Where the IP header starts in a packet of link layer `link`: 0 for [`LinkLayer::Ip`];
+/// for an Ethernet frame, after its header and any VLAN tags (14, 18, 22, …) when the
+/// EtherType says IPv4 or IPv6 — `None` for anything else (ARP, another EtherType, a frame
+/// too short). Cost: a look at ≤ 30 bytes, no allocation.
+pub fn ip_offset(link: LinkLayer, packet: &[u8]) -> Option<usize> {
+    match link {
+        LinkLayer::Ip => Some(0),
+        LinkLayer::Ethernet => {
+            let mut at = 12;
+            for _ in 0..=MAX_TAGS {
+                let ty = u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]);
+                match ty {
+                    ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => return Some(at + 2),
+                    t if is_tag(t) => at += 4,
+                    _ => return None,
+                }
+            }
+            None
+        }
+    }
+}
+
+/// A MAC address, for summaries: `9e:9f:91:56:7f:9b`.
+fn mac(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// What an Ethernet frame carries, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FramePayload {
+    /// An IP packet (or why it could not be decoded).
+    Ip(Result<Summary, DecodeError>),
+    /// ARP over Ethernet/IPv4.
+    Arp {
+        /// 1 request, 2 reply.
+        op: u16,
+        /// Sender hardware address.
+        sha: [u8; 6],
+        /// Sender protocol address.
+        spa: Ipv4Addr,
+        /// Target protocol address.
+        tpa: Ipv4Addr,
+    },
+    /// Another EtherType (or ARP for something else than Ethernet/IPv4), with its length.
+    Other {
+        /// The EtherType.
+        ethertype: u16,
+        /// Bytes after the header.
+        len: usize,
+    },
+}
+
+/// A decoded Ethernet frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameSummary {
+    /// Source MAC address.
+    pub src: [u8; 6],
+    /// Destination MAC address.
+    pub dst: [u8; 6],
+    /// VLAN IDs of its tags, outermost first.
+    pub vlans: Vec<u16>,
+    /// What it carries.
+    pub payload: FramePayload,
+}
+
+/// Decodes an Ethernet frame (no virtio-net header): addresses, VLAN tags, then IP (as
+/// [`decode`]), ARP, or the EtherType.
+pub fn decode_frame(frame: &[u8]) -> Result<FrameSummary, DecodeError> {
+    let (ethertype, at, vlans) =
+        ether_payload(frame).ok_or(DecodeError::ShortFrame(frame.len()))?;
+    let mut dst = [0u8; 6];
+    let mut src = [0u8; 6];
+    dst.copy_from_slice(&frame[0..6]);
+    src.copy_from_slice(&frame[6..12]);
+    let rest = &frame[at..];
+    let payload = match ethertype {
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => FramePayload::Ip(decode(rest)),
+        // Ethernet (1), IPv4 (0x0800), 6- and 4-byte addresses.
+        ETHERTYPE_ARP if rest.len() >= 28 && rest[0..6] == [0, 1, 8, 0, 6, 4] => {
+            let mut sha = [0u8; 6];
+            sha.copy_from_slice(&rest[8..14]);
+            FramePayload::Arp {
+                op: u16::from_be_bytes([rest[6], rest[7]]),
+                sha,
+                spa: Ipv4Addr::new(rest[14], rest[15], rest[16], rest[17]),
+                tpa: Ipv4Addr::new(rest[24], rest[25], rest[26], rest[27]),
+            }
+        }
+        ethertype => FramePayload::Other {
+            ethertype,
+            len: rest.len(),
+        },
+    };
+    Ok(FrameSummary {
+        src,
+        dst,
+        vlans,
+        payload,
+    })
+}
+
+impl fmt::Display for FrameSummary {
+    /// `9e:9f:91:56:7f:9b > ff:ff:ff:ff:ff:ff, vlan 100, ARP who-has 10.0.0.2 tell 10.0.0.1`;
+    /// an IP packet as [`Summary`] shows it (its length is the IP packet's).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} > {}", mac(&self.src), mac(&self.dst))?;
+        for v in &self.vlans {
+            write!(f, ", vlan {v}")?;
+        }
+        match &self.payload {
+            FramePayload::Ip(Ok(s)) => write!(f, ", {s}"),
+            FramePayload::Ip(Err(e)) => write!(f, ", {e}"),
+            FramePayload::Arp {
+                op: 1, spa, tpa, ..
+            } => write!(f, ", ARP who-has {tpa} tell {spa}"),
+            FramePayload::Arp {
+                op: 2, sha, spa, ..
+            } => write!(f, ", ARP reply {spa} is-at {}", mac(sha)),
+            FramePayload::Arp { op, spa, tpa, .. } => {
+                write!(f, ", ARP op {op} {spa} > {tpa}")
+            }
+            FramePayload::Other { ethertype, len } => {
+                write!(f, ", ethertype {ethertype:#06x}, length {len}")
+            }
+        }
+    }
+}
+
 fn sock(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
@@ -502,5 +705,75 @@ mod tests {
         q[9] = 6;
         q.truncate(24);
         assert_eq!(decode(&q).unwrap().transport, Transport::Other(6));
+    }
+
+    fn frame(ethertype: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(ethertype);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn finds_the_ip_header_after_ethernet_and_vlan_tags() {
+        let p = ping_v4();
+        assert_eq!(ip_offset(LinkLayer::Ip, &p), Some(0));
+        assert_eq!(
+            ip_offset(LinkLayer::Ethernet, &frame(&[8, 0], &p)),
+            Some(14)
+        );
+        assert_eq!(
+            ip_offset(
+                LinkLayer::Ethernet,
+                &frame(&[0x81, 0, 0, 100, 0x86, 0xdd], &p)
+            ),
+            Some(18)
+        );
+        assert_eq!(
+            ip_offset(
+                LinkLayer::Ethernet,
+                &frame(&[0x88, 0xa8, 0, 5, 0x81, 0, 0, 100, 8, 0], &p)
+            ),
+            Some(22)
+        );
+        assert_eq!(ip_offset(LinkLayer::Ethernet, &frame(&[8, 6], &p)), None);
+        assert_eq!(ip_offset(LinkLayer::Ethernet, &[0; 13]), None);
+        assert_eq!(
+            ip_offset(LinkLayer::Ethernet, &frame(&[0x81, 0, 0], &[])),
+            None
+        );
+    }
+
+    #[test]
+    fn decodes_frames_arp_and_vlan() {
+        let s = decode_frame(&frame(&[8, 0], &ping_v4())).unwrap();
+        assert_eq!(
+            s.to_string(),
+            "02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff, ICMP 10.0.0.1 > 10.0.0.2 echo-request, length 84"
+        );
+        let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 0, 0, 1];
+        arp.extend_from_slice(&[0; 6]);
+        arp.extend_from_slice(&[10, 0, 0, 2]);
+        assert_eq!(
+            decode_frame(&frame(&[0x81, 0, 0x20, 7, 8, 6], &arp))
+                .unwrap()
+                .to_string(),
+            "02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff, vlan 7, ARP who-has 10.0.0.2 tell 10.0.0.1"
+        );
+        arp[7] = 2;
+        assert!(
+            decode_frame(&frame(&[8, 6], &arp))
+                .unwrap()
+                .to_string()
+                .ends_with("ARP reply 10.0.0.1 is-at 02:00:00:00:00:01")
+        );
+        assert_eq!(
+            decode_frame(&frame(&[0x88, 0xb5], b"hello"))
+                .unwrap()
+                .to_string(),
+            "02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff, ethertype 0x88b5, length 5"
+        );
+        assert_eq!(decode_frame(&[1, 2, 3]), Err(DecodeError::ShortFrame(3)));
     }
 }

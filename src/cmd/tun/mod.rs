@@ -17,8 +17,8 @@ use crate::tunnel::config;
 /// The `tun` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum TunCommand {
-    /// Create the two TUN devices, rewrite routing so traffic between their addresses crosses
-    /// them, and relay packets between them in the foreground until SIGINT/SIGTERM, then undo
+    /// Create the two TUN (or, --mode tap, TAP) devices, rewrite routing so traffic between
+    /// their addresses crosses them, and relay packets between them in the foreground until SIGINT/SIGTERM, then undo
     /// everything.
     Up(Box<crate::tunnel::UpArgs>),
     /// Remove whatever an `up` that was killed (SIGKILL) or crashed left behind: rules, table

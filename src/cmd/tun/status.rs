@@ -133,11 +133,18 @@ fn print_text(s: &Status, printer: &Printer) {
             continue;
         }
         printer.out(format!(
-            "  {}: {} {}, mtu {}, tx dropped {}{}",
+            "  {}: {} {}, mtu {}{}, tx dropped {}{}",
             d.name,
-            d.kind.as_deref().unwrap_or("?"),
+            d.mode
+                .map(|m| m.name())
+                .or(d.kind.as_deref())
+                .unwrap_or("?"),
             if d.up { "up" } else { "down" },
             d.mtu.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+            d.mac
+                .as_ref()
+                .map(|m| format!(", mac {m}"))
+                .unwrap_or_default(),
             d.tx_dropped
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "?".into()),

@@ -10,6 +10,7 @@ use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use super::bpf::BpfInsn;
+use crate::packet::LinkLayer;
 
 /// The names tried, in order.
 pub(crate) const LIBRARY_NAMES: [&str; 3] = ["libpcap.so.0.8", "libpcap.so.1", "libpcap.so"];
@@ -23,6 +24,20 @@ pub(crate) const DEBIAN_PACKAGE: &str = "libpcap0.8";
 /// and `DLT_IPV6` (229) each carry one family only, so a single filter for a TUN device that
 /// sees both needs `DLT_RAW`, for which libpcap compiles `ip` / `ip6` as version-nibble tests.
 const DLT_RAW: c_int = 12;
+
+/// `DLT_EN10MB`: Ethernet frames, as a TAP device carries them (`LINKTYPE_ETHERNET`, 1, the
+/// same number). libpcap then compiles link-layer primitives (`ether host`, `arp`, `vlan`)
+/// and finds IP after the Ethernet header; on a dead handle `vlan` is compiled as a test of
+/// the in-line tag (no Linux "VLAN tag present" extension, which only a live socket has).
+const DLT_EN10MB: c_int = 1;
+
+/// The DLT for a link layer.
+fn dlt(link: LinkLayer) -> c_int {
+    match link {
+        LinkLayer::Ip => DLT_RAW,
+        LinkLayer::Ethernet => DLT_EN10MB,
+    }
+}
 
 /// The snapshot length given to `pcap_open_dead`; it only bounds what `RET` returns.
 const SNAPLEN: c_int = 262_144;
@@ -181,18 +196,23 @@ pub(crate) enum CompileError {
     Compile(String),
 }
 
-/// Compiles `expr` for `DLT_RAW` with optimisation on and returns the instructions.
-pub(crate) fn compile(expr: &str) -> Result<Vec<BpfInsn>, CompileError> {
+/// Compiles `expr` for `DLT_RAW` (IP) or `DLT_EN10MB` (Ethernet) with optimisation on and
+/// returns the instructions.
+pub(crate) fn compile(expr: &str, link: LinkLayer) -> Result<Vec<BpfInsn>, CompileError> {
     let lib = library().map_err(CompileError::Load)?;
-    compile_with(lib, expr).map_err(CompileError::Compile)
+    compile_with(lib, expr, link).map_err(CompileError::Compile)
 }
 
 /// [`compile`] with the library loaded; `Err` is libpcap's message.
-fn compile_with(lib: &'static Library, expr: &str) -> Result<Vec<BpfInsn>, String> {
+fn compile_with(
+    lib: &'static Library,
+    expr: &str,
+    link: LinkLayer,
+) -> Result<Vec<BpfInsn>, String> {
     let cexpr = CString::new(expr).map_err(|_| String::from("contains a NUL byte"))?;
     let _serialized = COMPILE_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     // SAFETY: plain integer arguments; the result is checked for null below.
-    let pcap = unsafe { (lib.open_dead)(DLT_RAW, SNAPLEN) };
+    let pcap = unsafe { (lib.open_dead)(dlt(link), SNAPLEN) };
     if pcap.is_null() {
         return Err(String::from("pcap_open_dead failed"));
     }

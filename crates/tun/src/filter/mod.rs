@@ -5,7 +5,8 @@
 //! # How
 //!
 //! [`Filter::compile`] hands the expression to the real libpcap (`pcap_compile` on a
-//! `pcap_open_dead(DLT_RAW)` handle, optimiser on), which turns it into a classic BPF (cBPF)
+//! `pcap_open_dead(DLT_RAW)` handle, optimiser on; [`Filter::compile_for`] with
+//! [`LinkLayer::Ethernet`] uses `DLT_EN10MB`, for the frames of TAP devices), which turns it into a classic BPF (cBPF)
 //! program; [`Filter::matches`] runs that program on each packet with the userspace interpreter in
 //! `bpf.rs`. libpcap is loaded at run time with `dlopen` (`libpcap.so.0.8`, then `libpcap.so.1`,
 //! then `libpcap.so`): hostkit does not link it and builds without `libpcap-dev`, and only users
@@ -33,8 +34,12 @@
 //!
 //! # Limits
 //!
-//! Packets are raw IPv4/IPv6 (`DLT_RAW`), as the relay sees them, so link-layer primitives
-//! (`ether host`, `vlan`, `mpls`, …) fail to compile with libpcap's message. `protochain`
+//! Between TUN devices packets are raw IPv4/IPv6 (`DLT_RAW`), as the relay sees them, so
+//! link-layer primitives (`ether host`, `vlan`, `mpls`, `arp`, …) fail to compile there with
+//! libpcap's message; between TAP devices they are Ethernet frames (`DLT_EN10MB`) and the
+//! whole language applies (`arp`, `vlan 100`, `ether host 02:…`, `ether proto 0x88b5`, and
+//! IP primitives after the header and any tag that `vlan` was told about — as in tcpdump,
+//! `vlan` shifts the offsets of what follows it). `protochain`
 //! compiles to a backward jump, which the validator refuses (as the kernel would). `ip
 //! broadcast` needs a netmask and is refused. Host names are resolved when the filter is
 //! compiled, as tcpdump does. libpcap's parse errors lose their `can't parse filter expression:`
@@ -49,10 +54,13 @@ use std::fmt;
 
 pub use bpf::{BpfInsn, ProgramError};
 
+use crate::packet::LinkLayer;
+
 /// A compiled filter: the expression and its validated cBPF program.
 #[derive(Debug, Clone)]
 pub struct Filter {
     expr: String,
+    link: LinkLayer,
     insns: Vec<BpfInsn>,
     program: bpf::Program,
 }
@@ -109,7 +117,21 @@ impl Filter {
     /// # Ok::<(), hostkit_tun::filter::FilterError>(())
     /// ```
     pub fn compile(expr: &str) -> Result<Filter, FilterError> {
-        let insns = libpcap::compile(expr).map_err(|error| match error {
+        Filter::compile_for(expr, LinkLayer::Ip)
+    }
+
+    /// Compiles a tcpdump filter expression for packets of `link`: raw IP ([`LinkLayer::Ip`],
+    /// as [`Filter::compile`]) or Ethernet frames ([`LinkLayer::Ethernet`], between TAP
+    /// devices: `arp`, `vlan`, `ether host …` compile too).
+    ///
+    /// ```no_run
+    /// # use hostkit_tun::{LinkLayer, filter::Filter};
+    /// let arp = Filter::compile_for("arp or vlan", LinkLayer::Ethernet)?;
+    /// assert!(Filter::compile("arp").is_err(), "no link layer between TUN devices");
+    /// # Ok::<(), hostkit_tun::filter::FilterError>(())
+    /// ```
+    pub fn compile_for(expr: &str, link: LinkLayer) -> Result<Filter, FilterError> {
+        let insns = libpcap::compile(expr, link).map_err(|error| match error {
             libpcap::CompileError::Load(message) => FilterError::LibpcapMissing {
                 expr: expr.to_string(),
                 message,
@@ -119,11 +141,15 @@ impl Filter {
                 message,
             },
         })?;
-        Filter::from_program(expr, insns)
+        Ok(Filter {
+            link,
+            ..Filter::from_program(expr, insns)?
+        })
     }
 
     /// A filter from a ready cBPF program (e.g. `tcpdump -dd` output), validated; `name` stands
-    /// for the expression in messages and [`Display`](fmt::Display).
+    /// for the expression in messages and [`Display`](fmt::Display). It is taken to be for raw
+    /// IP packets ([`Filter::with_link`] says otherwise).
     pub fn from_program(
         name: impl Into<String>,
         insns: Vec<BpfInsn>,
@@ -132,6 +158,7 @@ impl Filter {
         match bpf::Program::new(&insns) {
             Ok(program) => Ok(Filter {
                 expr,
+                link: LinkLayer::Ip,
                 insns,
                 program,
             }),
@@ -139,8 +166,18 @@ impl Filter {
         }
     }
 
-    /// True when `packet` — one raw IPv4 or IPv6 packet, captured whole, without any
-    /// virtio-net header — matches. Never allocates; a truncated packet simply does not match
+    /// The same program, declared to be for packets of `link` (for a hand-made program).
+    pub fn with_link(self, link: LinkLayer) -> Filter {
+        Filter { link, ..self }
+    }
+
+    /// The link layer it was compiled for.
+    pub fn link(&self) -> LinkLayer {
+        self.link
+    }
+
+    /// True when `packet` — one raw IPv4 or IPv6 packet, or an Ethernet frame for a filter of
+    /// [`LinkLayer::Ethernet`], captured whole, without any virtio-net header — matches. Never allocates; a truncated packet simply does not match
     /// what lies past its end.
     pub fn matches(&self, packet: &[u8]) -> bool {
         self.program.run(packet) != 0

@@ -314,6 +314,75 @@ fn link_layer_primitives_are_refused_for_raw_ip() {
     }
 }
 
+/// `payload` behind an Ethernet header from 02:00:00:00:00:01 to `dst`, with `vlans` 802.1Q
+/// tags.
+fn ether(dst: [u8; 6], vlans: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+    for v in vlans {
+        f.extend_from_slice(&0x8100u16.to_be_bytes());
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn ethernet_filters_match_frames_as_tcpdump_does() {
+    require_libpcap!();
+    const BCAST: [u8; 6] = [0xff; 6];
+    const PEER: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1];
+    arp.extend_from_slice(&V4_A);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&V4_B);
+    let arp = ether(BCAST, &[], 0x0806, &arp);
+    let ping = ether(PEER, &[], 0x0800, &ipv4(ICMP, V4_A, V4_B, &icmp(8, 0)));
+    let ping6 = ether(PEER, &[], 0x86dd, &ipv6(ICMPV6, V6_A, V6_B, &icmp(128, 0)));
+    let tagged = ether(PEER, &[100], 0x0800, &ipv4(ICMP, V4_A, V4_B, &icmp(8, 0)));
+    let own = ether(PEER, &[], 0x88b5, b"hello");
+    let cases: &[(&str, &[u8], bool)] = &[
+        ("arp", &arp, true),
+        ("arp", &ping, false),
+        ("icmp", &ping, true),
+        ("icmp", &arp, false),
+        ("icmp6", &ping6, true),
+        ("host 10.0.0.2", &ping, true),
+        ("host 10.0.0.2", &arp, true),
+        ("ether host 02:00:00:00:00:02", &ping, true),
+        ("ether host 02:00:00:00:00:02", &arp, false),
+        ("ether broadcast", &arp, true),
+        ("ether src 02:00:00:00:00:01", &own, true),
+        ("ether proto 0x88b5", &own, true),
+        ("ether proto 0x88b5", &ping, false),
+        ("vlan", &tagged, true),
+        ("vlan", &ping, false),
+        ("vlan 100", &tagged, true),
+        ("vlan 101", &tagged, false),
+        ("vlan 100 and icmp", &tagged, true),
+        ("icmp", &tagged, false),
+        ("not arp and not vlan", &ping, true),
+    ];
+    for &(expr, frame, want) in cases {
+        let filter =
+            Filter::compile_for(expr, LinkLayer::Ethernet).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(filter.link(), LinkLayer::Ethernet);
+        assert_eq!(
+            filter.matches(frame),
+            want,
+            "filter '{expr}' on {frame:02x?}\nprogram: {:?}",
+            filter.instructions()
+        );
+        assert_eq!(
+            libpcap::offline_filter(filter.instructions(), frame).unwrap() != 0,
+            want,
+            "libpcap's own verdict for '{expr}'"
+        );
+    }
+    assert_eq!(compile("icmp").link(), LinkLayer::Ip);
+}
+
 #[test]
 fn protochain_compiles_to_a_backward_jump_and_is_refused() {
     require_libpcap!();

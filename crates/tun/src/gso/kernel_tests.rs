@@ -47,6 +47,7 @@ fn sh(script: &str) {
 fn open(name: &str, vnet_hdr: bool) -> TunDevice {
     TunDevice::open(&TunOptions {
         name: name.into(),
+        mode: crate::DeviceMode::Tun,
         vnet_hdr,
         multi_queue: false,
         offload: 0,

@@ -825,6 +825,101 @@ fn fix_transport_checksum_edge_cases() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Ethernet frames (TAP devices)
+// ---------------------------------------------------------------------------------------------
+
+/// `spec`'s super-packet as a TAP device hands it over: behind an Ethernet header (with
+/// `tags` VLAN tags), `csum_start` and `hdr_len` counting from the start of the frame.
+fn as_frame(spec: &Spec, tags: usize) -> (VnetHdr, Vec<u8>, usize) {
+    let (mut hdr, p) = spec.build();
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    for t in 0..tags {
+        let tpid: u16 = if t + 1 < tags { 0x88a8 } else { 0x8100 };
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&(0x2000u16 | (100 + t as u16)).to_be_bytes());
+    }
+    f.extend_from_slice(&(if spec.v6 { 0x86ddu16 } else { 0x0800 }).to_be_bytes());
+    let l2 = f.len();
+    f.extend_from_slice(&p);
+    hdr.hdr_len += l2 as u16;
+    if hdr.needs_csum() {
+        hdr.csum_start += l2 as u16;
+    }
+    (hdr, f, l2)
+}
+
+/// A frame's segments are the packet's segments, each behind a copy of the frame's header.
+fn check_frame(spec: &Spec, tags: usize) {
+    let (hdr, p) = spec.build();
+    let want = run(&hdr, &p).expect("segments");
+    let (fhdr, frame, l2) = as_frame(spec, tags);
+    let mut got = Vec::new();
+    let n = Segmenter::new()
+        .segment_link(LinkLayer::Ethernet, &fhdr, &frame, |s| got.push(s.to_vec()))
+        .expect("frame segments");
+    assert_eq!(n, want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(&g[..l2], &frame[..l2], "link-layer header copied");
+        assert_eq!(&g[l2..], &w[..], "the IP packet as without a link layer");
+    }
+}
+
+#[test]
+fn ethernet_frames_segment_like_their_ip_packets() {
+    for (v6, udp) in [(false, false), (true, false), (false, true), (true, true)] {
+        for tags in 0..=2 {
+            let mut s = Spec::new(v6, udp, 5000, 1448);
+            s.flags = 0x10 | 0x08 | 0x01;
+            check_frame(&s, tags);
+            s.needs_csum = false;
+            check_frame(&s, tags);
+        }
+    }
+}
+
+#[test]
+fn frames_without_ip_pass_and_a_frame_checksum_is_completed_at_its_offset() {
+    let arp = [
+        vec![0xff; 6],
+        vec![2, 0, 0, 0, 0, 1],
+        vec![8, 6],
+        vec![0; 28],
+    ]
+    .concat();
+    let mut got = Vec::new();
+    Segmenter::new()
+        .segment_link(LinkLayer::Ethernet, &VnetHdr::NONE, &arp, |s| {
+            got.push(s.to_vec())
+        })
+        .unwrap();
+    assert_eq!(got, vec![arp.clone()]);
+    let gso = VnetHdr {
+        gso_type: VnetHdr::GSO_TCPV4,
+        gso_size: 100,
+        ..VnetHdr::NONE
+    };
+    assert!(matches!(
+        Segmenter::new().segment_link(LinkLayer::Ethernet, &gso, &arp, |_| {}),
+        Err(GsoError::Unsupported(_))
+    ));
+    // One TCP segment with a partial checksum, as a TAP device hands it over.
+    let spec = Spec::new(false, false, 300, 1448);
+    let (hdr, frame, l2) = as_frame(&spec, 1);
+    let single = VnetHdr {
+        gso_type: VnetHdr::GSO_NONE,
+        gso_size: 0,
+        ..hdr
+    };
+    let mut out = Vec::new();
+    Segmenter::new()
+        .segment_link(LinkLayer::Ethernet, &single, &frame, |s| {
+            out.push(s.to_vec())
+        })
+        .unwrap();
+    verify_wire_packet(&out[0][l2..]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Randomized
 // ---------------------------------------------------------------------------------------------
 
@@ -868,12 +963,18 @@ proptest! {
     }
 
     #[test]
+    fn random_super_frames_segment_like_their_packets(spec in spec_strategy(), tags in 0usize..3) {
+        check_frame(&spec, tags);
+    }
+
+    #[test]
     fn arbitrary_input_never_panics(
         hdr in any::<[u8; 10]>(),
         bytes in proptest::collection::vec(any::<u8>(), 0..300),
     ) {
         let hdr = VnetHdr::from_bytes(hdr);
         let _ = run(&hdr, &bytes);
+        let _ = Segmenter::new().segment_link(LinkLayer::Ethernet, &hdr, &bytes, |_| {});
         let mut b = bytes.clone();
         let _ = fix_transport_checksum(&mut b);
         let _ = fix_ipv4_header_checksum(&mut b);

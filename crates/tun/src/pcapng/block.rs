@@ -284,6 +284,7 @@ mod tests {
         }
         assert_eq!(LinkType::Raw.code(), 101);
         assert_eq!(LinkType::LinuxSll2.code(), 276);
+        assert_eq!(LinkType::Ethernet.code(), 1);
     }
 
     #[test]

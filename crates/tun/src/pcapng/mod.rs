@@ -17,6 +17,11 @@
 //! one's DLT, 12); it reads a one-interface `Raw` file, and `LinuxSll2` files with any
 //! number of interfaces (tcpdump then prints `In`/`Out`).
 //!
+//! Between TAP devices the packets are Ethernet frames and the link type is
+//! [`LinkType::Ethernet`] (1): the frame as it crossed, MAC addresses and VLAN tags
+//! included. Its `LINKTYPE_` and `DLT_` numbers are the same, so libpcap reads a file with
+//! several such interfaces (`tcpdump -r FILE -e`).
+//!
 //! # Directions
 //! The relay records each packet on the device it read it from, as [`Direction::Outbound`]
 //! (the kernel sent it out of that device); a packet the relay itself injects into a device
@@ -86,6 +91,9 @@ pub enum LinkType {
     /// tcpdump shows and filters on (`inbound`, `outbound`, `ifindex N`). The default.
     #[default]
     LinuxSll2,
+    /// `LINKTYPE_ETHERNET` (1): an Ethernet frame as read from a TAP device, nothing before
+    /// it.
+    Ethernet,
 }
 
 impl LinkType {
@@ -94,6 +102,7 @@ impl LinkType {
         match self {
             LinkType::Raw => 101,
             LinkType::LinuxSll2 => 276,
+            LinkType::Ethernet => 1,
         }
     }
 }

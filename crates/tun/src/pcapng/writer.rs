@@ -84,7 +84,7 @@ impl PcapngWriter {
             .map(|&name| Iface {
                 name: name.to_string(),
                 ifindex: match opts.link {
-                    LinkType::Raw => 0,
+                    LinkType::Raw | LinkType::Ethernet => 0,
                     LinkType::LinuxSll2 => nix::net::if_::if_nametoindex(name).unwrap_or(0),
                 },
             })
@@ -149,7 +149,7 @@ impl PcapngWriter {
         };
         let sll2;
         let head: &[u8] = match self.link {
-            LinkType::Raw => &[],
+            LinkType::Raw | LinkType::Ethernet => &[],
             LinkType::LinuxSll2 => {
                 sll2 = block::sll2_header(pkt, i.ifindex, dir);
                 &sll2
@@ -387,7 +387,11 @@ mod tests {
     fn the_snap_length_cuts_packets_and_keeps_the_original_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
-        for (link, head) in [(LinkType::Raw, 0), (LinkType::LinuxSll2, 20)] {
+        for (link, head) in [
+            (LinkType::Raw, 0),
+            (LinkType::LinuxSll2, 20),
+            (LinkType::Ethernet, 0),
+        ] {
             let opts = CaptureOptions {
                 link,
                 snaplen: 64,

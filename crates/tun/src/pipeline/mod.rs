@@ -4,8 +4,9 @@
 //! # Writing a stage
 //!
 //! A stage is a [`Processor`]. The relay hands it one packet at a time — a raw IPv4 or IPv6
-//! packet (no Ethernet header), with the [`Direction`] it travels and the time it was read —
-//! and the stage answers with a [`Verdict`]:
+//! packet between TUN devices, an Ethernet frame between TAP devices ([`Packet::link`]), with
+//! the [`Direction`] it travels and the time it was read — and the stage answers with a
+//! [`Verdict`]:
 //!
 //! * [`Verdict::Forward`]: on to the next stage (and then to the other device), possibly
 //!   changed in place through [`Packet::data_mut`];
@@ -38,6 +39,15 @@
 //! }
 //! ```
 //!
+//! # Frames (TAP mode)
+//!
+//! Between TAP devices (`hostkit tun up --mode tap`) a packet is a whole Ethernet frame:
+//! destination and source MAC, any 802.1Q/802.1ad tags, the EtherType, the payload — ARP,
+//! neighbour discovery, a VLAN-tagged frame, your own EtherType. [`Packet::link`] says which
+//! ([`LinkLayer::Ethernet`]), and [`Packet::ip_offset`] / [`Packet::ip`] find the IP header
+//! when there is one, so a stage written for IP works on both (`pkt.ip()` instead of
+//! `pkt.data()`). What a stage injects or emits is of the same link layer: a frame in TAP mode.
+//!
 //! # Super-packets
 //!
 //! The fast engine moves TCP and UDP as GSO super-packets of up to 64 KiB: one read and one
@@ -69,6 +79,7 @@ pub use run::{
 mod tests;
 
 use crate::gso::VnetHdr;
+use crate::packet::LinkLayer;
 
 /// Which way a packet crosses: from the first device to the second, or back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -128,15 +139,35 @@ pub struct Packet<'a> {
     pub(crate) direction: Direction,
     pub(crate) arrival: Instant,
     pub(crate) gso: VnetHdr,
+    pub(crate) link: LinkLayer,
 }
 
 impl Packet<'_> {
-    /// The IP packet.
+    /// The packet: the IP packet (TUN), or the Ethernet frame (TAP, see [`Packet::link`]).
     pub fn data(&self) -> &[u8] {
         self.replaced.as_deref().unwrap_or(self.data)
     }
 
-    /// The IP packet, to change in place.
+    /// What [`Packet::data`] starts with: the IP header ([`LinkLayer::Ip`], between TUN
+    /// devices) or an Ethernet header ([`LinkLayer::Ethernet`], between TAP devices).
+    pub fn link(&self) -> LinkLayer {
+        self.link
+    }
+
+    /// Where the IP header starts in [`Packet::data`]: 0 between TUN devices; after the
+    /// Ethernet header and any VLAN tags in a frame that carries IPv4 or IPv6; `None` for a
+    /// frame that does not (ARP, another EtherType).
+    pub fn ip_offset(&self) -> Option<usize> {
+        crate::packet::ip_offset(self.link, self.data())
+    }
+
+    /// The IP packet inside (the whole packet between TUN devices), if any.
+    pub fn ip(&self) -> Option<&[u8]> {
+        let at = self.ip_offset()?;
+        self.data().get(at..)
+    }
+
+    /// The packet, to change in place.
     pub fn data_mut(&mut self) -> &mut [u8] {
         match &mut self.replaced {
             Some(v) => v,
@@ -179,8 +210,9 @@ impl Ctx<'_> {
         self.now
     }
 
-    /// Writes `packet` (a complete IP packet) into the device at the end of `direction`, past
-    /// every stage: `pkt.direction().reverse()` answers the sender.
+    /// Writes `packet` (a complete IP packet, or Ethernet frame between TAP devices) into the
+    /// device at the end of `direction`, past every stage: `pkt.direction().reverse()`
+    /// answers the sender.
     pub fn inject(&mut self, direction: Direction, packet: &[u8]) {
         self.injected.push((direction, packet.to_vec()));
     }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::{Ctx, Direction, Packet, Processor, Verdict};
 use crate::filter::Filter;
 use crate::gso::{Segmenter, VnetHdr};
+use crate::packet::LinkLayer;
 
 /// A packet the pipeline puts out: written into the device at the end of `direction`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct Out {
     pub direction: Direction,
     /// Its offload metadata (for a device with virtio-net headers).
     pub hdr: VnetHdr,
-    /// The IP packet.
+    /// The packet (an IP packet, or an Ethernet frame between TAP devices).
     pub data: Vec<u8>,
 }
 
@@ -150,11 +151,14 @@ struct Inner {
     injected: Vec<(Direction, Vec<u8>)>,
     emitted: Vec<(Instant, Vec<u8>)>,
     segmenter: Segmenter,
+    link: LinkLayer,
 }
 
 /// The stages of a relay, shared by its workers (see the module documentation).
 pub struct Pipeline {
     inner: Mutex<Inner>,
+    /// What the packets start with (IP, or an Ethernet frame).
+    link: LinkLayer,
     /// Stages with a processor now: with none (and nothing held) a packet is not even locked.
     filled: AtomicUsize,
     shared: Shared,
@@ -180,9 +184,19 @@ pub struct NoSuchSlot(pub String);
 #[derive(Default)]
 pub struct PipelineBuilder {
     stages: Vec<Stage>,
+    link: LinkLayer,
 }
 
 impl PipelineBuilder {
+    /// What the packets start with (default [`LinkLayer::Ip`]: TUN devices;
+    /// [`LinkLayer::Ethernet`] for TAP devices). Filters given to
+    /// [`PipelineBuilder::filtered`] must be compiled for the same
+    /// ([`Filter::compile_for`]).
+    pub fn link(mut self, link: LinkLayer) -> PipelineBuilder {
+        self.link = link;
+        self
+    }
+
     /// Adds a stage that sees every packet.
     pub fn stage(self, processor: impl Processor + 'static) -> PipelineBuilder {
         self.boxed(Box::new(processor), None)
@@ -225,7 +239,24 @@ impl PipelineBuilder {
     }
 
     /// The pipeline.
+    ///
+    /// # Panics
+    ///
+    /// If a stage's filter was compiled for another link layer than the pipeline's (a
+    /// filter for raw IP on Ethernet frames would silently match the wrong bytes).
     pub fn build(self) -> Pipeline {
+        for s in &self.stages {
+            if let (Some(f), Some(p)) = (&s.filter, &s.processor) {
+                assert_eq!(
+                    f.link(),
+                    self.link,
+                    "filter '{f}' of stage {} was compiled for {} packets, the pipeline carries {}",
+                    p.name(),
+                    f.link().name(),
+                    self.link.name()
+                );
+            }
+        }
         let filled = self.stages.iter().filter(|s| s.processor.is_some()).count();
         Pipeline {
             inner: Mutex::new(Inner {
@@ -236,7 +267,9 @@ impl PipelineBuilder {
                 injected: Vec::new(),
                 emitted: Vec::new(),
                 segmenter: Segmenter::new(),
+                link: self.link,
             }),
+            link: self.link,
             filled: AtomicUsize::new(filled),
             shared: Shared {
                 held: AtomicUsize::new(0),
@@ -259,6 +292,11 @@ impl Pipeline {
     /// A builder.
     pub fn builder() -> PipelineBuilder {
         PipelineBuilder::default()
+    }
+
+    /// What its packets start with.
+    pub fn link(&self) -> LinkLayer {
+        self.link
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -568,9 +606,10 @@ impl Inner {
         for i in from..self.stages.len() {
             if self.stages[i].wire_sized && (hdr.is_gso() || hdr.needs_csum()) {
                 let mut segments = Vec::new();
+                let link = self.link;
                 match self
                     .segmenter
-                    .segment(&hdr, data, |seg: &[u8]| segments.push(seg.to_vec()))
+                    .segment_link(link, &hdr, data, |seg: &[u8]| segments.push(seg.to_vec()))
                 {
                     Ok(_) => {
                         for seg in segments {
@@ -610,6 +649,7 @@ impl Inner {
                 direction: dir,
                 arrival,
                 gso: hdr,
+                link: self.link,
             };
             let verdict = {
                 let mut ctx = Ctx {

@@ -362,3 +362,104 @@ fn each_worker_releases_the_packets_it_held() {
     assert_eq!(payloads, vec![0, 2], "release: every worker's");
     assert_eq!(p.snapshot()[0].directions[0].held, 0);
 }
+
+/// What [`Look`] saw of each packet: its link layer, IP offset and length.
+type Looks = std::sync::Arc<std::sync::Mutex<Vec<(LinkLayer, Option<usize>, usize)>>>;
+
+/// Records the link layer, IP offset and length of every packet it sees.
+struct Look(Looks);
+
+impl Processor for Look {
+    fn name(&self) -> &str {
+        "look"
+    }
+    fn wire_sized(&self) -> bool {
+        true
+    }
+    fn process(&mut self, pkt: &mut Packet<'_>, _: &mut Ctx<'_>) -> Verdict {
+        assert_eq!(
+            pkt.ip().map(<[u8]>::len),
+            pkt.ip_offset().map(|o| pkt.data().len() - o)
+        );
+        self.0
+            .lock()
+            .unwrap()
+            .push((pkt.link(), pkt.ip_offset(), pkt.data().len()));
+        Verdict::Forward
+    }
+}
+
+#[test]
+fn between_tap_devices_stages_see_frames_and_super_frames_are_segmented() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p = Pipeline::builder()
+        .link(LinkLayer::Ethernet)
+        .stage(Look(seen.clone()))
+        .build();
+    assert_eq!(p.link(), LinkLayer::Ethernet);
+    let eth = |ty: [u8; 2], payload: &[u8]| {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, ty[0], ty[1]];
+        f.extend_from_slice(payload);
+        f
+    };
+    // ARP: no IP inside; passed as it is.
+    let mut arp = eth([8, 6], &[0; 28]);
+    let mut out = Vec::new();
+    let now = Instant::now();
+    let fate = p.process(Direction::Forward, VnetHdr::NONE, &mut arp, now, &mut out);
+    assert_eq!(fate, Fate::Write);
+    // A UDP super-frame (USO) of 3 datagrams: three frames, each with the Ethernet header.
+    let mut frame = eth([8, 0], &udp(53, &[7u8; 300]));
+    let l4 = 14 + 20;
+    let hdr = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_UDP_L4,
+        hdr_len: (l4 + 8) as u16,
+        gso_size: 100,
+        csum_start: l4 as u16,
+        csum_offset: 6,
+    };
+    // The checksum field holds the pseudo-header sum, as the kernel leaves it.
+    let pseudo = crate::gso::Checksum::new()
+        .add_bytes(&frame[14 + 12..14 + 20])
+        .add_u16(17)
+        .add_u16(308)
+        .sum();
+    frame[l4 + 6..l4 + 8].copy_from_slice(&pseudo.to_be_bytes());
+    let fate = p.process(Direction::Forward, hdr, &mut frame, now, &mut out);
+    assert_eq!(fate, Fate::Taken);
+    assert_eq!(out.len(), 3);
+    for o in &out {
+        assert_eq!(
+            &o.data[..14],
+            &frame[..14],
+            "Ethernet header on every segment"
+        );
+        assert_eq!(o.data.len(), 14 + 20 + 8 + 100);
+        assert_eq!(
+            crate::gso::checksum(&o.data[14..34]),
+            0,
+            "IPv4 header checksum"
+        );
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (LinkLayer::Ethernet, None, 42),
+            (LinkLayer::Ethernet, Some(14), 142),
+            (LinkLayer::Ethernet, Some(14), 142),
+            (LinkLayer::Ethernet, Some(14), 142),
+        ]
+    );
+}
+
+#[test]
+#[should_panic(expected = "was compiled for ip packets, the pipeline carries ethernet")]
+fn a_filter_for_another_link_layer_is_refused() {
+    let (stage, _) = fixed(|_| Verdict::Forward, false);
+    let f = Filter::from_program("all", vec![crate::filter::BpfInsn::new(0x06, 0, 0, 1)]).unwrap();
+    let _ = Pipeline::builder()
+        .link(LinkLayer::Ethernet)
+        .filtered(stage, f)
+        .build();
+}

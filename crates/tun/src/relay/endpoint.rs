@@ -4,6 +4,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::device::TunDevice;
+use crate::packet::LinkLayer;
 
 /// One end of the relay: something packets are read from and written to.
 pub trait PacketIo: Send + Sync {
@@ -18,6 +19,11 @@ pub trait PacketIo: Send + Sync {
     /// Bytes of per-packet metadata before the IP packet (a `virtio_net_hdr`, or 0).
     fn header_len(&self) -> usize {
         0
+    }
+    /// What each packet starts with (after any metadata header): an IP header (a TUN device,
+    /// the default) or an Ethernet header (a TAP device).
+    fn link(&self) -> LinkLayer {
+        LinkLayer::Ip
     }
 }
 
@@ -40,5 +46,8 @@ impl PacketIo for TunDevice {
         } else {
             0
         }
+    }
+    fn link(&self) -> LinkLayer {
+        self.mode().link()
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use super::endpoint::PacketIo;
 use super::stats::DirCounters;
 use crate::gso::VnetHdr;
-use crate::packet;
+use crate::packet::{self, LinkLayer};
 use crate::pipeline::{Direction, Fate, Out, Pipeline};
 
 /// Packets handled per wake-up before the loop polls again (keeps the stop check responsive).
@@ -59,6 +59,8 @@ pub(crate) struct Forwarder<'a> {
     pub worker: usize,
     /// `from`'s per-packet metadata length, read once.
     hdr: usize,
+    /// What `from`'s packets start with, read once.
+    link: LinkLayer,
 }
 
 impl<'a> Forwarder<'a> {
@@ -79,6 +81,7 @@ impl<'a> Forwarder<'a> {
             pipeline: None,
             worker: 0,
             hdr: from.header_len(),
+            link: from.link(),
         }
     }
 
@@ -95,7 +98,8 @@ impl<'a> Forwarder<'a> {
     }
 
     /// Handles one packet read from `from` (with its metadata header, if the device has one);
-    /// returns whether it was written. Logs and counts the IP packet's own length. With a
+    /// returns whether it was written. Logs and counts the packet's own length (the IP
+    /// packet's, or the Ethernet frame's between TAP devices). With a
     /// pipeline, the packet crosses its stages first (`out` collects what they put out).
     pub fn forward(&self, pkt: &mut [u8], out: &mut Vec<Out>) -> bool {
         let ip = pkt.get(self.hdr..).unwrap_or(&[]);
@@ -156,9 +160,15 @@ impl<'a> Forwarder<'a> {
                 (self.sink)(&format!("read {} from fd {}", ip.len(), self.source_fd()));
             }
             PacketLog::Decoded => {
-                let what = match packet::decode(ip) {
-                    Ok(summary) => summary.to_string(),
-                    Err(e) => format!("{e}, length {}", ip.len()),
+                let what = match self.link {
+                    LinkLayer::Ip => match packet::decode(ip) {
+                        Ok(summary) => summary.to_string(),
+                        Err(e) => format!("{e}, length {}", ip.len()),
+                    },
+                    LinkLayer::Ethernet => match packet::decode_frame(ip) {
+                        Ok(summary) => summary.to_string(),
+                        Err(e) => e.to_string(),
+                    },
                 };
                 (self.sink)(&format!(
                     "read {} from fd {}: {} -> {} {what}",
@@ -405,6 +415,48 @@ mod tests {
             lines.lock().unwrap()[0].ends_with("echo-request, length 84"),
             "{:?}",
             lines.lock().unwrap()
+        );
+    }
+
+    #[test]
+    fn frames_of_tap_devices_are_logged_with_their_mac_addresses() {
+        struct TapIo(MemIo);
+        impl PacketIo for TapIo {
+            fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.recv(buf)
+            }
+            fn send(&self, pkt: &[u8]) -> io::Result<usize> {
+                self.0.send(pkt)
+            }
+            fn label(&self) -> &str {
+                self.0.label()
+            }
+            fn fd(&self) -> BorrowedFd<'_> {
+                self.0.fd()
+            }
+            fn link(&self) -> LinkLayer {
+                LinkLayer::Ethernet
+            }
+        }
+        let (a, b) = (TapIo(MemIo::new("tap0")), TapIo(MemIo::new("tap1")));
+        let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+        frame.extend(echo_request());
+        let counters = DirCounters::default();
+        let (sink, lines) = collecting_sink();
+        let fwd = Forwarder::new(&a, &b, &counters, PacketLog::Decoded, &sink);
+        assert!(fwd.forward(&mut frame.clone(), &mut Vec::new()));
+        assert_eq!(b.0.sent.lock().unwrap()[0], frame, "the frame unchanged");
+        assert_eq!(
+            counters.bytes.load(Ordering::Relaxed),
+            98,
+            "the frame's length"
+        );
+        let fd = a.0.fd.as_raw_fd();
+        assert_eq!(
+            lines.lock().unwrap()[0],
+            format!(
+                "read 98 from fd {fd}: tap0 -> tap1 02:00:00:00:00:01 > 02:00:00:00:00:02, ICMP 10.0.0.1 > 10.0.0.2 echo-request, length 84"
+            )
         );
     }
 

@@ -111,6 +111,20 @@ impl Relay {
             Some((a, b)) => (a.label().to_string(), b.label().to_string()),
             None => return Err(io::Error::other("no queues to relay")),
         };
+        if let Some((a, b)) = pairs.first()
+            && let Some(p) = &opts.pipeline
+            && (p.link() != a.link() || p.link() != b.link())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the pipeline is built for {} packets, {a_name} carries {} and {b_name} {}",
+                    p.link().name(),
+                    a.link().name(),
+                    b.link().name()
+                ),
+            ));
+        }
         let stats = Arc::new(RelayStats::new(&a_name, &b_name, pairs.len()));
         let finished = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();

@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod device;
+pub mod external;
 pub mod filter;
 pub mod gso;
 pub mod impair;

@@ -266,15 +266,18 @@ fn finish_drops_what_is_held_and_counts_it() {
     assert_eq!(p.next_due(Direction::Forward), None);
 }
 
+/// A decision for a [`Later`] stage: key, verdict, replacement, injection (the other way).
+type Decided = (u64, Verdict, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What a [`Later`] stage has seen and what the test decided for it.
 #[derive(Default)]
 struct LaterState {
     /// Keys of the packets it holds, with their direction, in arrival order.
     held: Vec<(u64, Direction)>,
     /// Decisions made, per direction: key, verdict, replacement, injection.
-    decided: [Vec<(u64, Verdict, Option<Vec<u8>>, Option<Vec<u8>>)>; 2],
+    decided: [Vec<Decided>; 2],
     /// Decisions handed over by `ready` and not yet resumed.
-    taken: Vec<(u64, Verdict, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    taken: Vec<Decided>,
 }
 
 /// A stage that holds every packet until the test decides it (as an external program would).

@@ -25,6 +25,7 @@
 
 pub mod common;
 mod lab;
+mod processor;
 mod up;
 
 use std::process::ExitCode;
@@ -33,7 +34,7 @@ use clap::Parser;
 use hostkit_tun::Processor;
 use hostkit_tun::filter::Filter;
 
-pub use lab::LabArgs;
+pub use lab::{FailArg, LabArgs};
 pub use up::{EngineArg, RulesArg, UpArgs};
 pub(crate) use up::{describe_stage, stage_lines};
 
@@ -93,7 +94,8 @@ impl RelayBuilder {
     }
 
     /// Adds a stage of your own. Stages run in this order, after capture (`--pcap`) and before
-    /// impairment (`--impair`); `--processor-filter` limits them to the packets it matches.
+    /// an external processor (`--processor-exec`) and impairment (`--impair`);
+    /// `--processor-filter` limits them to the packets it matches.
     pub fn processor(mut self, processor: impl Processor + 'static) -> RelayBuilder {
         self.stages.push(Box::new(processor));
         self

@@ -216,7 +216,7 @@ pub fn run(
         return dry_run(&spec, args.place.netns.as_deref(), printer);
     }
     // Bad stage options are refused before anything changes.
-    let lab = args.lab.prepare(devs, own)?;
+    let mut lab = args.lab.prepare(devs, own)?;
     // Signals are taken through a signalfd; block them before any thread exists so that a
     // SIGTERM during setup is handled (by a full teardown) once setup is done.
     let mut mask = SigSet::empty();
@@ -228,6 +228,9 @@ pub fn run(
         .context("create signalfd")?;
 
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun up")?;
+    // A processor runs in the tunnel's namespace; one that does not start is refused here,
+    // before anything changes.
+    lab.start_processor()?;
     let run_dir = args
         .place
         .run_dir(true)?

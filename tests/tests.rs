@@ -20,5 +20,6 @@ mod tun_demo;
 mod tun_garbage;
 mod tun_ipv6;
 mod tun_log;
+mod tun_processor;
 mod tun_trust;
 mod tun_watch;

@@ -56,8 +56,8 @@ impl Plan {
             }));
         }
         if let Some(path) = socket {
-            let path = hostkit_net::check_socket(path)
-                .map_err(|e| anyhow!("--processor-socket: {e}"))?;
+            let path =
+                hostkit_net::check_socket(path).map_err(|e| anyhow!("--processor-socket: {e}"))?;
             return Ok(Some(Plan::Socket { path }));
         }
         Ok(None)
@@ -190,12 +190,7 @@ fn find_program(name: &str) -> Result<PathBuf, String> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| executable(p))
-        .ok_or_else(|| {
-            format!(
-                "no program {name} in PATH ({})",
-                path.to_string_lossy()
-            )
-        })
+        .ok_or_else(|| format!("no program {name} in PATH ({})", path.to_string_lossy()))
 }
 
 /// Starts the program: its socket on descriptor 3 (`HOSTKIT_PROCESSOR_FD=3`), stdin from
@@ -208,7 +203,11 @@ fn spawn(argv: &[String], program: &Path) -> std::io::Result<(UnixStream, Child)
     cmd.arg0(&argv[0])
         .args(&argv[1..])
         .env_clear()
-        .envs(KEPT_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (k, v))))
+        .envs(
+            KEPT_ENV
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+        )
         .env("HOSTKIT_PROCESSOR_FD", PROCESSOR_FD.to_string())
         .env(
             "HOSTKIT_PROCESSOR_PROTOCOL",
@@ -320,7 +319,10 @@ mod tests {
         assert_eq!(ok("a '' \"\""), ["a", "", ""]);
         assert_eq!(ok(r#"a "x\"y\\z\$\n""#), ["a", r#"x"y\z$\n"#]);
         assert_eq!(ok("a 'it''s' x'|'y"), ["a", "its", "x|y"]);
-        assert_eq!(ok("sh -c 'exec cat | tee /dev/null'"), ["sh", "-c", "exec cat | tee /dev/null"]);
+        assert_eq!(
+            ok("sh -c 'exec cat | tee /dev/null'"),
+            ["sh", "-c", "exec cat | tee /dev/null"]
+        );
         for (line, needle) in [
             ("", "empty command"),
             ("   ", "empty command"),
@@ -340,7 +342,11 @@ mod tests {
     #[test]
     fn programs_are_found_in_path_or_by_their_path() {
         assert!(find_program("sh").unwrap().ends_with("sh"));
-        assert!(find_program("no-such-program-hostkit").unwrap_err().contains("no program no-such-program-hostkit in PATH"));
+        assert!(
+            find_program("no-such-program-hostkit")
+                .unwrap_err()
+                .contains("no program no-such-program-hostkit in PATH")
+        );
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join("plain");
         std::fs::write(&plain, "").unwrap();
@@ -349,7 +355,15 @@ mod tests {
                 .unwrap_err()
                 .contains("not executable")
         );
-        assert!(find_program("/etc").unwrap_err().contains("not a regular file"));
-        assert!(find_program("/nonexistent/x").unwrap_err().contains("No such file"));
+        assert!(
+            find_program("/etc")
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+        assert!(
+            find_program("/nonexistent/x")
+                .unwrap_err()
+                .contains("No such file")
+        );
     }
 }

@@ -357,22 +357,35 @@ fn reader(shared: Arc<Shared>, mut stream: UnixStream) {
         if !ready {
             continue;
         }
-        let n = match stream.read(&mut buf) {
-            Ok(0) => {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                let why = shared.ended();
-                shared.fail(if frames.is_partial() {
-                    format!("{why} in the middle of a message")
-                } else {
-                    why
-                });
+        let got = stream.read(&mut buf);
+        // End of file, or a reset (it closed without reading everything we sent).
+        let closed = match &got {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
+        if closed {
+            if shared.stopping.load(Ordering::SeqCst) {
                 return;
             }
+            let why = shared.ended();
+            shared.fail(if frames.is_partial() {
+                format!("{why} in the middle of a message")
+            } else {
+                why
+            });
+            return;
+        }
+        let n = match got {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 if !shared.stopping.load(Ordering::SeqCst) {
                     shared.fail(format!("cannot read its socket: {e}"));
@@ -471,7 +484,7 @@ impl ExternalStage {
                     }
                 };
                 match status {
-                    Some(s) => reason.push_str(&format!(" (it {s})")),
+                    Some(s) => reason.push_str(&format!(" ({s})")),
                     None => {
                         let _ = c.kill();
                         let _ = c.wait();
@@ -679,7 +692,11 @@ fn hello(stream: &UnixStream, opts: &ExternalOptions) -> Result<proto::HelloRepl
             Err(e) => return Err(e.to_string()),
         }
         match s.read(&mut buf) {
+            // A reset: it closed without reading what we sent (our hello).
             Ok(0) => return Err("closed the connection before its hello".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err("closed the connection before its hello".into());
+            }
             Ok(n) => frames.push(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("cannot read its hello: {e}")),

@@ -279,8 +279,17 @@ def main():
     for c, why in failures:
         print(f"\nnote: {c}: the processor failed in a run: {why}")
     if args.json:
+        summary = {}
+        for c in configs:
+            summary[c] = {}
+            for _, key in ROWS:
+                vals = [r.get(key) for r in raw[c] if r.get(key) is not None]
+                if vals:
+                    summary[c][key] = {"median": statistics.median(vals),
+                                       "min": min(vals), "max": max(vals)}
         with open(args.json, "w") as f:
-            json.dump({"runs": args.runs, "seconds": args.seconds, "raw": raw}, f, indent=2)
+            json.dump({"runs": args.runs, "seconds": args.seconds, "summary": summary,
+                       "raw": raw}, f, indent=2)
 
 
 if __name__ == "__main__":

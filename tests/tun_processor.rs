@@ -807,3 +807,46 @@ while s.recv(4096):
     up.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(up.wait(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn the_processor_benchmark_runs_and_reports_every_figure() {
+    // Not a timed test: `benches/processor-bench.py` still runs end to end, and every
+    // processor moved packets without failing (speed is judged from its output, by people).
+    require_root!();
+    let dir = TestDir::new();
+    let json = dir.join("bench.json");
+    let out = run_with_timeout(
+        Command::new(PYTHON)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/benches/processor-bench.py"
+            ))
+            .args(["--runs", "1", "--seconds", "1", "--hostkit"])
+            .arg(crate::util::hostkit_bin())
+            .arg("--json")
+            .arg(&json),
+        300,
+    );
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for row in [
+        "ping RTT avg (ms)",
+        "UDP 64 B at max: crossed the relay (kpps)",
+        "processor: packets answered (kpps)",
+        "processor CPU (s per million packets)",
+    ] {
+        assert!(
+            stdout.contains(&format!("| {row} |")),
+            "missing {row}:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("the processor failed"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for config in ["python-batch", "python-per-packet", "c-batch"] {
+        let kpps = v["summary"][config]["max_answered_kpps"]["median"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{config}: nothing measured:\n{stdout}{stderr}"));
+        assert!(kpps > 0.0, "{config}: no packet answered");
+    }
+}

@@ -26,6 +26,7 @@ mod tun_garbage;
 mod tun_ipv6;
 mod tun_lab;
 mod tun_log;
+mod tun_processor;
 mod tun_service;
 mod tun_tap;
 mod tun_trust;

@@ -1,11 +1,13 @@
 //! The relay as a protocol lab: the options that put stages on the path (`--pcap`,
-//! `--impair`, filters) and the pipeline they build, with a program's own stages.
+//! `--processor-exec`, `--impair`, filters) and the pipeline they build, with a program's own
+//! stages.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use hostkit_tun::LinkLayer;
+use hostkit_tun::external::{ExternalStage, FailMode};
 use hostkit_tun::filter::Filter;
 use hostkit_tun::impair::{ImpairConfig, ImpairStage, os_seed};
 use hostkit_tun::pcapng::LinkType;
@@ -13,10 +15,26 @@ use hostkit_tun::pcapng::{CaptureOptions, CaptureStage, PcapngWriter, Rotation};
 use hostkit_tun::pipeline::{FilteredStage, Pipeline};
 
 use super::compile_filter;
+use super::processor::Plan;
+
+/// Default of `--processor-timeout`, ms.
+pub const DEFAULT_PROCESSOR_TIMEOUT_MS: u64 = 100;
+
+/// `--processor-fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FailArg {
+    /// Forward every packet, unprocessed.
+    Open,
+    /// Drop every packet (the default: a processor is there to decide, and traffic it did
+    /// not see must not pass for traffic it let through).
+    #[default]
+    Closed,
+}
 
 /// Stages on the relay's path: capture, impairment, and the filters that limit them.
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "Protocol lab")]
+#[command(group(clap::ArgGroup::new("processor").args(["processor_exec", "processor_socket"])))]
 pub struct LabArgs {
     /// Capture every packet to this pcapng file: one interface per device, each packet on the
     /// device it was read from (outbound), nanosecond timestamps; wire-sized packets (GSO
@@ -50,10 +68,27 @@ pub struct LabArgs {
     /// same losses (default: a random seed, printed when the relay starts).
     #[arg(long, value_name = "N", requires = "impair")]
     pub seed: Option<u64>,
-    /// Programs built on the relay: give their own stages only the packets this tcpdump
-    /// filter matches.
+    /// Give the processor (--processor-exec, --processor-socket) and the own stages of
+    /// programs built on the relay only the packets this tcpdump filter matches.
     #[arg(long, value_name = "FILTER")]
     pub processor_filter: Option<String>,
+    /// Put your own program, in any language, on the relay's path (after capture, before
+    /// impairment): run CMD — split into words as a shell would, but run without one — as
+    /// root, with a Unix socket on descriptor 3 speaking the protocol of docs/processors.md.
+    #[arg(long, value_name = "CMD", conflicts_with = "processor_socket")]
+    pub processor_exec: Option<String>,
+    /// As --processor-exec, for a program already listening on this Unix socket; it must be
+    /// root's, in directories only root can change, and the listener must run as root.
+    #[arg(long, value_name = "PATH")]
+    pub processor_socket: Option<PathBuf>,
+    /// Longest wait for the processor's verdict on a packet, in ms (default 100); a processor
+    /// that takes longer has failed.
+    #[arg(long, value_name = "MS", requires = "processor", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub processor_timeout: Option<u64>,
+    /// When the processor dies, misses the deadline or answers garbage: `closed` drops every
+    /// packet it would have seen from then on (the default), `open` forwards them unprocessed.
+    #[arg(long, value_name = "MODE", value_enum, requires = "processor")]
+    pub processor_fail: Option<FailArg>,
 }
 
 /// A capture to start: where, how, limited to what.
@@ -134,7 +169,18 @@ pub(super) struct Lab {
     capture: Option<CaptureSpec>,
     devs: [String; 2],
     own: Vec<FilteredStage>,
+    /// The processor to start, then started ([`Lab::start_processor`]).
+    processor: Option<ProcessorRun>,
     impair: Option<FilteredStage>,
+}
+
+/// `--processor-exec`/`--processor-socket`, checked, and the stage once started.
+struct ProcessorRun {
+    plan: Plan,
+    timeout: std::time::Duration,
+    fail: FailMode,
+    filter: Option<Filter>,
+    stage: Option<ExternalStage>,
 }
 
 /// The slot names `tun set` fills and empties.
@@ -177,6 +223,23 @@ impl LabArgs {
                 link,
             )?),
         };
+        let processor = Plan::check(
+            self.processor_exec.as_deref(),
+            self.processor_socket.as_deref(),
+        )?
+        .map(|plan| ProcessorRun {
+            plan,
+            timeout: std::time::Duration::from_millis(
+                self.processor_timeout
+                    .unwrap_or(DEFAULT_PROCESSOR_TIMEOUT_MS),
+            ),
+            fail: match self.processor_fail.unwrap_or_default() {
+                FailArg::Open => FailMode::Open,
+                FailArg::Closed => FailMode::Closed,
+            },
+            filter: processor_filter.clone(),
+            stage: None,
+        });
         Ok(Lab {
             link,
             capture,
@@ -185,6 +248,7 @@ impl LabArgs {
                 .into_iter()
                 .map(|(p, f)| (p, f.or_else(|| processor_filter.clone())))
                 .collect(),
+            processor,
             impair,
         })
     }
@@ -214,9 +278,25 @@ fn check_capture_path(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 impl Lab {
+    /// Starts the processor, if any (spawned or connected, then greeted, within a few
+    /// seconds): in the tunnel's namespace, before anything changes there. A processor that
+    /// cannot start is an error.
+    pub(super) fn start_processor(&mut self) -> anyhow::Result<()> {
+        let Some(p) = &mut self.processor else {
+            return Ok(());
+        };
+        p.stage = Some(p.plan.start(
+            p.timeout,
+            p.fail,
+            self.devs.clone(),
+            p.filter.as_ref().map(|f| f.to_string()),
+        )?);
+        Ok(())
+    }
+
     /// The pipeline — creating the capture file now: a capture slot, the program's own stages,
-    /// an impairment slot (`tun set` fills and empties the slots while the relay runs; an
-    /// empty pipeline costs the relay one atomic load per packet).
+    /// the external processor, an impairment slot (`tun set` fills and empties the slots while
+    /// the relay runs; an empty pipeline costs the relay one atomic load per packet).
     pub(super) fn pipeline(self) -> anyhow::Result<Arc<Pipeline>> {
         let devs = [self.devs[0].as_str(), self.devs[1].as_str()];
         let capture = self.capture.map(|c| c.start(devs)).transpose()?;
@@ -225,6 +305,14 @@ impl Lab {
             .slot(CAPTURE_SLOT, capture);
         for (stage, filter) in self.own {
             builder = builder.boxed(stage, filter);
+        }
+        if let Some(ProcessorRun {
+            stage: Some(stage),
+            filter,
+            ..
+        }) = self.processor
+        {
+            builder = builder.boxed(Box::new(stage), filter);
         }
         Ok(Arc::new(builder.slot(IMPAIR_SLOT, self.impair).build()))
     }

@@ -28,6 +28,7 @@ pub(crate) mod config;
 pub mod control;
 mod lab;
 mod notify;
+mod processor;
 mod up;
 
 use std::process::ExitCode;
@@ -36,7 +37,7 @@ use clap::Parser;
 use hostkit_tun::Processor;
 use hostkit_tun::filter::Filter;
 
-pub use lab::LabArgs;
+pub use lab::{FailArg, LabArgs};
 pub use up::{EngineArg, ModeArg, RulesArg, UpArgs};
 pub(crate) use up::{describe_stage, stage_lines};
 
@@ -121,7 +122,8 @@ impl RelayBuilder {
     }
 
     /// Adds a stage of your own. Stages run in this order, after capture (`--pcap`) and before
-    /// impairment (`--impair`); `--processor-filter` limits them to the packets it matches.
+    /// an external processor (`--processor-exec`) and impairment (`--impair`);
+    /// `--processor-filter` limits them to the packets it matches.
     pub fn processor(mut self, processor: impl Processor + 'static) -> RelayBuilder {
         self.stages.push((Box::new(processor), None));
         self

@@ -298,7 +298,7 @@ pub fn run(
         return dry_run(&spec, args.place.netns.as_deref(), printer);
     }
     // Bad stage options are refused before anything changes.
-    let lab = args.lab.prepare(devs, spec.mode.link(), own)?;
+    let mut lab = args.lab.prepare(devs, spec.mode.link(), own)?;
     // Run by a service manager (`Type=notify`): tell it when the tunnel is ready, and stopping.
     // The socket is made here, before `--netns` is entered: an abstract `@name` is looked up in
     // the sending socket's network namespace, the service manager's.
@@ -328,6 +328,9 @@ pub fn run(
         .context("create signalfd")?;
 
     let netns_inode = enter_namespace(args.place.netns.as_deref(), "hostkit tun up")?;
+    // A processor runs in the tunnel's namespace; one that does not start is refused here,
+    // before anything changes.
+    lab.start_processor()?;
     let run_dir = args
         .place
         .run_dir(true)?

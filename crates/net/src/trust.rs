@@ -196,6 +196,74 @@ impl RunDir {
     }
 }
 
+/// Checks a Unix socket hostkit is to connect to and trust with the traffic (`tun up
+/// --processor-socket`): whoever listens on it sees every packet and decides its fate, so it
+/// must be a socket that only root could have put there — the socket itself owned by root (the
+/// user hostkit runs as), every symbolic link on the way root's, and its directory and every
+/// directory above it owned by root and not group- or world-writable (world-writable only with
+/// the sticky bit, like `/tmp`: there nobody else can remove or rename root's socket).
+/// Returns the path to connect to.
+pub fn check_socket(given: &Path) -> Result<PathBuf, TrustError> {
+    let refuse = |reason: String| TrustError::File {
+        path: given.display().to_string(),
+        reason,
+    };
+    let abs = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| refuse(format!("cannot resolve a relative path: {e}")))?
+            .join(given)
+    };
+    let mut prefix = PathBuf::new();
+    for comp in abs.components() {
+        prefix.push(comp);
+        if matches!(comp, Component::RootDir | Component::CurDir) {
+            continue;
+        }
+        match std::fs::symlink_metadata(&prefix) {
+            Ok(meta) if meta.file_type().is_symlink() && !trusted_uid(meta.uid()) => {
+                return Err(refuse(format!(
+                    "{} is a symbolic link owned by uid {}, which could redirect it",
+                    prefix.display(),
+                    meta.uid()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(refuse(format!(
+                    "{} does not exist (start the processor first)",
+                    prefix.display()
+                )));
+            }
+            Err(e) => return Err(refuse(format!("{}: {e}", prefix.display()))),
+        }
+    }
+    let canonical = std::fs::canonicalize(&abs).map_err(|e| refuse(e.to_string()))?;
+    let meta = std::fs::symlink_metadata(&canonical).map_err(|e| refuse(e.to_string()))?;
+    use std::os::unix::fs::FileTypeExt;
+    if !meta.file_type().is_socket() {
+        return Err(refuse(format!("it is {}, not a socket", kind_of(&meta))));
+    }
+    if !trusted_uid(meta.uid()) {
+        return Err(refuse(format!(
+            "the socket is owned by uid {}, not by root (uid {}): another user could be listening on it",
+            meta.uid(),
+            nix::unistd::geteuid()
+        )));
+    }
+    for anc in canonical.ancestors().skip(1) {
+        let meta = std::fs::symlink_metadata(anc).map_err(|e| refuse(e.to_string()))?;
+        if let Some(why) = untrusted_because(&meta, true) {
+            return Err(refuse(format!(
+                "the directory {} could be changed by another user (who could put their own socket there): {why}",
+                anc.display()
+            )));
+        }
+    }
+    Ok(canonical)
+}
+
 /// Checks an open file: a regular file owned by root, not group- or world-writable.
 pub(crate) fn check_open_file(file: &File, path: &Path) -> Result<(), TrustError> {
     let refuse = |reason: String| TrustError::File {
@@ -269,6 +337,38 @@ mod tests {
             .prefix("hostkit-trust-")
             .tempdir()
             .unwrap()
+    }
+
+    #[test]
+    fn a_socket_is_trusted_only_if_only_root_could_have_put_it_there() {
+        let t = tmp();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let sock = dir.join("p.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(check_socket(&sock).unwrap(), sock.canonicalize().unwrap());
+        let file = dir.join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = check_socket(&file).unwrap_err().to_string();
+        assert!(err.contains("a regular file, not a socket"), "{err}");
+        let err = check_socket(&dir.join("none")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        // A directory others can write to (no sticky bit): anyone could have put it there.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_socket(&sock).unwrap_err().to_string();
+        assert!(
+            err.contains("could be changed by another user") && err.contains("world-writable"),
+            "{err}"
+        );
+        // With the sticky bit (like /tmp) a root-owned socket is safe.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_socket(&sock).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&sock, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let err = check_socket(&sock).unwrap_err().to_string();
+            assert!(err.contains("owned by uid 65534, not by root"), "{err}");
+        }
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //! its stages with `hostkit::tunnel::Relay::builder().processor(p).run()` (the root
 //! package), which sets up, routes and tears down exactly as `hostkit tun up`.
 //!
-//! Built-in stages: capture to pcapng ([`pcapng::CaptureStage`]) and tc-netem-style
-//! impairment ([`impair::ImpairStage`]); any stage can be limited to the packets a tcpdump
-//! expression matches ([`filter::Filter`]).
+//! Built-in stages: capture to pcapng ([`pcapng::CaptureStage`]), tc-netem-style
+//! impairment ([`impair::ImpairStage`]) and a program in any language over a Unix socket
+//! ([`external::ExternalStage`], which decides packets later: [`Verdict::Hold`]); any stage
+//! can be limited to the packets a tcpdump expression matches ([`filter::Filter`]).
 //!
 //! # The rest
 //!
@@ -35,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod device;
+pub mod external;
 pub mod filter;
 pub mod gso;
 pub mod impair;

@@ -12,7 +12,9 @@
 //!   changed in place through [`Packet::data_mut`];
 //! * [`Verdict::Drop`]: the packet goes no further;
 //! * [`Verdict::Delay`]: the pipeline holds the packet and sends it on to the next stage at
-//!   that time (other packets keep flowing).
+//!   that time (other packets keep flowing);
+//! * [`Verdict::Hold`]: the pipeline holds the packet until the stage has decided it (below,
+//!   *Deciding later*).
 //!
 //! Through the [`Ctx`] a stage may also put new packets on the path: [`Ctx::inject`] writes a
 //! packet into the device at the end of a direction (an ICMP reply to the sender:
@@ -60,6 +62,17 @@
 //! path fast. A stage that changes a packet's bytes should ask for wire-sized packets: then its
 //! packets carry complete checksums, which it must keep right (see [`crate::gso`]).
 //!
+//! # Deciding later
+//!
+//! A stage that cannot answer at once — it asks another program (`--processor-exec`), a
+//! database, a person — answers [`Verdict::Hold`] with a key of its choosing; the pipeline
+//! keeps the packet (other packets keep flowing). When the stage has decided, from any thread,
+//! it wakes the relay's workers through its [`Waker`] (given by [`Processor::waker`]); a worker
+//! then asks it which held packets of its direction are decided ([`Processor::ready`]) and
+//! hands each back to [`Processor::resume`], which answers as `process` does (and may change
+//! the packet, inject, or hold it again). A stage must not block in `process` or `resume`:
+//! every worker waits for it.
+//!
 //! # Threads
 //!
 //! The relay's workers share the pipeline: a stage is called by one worker at a time, so it
@@ -68,7 +81,11 @@
 
 mod run;
 
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::Instant;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 pub use run::{
     DirStageSnapshot, Fate, FilteredStage, NoSuchSlot, Out, Pipeline, PipelineBuilder,
@@ -130,6 +147,45 @@ pub enum Verdict {
     Drop,
     /// Held by the pipeline, then on to the next stage at this time.
     Delay(Instant),
+    /// Held by the pipeline under this key (unique among the packets the stage holds) until
+    /// the stage names it in [`Processor::ready`]; then [`Processor::resume`] decides it.
+    Hold(u64),
+}
+
+/// Wakes the relay's workers, from any thread, when a stage has decided packets it holds
+/// ([`Verdict::Hold`]): one event descriptor per direction, which the workers wait on with
+/// their devices. Clones share the descriptors.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    fds: Arc<[EventFd; 2]>,
+}
+
+impl Waker {
+    /// A waker (two non-blocking event descriptors).
+    pub fn new() -> std::io::Result<Waker> {
+        let make =
+            || EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
+        Ok(Waker {
+            fds: Arc::new([make()?, make()?]),
+        })
+    }
+
+    /// Wakes the workers of `direction`: the stage has decided some of its held packets.
+    pub fn wake(&self, direction: Direction) {
+        // Fails only when the counter would overflow: then it is set anyway.
+        let _ = self.fds[direction.index()].write(1);
+    }
+
+    /// The descriptor of `direction`, readable while a wake-up is pending.
+    pub fn fd(&self, direction: Direction) -> BorrowedFd<'_> {
+        self.fds[direction.index()].as_fd()
+    }
+
+    /// Takes the pending wake-up of `direction`, if any (before asking the stage).
+    pub(crate) fn clear(&self, direction: Direction) {
+        // Non-blocking: EAGAIN when nothing is pending.
+        let _ = self.fds[direction.index()].read();
+    }
 }
 
 /// One packet, as a stage sees it.
@@ -251,6 +307,25 @@ pub trait Processor: Send {
     /// Called a few times a second while the relay runs, whatever the traffic (flush a file,
     /// so that a capture can be read while it grows).
     fn tick(&mut self) {}
+
+    /// A stage that answers [`Verdict::Hold`]: the waker it wakes when it has decided held
+    /// packets (asked once, when the pipeline is built).
+    fn waker(&self) -> Option<Waker> {
+        None
+    }
+
+    /// Appends to `keys` the keys of the held packets of `direction` it has decided (a
+    /// worker of that direction asks after a wake-up); they go to [`Processor::resume`].
+    fn ready(&mut self, direction: Direction, keys: &mut Vec<u64>) {
+        let _ = (direction, keys);
+    }
+
+    /// Decides a packet it held under `key`, as [`Processor::process`] does (it may change the
+    /// packet, inject, or even hold it again).
+    fn resume(&mut self, key: u64, packet: &mut Packet<'_>, ctx: &mut Ctx<'_>) -> Verdict {
+        let _ = (key, packet, ctx);
+        Verdict::Forward
+    }
 
     /// Called when the relay stops (flush a file, say what was lost).
     fn finish(&mut self) {}

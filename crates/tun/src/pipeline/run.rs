@@ -1,13 +1,14 @@
 //! Running packets through the stages: filters, segmentation for stages that want wire-sized
-//! packets, verdicts, held (delayed) packets, injections and the counters.
+//! packets, verdicts, held (delayed) packets, packets held until their stage decides them,
+//! injections and the counters.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::{Ctx, Direction, Packet, Processor, Verdict};
+use super::{Ctx, Direction, Packet, Processor, Verdict, Waker};
 use crate::filter::Filter;
 use crate::gso::{Segmenter, VnetHdr};
 use crate::packet::LinkLayer;
@@ -139,8 +140,20 @@ impl Ord for Held {
     }
 }
 
+/// A packet a stage holds until it decides it ([`Verdict::Hold`]).
+struct Parked {
+    dir: Direction,
+    hdr: VnetHdr,
+    arrival: Instant,
+    data: Vec<u8>,
+}
+
 struct Inner {
     stages: Vec<Stage>,
+    /// Packets held by stage and key until the stage decides them.
+    parked: HashMap<(usize, u64), Parked>,
+    /// Reused for the keys a stage names as ready.
+    ready: Vec<u64>,
     /// Held packets per worker (the relay's thread that read them, which also writes them
     /// when due) and direction.
     held: Vec<[BinaryHeap<Reverse<Held>>; 2]>,
@@ -161,6 +174,8 @@ pub struct Pipeline {
     link: LinkLayer,
     /// Stages with a processor now: with none (and nothing held) a packet is not even locked.
     filled: AtomicUsize,
+    /// The stages that decide later, with their wakers.
+    wakers: Vec<(usize, Waker)>,
     shared: Shared,
 }
 
@@ -258,11 +273,19 @@ impl PipelineBuilder {
             }
         }
         let filled = self.stages.iter().filter(|s| s.processor.is_some()).count();
+        let wakers = self
+            .stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.processor.as_ref().and_then(|p| p.waker()).map(|w| (i, w)))
+            .collect();
         Pipeline {
             inner: Mutex::new(Inner {
                 stages: self.stages,
                 held: vec![Default::default()],
                 worker: 0,
+                parked: HashMap::new(),
+                ready: Vec::new(),
                 seq: 0,
                 injected: Vec::new(),
                 emitted: Vec::new(),
@@ -271,6 +294,7 @@ impl PipelineBuilder {
             }),
             link: self.link,
             filled: AtomicUsize::new(filled),
+            wakers,
             shared: Shared {
                 held: AtomicUsize::new(0),
                 segment_errors: AtomicU64::new(0),
@@ -404,6 +428,59 @@ impl Pipeline {
         }
     }
 
+    /// The wakers of the stages that decide packets later ([`Verdict::Hold`]): a worker waits
+    /// on their descriptors for its direction and then calls [`Pipeline::resume_ready`].
+    pub fn wakers(&self) -> impl Iterator<Item = &Waker> {
+        self.wakers.iter().map(|(_, w)| w)
+    }
+
+    /// Sends on the held packets of `direction` their stages have decided by now (see
+    /// [`Processor::ready`]); nothing to do (and no lock taken) without such stages.
+    pub fn resume_ready(&self, direction: Direction, now: Instant, out: &mut Vec<Out>) {
+        if self.wakers.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let d = direction.index();
+        for (i, waker) in &self.wakers {
+            // Cleared first: a decision made from now on wakes the workers again.
+            waker.clear(direction);
+            let mut keys = std::mem::take(&mut inner.ready);
+            if let Some(p) = inner.stages[*i].processor.as_mut() {
+                p.ready(direction, &mut keys);
+            }
+            for key in keys.drain(..) {
+                let Some(p) = inner.parked.remove(&(*i, key)) else {
+                    continue; // not held (any more): the stage's mistake, ignored
+                };
+                inner.stages[*i].counters[d]
+                    .held
+                    .fetch_sub(1, Ordering::Relaxed);
+                let Parked {
+                    dir,
+                    hdr,
+                    arrival,
+                    mut data,
+                } = p;
+                let fate = inner.call_stage(
+                    *i,
+                    dir,
+                    hdr,
+                    &mut data,
+                    arrival,
+                    now,
+                    out,
+                    &self.shared,
+                    |stage, pkt, ctx| stage.resume(key, pkt, ctx),
+                );
+                if fate == Fate::Write {
+                    inner.run_owned(*i + 1, dir, hdr, data, arrival, now, out, &self.shared);
+                }
+            }
+            inner.ready = keys;
+        }
+    }
+
     /// When the next held packet of `direction` is due (any worker's).
     pub fn next_due(&self, direction: Direction) -> Option<Instant> {
         if self.shared.held.load(Ordering::Acquire) == 0 {
@@ -479,6 +556,11 @@ impl Pipeline {
                     self.shared.held.fetch_sub(1, Ordering::AcqRel);
                 }
             }
+        }
+        for ((by, _), p) in std::mem::take(&mut inner.parked) {
+            let c = &inner.stages[by].counters[p.dir.index()];
+            c.held.fetch_sub(1, Ordering::Relaxed);
+            c.dropped.fetch_add(1, Ordering::Relaxed);
         }
         for s in &mut inner.stages {
             if let Some(p) = s.processor.as_mut() {
@@ -641,64 +723,116 @@ impl Inner {
             stage.counters[d]
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let mut injected = std::mem::take(&mut self.injected);
-            let mut emitted = std::mem::take(&mut self.emitted);
-            let mut packet = Packet {
-                data: &mut *data,
-                replaced: None,
-                direction: dir,
+            let fate = self.call_stage(
+                i,
+                dir,
+                hdr,
+                data,
                 arrival,
-                gso: hdr,
-                link: self.link,
-            };
-            let verdict = {
-                let mut ctx = Ctx {
-                    now,
-                    injected: &mut injected,
-                    emitted: &mut emitted,
-                };
-                match stage.processor.as_mut() {
-                    Some(p) => p.process(&mut packet, &mut ctx),
-                    None => Verdict::Forward,
-                }
-            };
-            let replaced = packet.replaced.take();
-            for (to, pkt) in injected.drain(..) {
-                stage.counters[to.index()]
-                    .injected
-                    .fetch_add(1, Ordering::Relaxed);
-                out.push(Out {
-                    direction: to,
-                    hdr: VnetHdr::NONE,
-                    data: pkt,
-                });
-            }
-            self.injected = injected;
-            let emitted_now = std::mem::take(&mut emitted);
-            self.emitted = emitted;
-            for (at, pkt) in emitted_now {
-                self.hold_or_run(i, i + 1, dir, VnetHdr::NONE, pkt, at, now, out, shared);
-            }
-            match (verdict, replaced) {
-                (Verdict::Drop, _) => {
-                    self.stages[i].counters[d]
-                        .dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Fate::Taken;
-                }
-                (Verdict::Forward, None) => {}
-                (Verdict::Forward, Some(new)) => {
-                    self.run_owned(i + 1, dir, hdr, new, arrival, now, out, shared);
-                    return Fate::Taken;
-                }
-                (Verdict::Delay(at), replaced) => {
-                    let pkt = replaced.unwrap_or_else(|| data.to_vec());
-                    self.hold_or_run(i, i + 1, dir, hdr, pkt, at, now, out, shared);
-                    return Fate::Taken;
-                }
+                now,
+                out,
+                shared,
+                |stage, pkt, ctx| stage.process(pkt, ctx),
+            );
+            if fate == Fate::Taken {
+                return Fate::Taken;
             }
         }
         Fate::Write
+    }
+
+    /// Asks stage `i` about a packet (`call`: `process`, or `resume` of a held one) and acts on
+    /// its verdict: `Write` when it goes on unchanged to stage `i + 1`, in the caller's buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn call_stage(
+        &mut self,
+        i: usize,
+        dir: Direction,
+        hdr: VnetHdr,
+        data: &mut [u8],
+        arrival: Instant,
+        now: Instant,
+        out: &mut Vec<Out>,
+        shared: &Shared,
+        call: impl FnOnce(&mut dyn Processor, &mut Packet<'_>, &mut Ctx<'_>) -> Verdict,
+    ) -> Fate {
+        let d = dir.index();
+        let link = self.link;
+        let stage = &mut self.stages[i];
+        let mut injected = std::mem::take(&mut self.injected);
+        let mut emitted = std::mem::take(&mut self.emitted);
+        let mut packet = Packet {
+            data: &mut *data,
+            replaced: None,
+            direction: dir,
+            arrival,
+            gso: hdr,
+            link,
+        };
+        let verdict = {
+            let mut ctx = Ctx {
+                now,
+                injected: &mut injected,
+                emitted: &mut emitted,
+            };
+            match stage.processor.as_mut() {
+                Some(p) => call(p.as_mut(), &mut packet, &mut ctx),
+                None => Verdict::Forward,
+            }
+        };
+        let replaced = packet.replaced.take();
+        for (to, pkt) in injected.drain(..) {
+            stage.counters[to.index()]
+                .injected
+                .fetch_add(1, Ordering::Relaxed);
+            out.push(Out {
+                direction: to,
+                hdr: VnetHdr::NONE,
+                data: pkt,
+            });
+        }
+        self.injected = injected;
+        let emitted_now = std::mem::take(&mut emitted);
+        self.emitted = emitted;
+        for (at, pkt) in emitted_now {
+            self.hold_or_run(i, i + 1, dir, VnetHdr::NONE, pkt, at, now, out, shared);
+        }
+        match (verdict, replaced) {
+            (Verdict::Drop, _) => {
+                self.stages[i].counters[d]
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                Fate::Taken
+            }
+            (Verdict::Forward, None) => Fate::Write,
+            (Verdict::Forward, Some(new)) => {
+                self.run_owned(i + 1, dir, hdr, new, arrival, now, out, shared);
+                Fate::Taken
+            }
+            (Verdict::Delay(at), replaced) => {
+                let pkt = replaced.unwrap_or_else(|| data.to_vec());
+                self.hold_or_run(i, i + 1, dir, hdr, pkt, at, now, out, shared);
+                Fate::Taken
+            }
+            (Verdict::Hold(key), replaced) => {
+                let data = replaced.unwrap_or_else(|| data.to_vec());
+                let c = &self.stages[i].counters[d];
+                c.held.fetch_add(1, Ordering::Relaxed);
+                let parked = Parked {
+                    dir,
+                    hdr,
+                    arrival,
+                    data,
+                };
+                if let Some(old) = self.parked.insert((i, key), parked) {
+                    // The stage reused a key it still holds: the older packet is lost.
+                    let c = &self.stages[i].counters[old.dir.index()];
+                    c.held.fetch_sub(1, Ordering::Relaxed);
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Fate::Taken
+            }
+        }
     }
 
     /// Holds a packet until `at` (counted against stage `by`), or runs it at once if due.

@@ -463,3 +463,196 @@ fn a_filter_for_another_link_layer_is_refused() {
         .filtered(stage, f)
         .build();
 }
+
+/// A decision for a [`Later`] stage: key, verdict, replacement, injection (the other way).
+type Decided = (u64, Verdict, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What a [`Later`] stage has seen and what the test decided for it.
+#[derive(Default)]
+struct LaterState {
+    /// Keys of the packets it holds, with their direction, in arrival order.
+    held: Vec<(u64, Direction)>,
+    /// Decisions made, per direction: key, verdict, replacement, injection.
+    decided: [Vec<Decided>; 2],
+    /// Decisions handed over by `ready` and not yet resumed.
+    taken: Vec<Decided>,
+}
+
+/// A stage that holds every packet until the test decides it (as an external program would).
+struct Later {
+    state: std::sync::Arc<std::sync::Mutex<LaterState>>,
+    waker: Waker,
+    next: u64,
+}
+
+impl Processor for Later {
+    fn name(&self) -> &str {
+        "later"
+    }
+    fn process(&mut self, pkt: &mut Packet<'_>, _ctx: &mut Ctx<'_>) -> Verdict {
+        self.next += 1;
+        let mut s = self.state.lock().unwrap();
+        s.held.push((self.next, pkt.direction()));
+        Verdict::Hold(self.next)
+    }
+    fn waker(&self) -> Option<Waker> {
+        Some(self.waker.clone())
+    }
+    fn ready(&mut self, direction: Direction, keys: &mut Vec<u64>) {
+        let mut s = self.state.lock().unwrap();
+        let decided = std::mem::take(&mut s.decided[direction.index()]);
+        for d in decided {
+            keys.push(d.0);
+            s.taken.push(d);
+        }
+    }
+    fn resume(&mut self, key: u64, pkt: &mut Packet<'_>, ctx: &mut Ctx<'_>) -> Verdict {
+        let mut s = self.state.lock().unwrap();
+        let i = s.taken.iter().position(|d| d.0 == key).expect("decided");
+        let (_, verdict, replacement, injection) = s.taken.remove(i);
+        if let Some(r) = replacement {
+            pkt.replace(r);
+        }
+        if let Some(inj) = injection {
+            ctx.inject(pkt.direction().reverse(), &inj);
+        }
+        verdict
+    }
+}
+
+fn later() -> (Later, std::sync::Arc<std::sync::Mutex<LaterState>>, Waker) {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(LaterState::default()));
+    let waker = Waker::new().unwrap();
+    (
+        Later {
+            state: state.clone(),
+            waker: waker.clone(),
+            next: 0,
+        },
+        state,
+        waker,
+    )
+}
+
+/// Whether `fd` is readable now.
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+}
+
+#[test]
+fn held_packets_wait_for_their_stage_then_go_on_through_the_next_stages() {
+    let (stage, state, waker) = later();
+    let (after, seen) = fixed(|_| Verdict::Forward, false);
+    let p = Pipeline::builder().stage(stage).stage(after).build();
+    assert_eq!(p.wakers().count(), 1);
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    for i in 0..4u8 {
+        let fate = p.process(
+            Direction::Forward,
+            VnetHdr::NONE,
+            &mut udp(1, &[i]),
+            t0,
+            &mut out,
+        );
+        assert_eq!(fate, Fate::Taken);
+    }
+    assert!(out.is_empty() && seen.lock().unwrap().is_empty());
+    assert_eq!(p.snapshot()[0].directions[0].held, 4);
+    // Nothing decided: nothing moves.
+    p.resume_ready(Direction::Forward, t0, &mut out);
+    assert!(out.is_empty());
+    // Decided out of order, from "another thread": 2 forwarded, 1 dropped, 3 replaced with an
+    // answer the other way; 4 still undecided.
+    {
+        let mut s = state.lock().unwrap();
+        s.decided[0].push((2, Verdict::Forward, None, None));
+        s.decided[0].push((1, Verdict::Drop, None, None));
+        s.decided[0].push((
+            3,
+            Verdict::Forward,
+            Some(udp(2, b"new")),
+            Some(b"answer".to_vec()),
+        ));
+    }
+    assert!(!readable(waker.fd(Direction::Forward)));
+    waker.wake(Direction::Forward);
+    assert!(readable(waker.fd(Direction::Forward)));
+    assert!(!readable(waker.fd(Direction::Backward)), "per direction");
+    p.resume_ready(Direction::Forward, t0, &mut out);
+    assert!(
+        !readable(waker.fd(Direction::Forward)),
+        "the wake-up is taken"
+    );
+    let got: Vec<(Direction, Vec<u8>)> = out.drain(..).map(|o| (o.direction, o.data)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Direction::Forward, udp(1, &[1])),
+            (Direction::Backward, b"answer".to_vec()),
+            (Direction::Forward, udp(2, b"new")),
+        ]
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![29, 31],
+        "the next stage saw the forwarded and the replaced packet"
+    );
+    let d = &p.snapshot()[0].directions;
+    assert_eq!((d[0].packets, d[0].held, d[0].dropped), (4, 1, 1));
+    assert_eq!(d[1].injected, 1);
+    // The last one is dropped (and counted) when the relay stops.
+    p.finish();
+    let d = &p.snapshot()[0].directions[0];
+    assert_eq!((d.held, d.dropped), (0, 2));
+}
+
+#[test]
+fn a_worker_resumes_only_its_own_direction_and_a_stage_may_hold_again() {
+    let (stage, state, waker) = later();
+    let p = Pipeline::builder().stage(stage).build();
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for dir in Direction::BOTH {
+        p.process(dir, VnetHdr::NONE, &mut udp(1, b"x"), now, &mut out);
+    }
+    assert_eq!(
+        state.lock().unwrap().held,
+        vec![(1, Direction::Forward), (2, Direction::Backward)]
+    );
+    {
+        let mut s = state.lock().unwrap();
+        s.decided[1].push((2, Verdict::Forward, None, None));
+        // Held again under a new key, then a key it does not hold (ignored).
+        s.decided[0].push((1, Verdict::Hold(7), None, None));
+        s.decided[0].push((99, Verdict::Forward, None, None));
+    }
+    waker.wake(Direction::Forward);
+    waker.wake(Direction::Backward);
+    p.resume_ready(Direction::Forward, now, &mut out);
+    assert!(out.is_empty(), "held again");
+    assert!(
+        readable(waker.fd(Direction::Backward)),
+        "not the forward worker's"
+    );
+    p.resume_ready(Direction::Backward, now, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].direction, Direction::Backward);
+    state.lock().unwrap().decided[0].push((7, Verdict::Forward, None, None));
+    p.resume_ready(Direction::Forward, now, &mut out);
+    assert_eq!(out.len(), 2);
+    let d = &p.snapshot()[0].directions;
+    assert_eq!((d[0].held, d[1].held, d[0].dropped), (0, 0, 0));
+}
+
+#[test]
+fn without_a_stage_that_decides_later_there_is_no_waker() {
+    let (stage, _) = fixed(|_| Verdict::Forward, false);
+    let p = Pipeline::builder().stage(stage).build();
+    assert_eq!(p.wakers().count(), 0);
+    let mut out = Vec::new();
+    p.resume_ready(Direction::Forward, Instant::now(), &mut out);
+    assert!(out.is_empty());
+}

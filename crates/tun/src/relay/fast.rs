@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use super::MAX_PACKET;
 use super::forward::{Forwarder, RelayError, drain, release_due};
 use super::timer::Timer;
+use crate::pipeline::Direction;
 
 /// The fast engine's worker: epoll over both devices of a queue pair and the stop pipe; each
 /// wake-up drains every ready device in a batch; a busy wake-up is followed by a short
@@ -45,9 +46,22 @@ pub(super) fn epoll_worker(
         }
         None => None,
     };
+    // Stages that decide packets later wake the worker (events 4 and 5: forward, backward).
+    if let Some((pipeline, _)) = fwd[0].pipeline {
+        for waker in pipeline.wakers() {
+            for dir in Direction::BOTH {
+                epoll
+                    .add(
+                        waker.fd(dir),
+                        EpollEvent::new(EpollFlags::EPOLLIN, 4 + dir.index() as u64),
+                    )
+                    .map_err(|e| fail("waker", e))?;
+            }
+        }
+    }
     let mut buf = vec![0u8; MAX_PACKET];
     let mut out = Vec::new();
-    let mut events = [EpollEvent::empty(); 4];
+    let mut events = [EpollEvent::empty(); 8];
     let mut busy = false;
     loop {
         if let Some(pause) = coalesce
@@ -70,10 +84,12 @@ pub(super) fn epoll_worker(
         };
         for ev in &events[..n] {
             let which = ev.data() as usize;
-            if which == 3 {
-                continue; // the timer: what is due is released at the top of the loop
+            if which >= 3 {
+                // The timer or a waker: what is due or decided is released at the top of the
+                // loop.
+                continue;
             }
-            if which >= 2 {
+            if which == 2 {
                 return Ok(());
             }
             let flags = ev.events();

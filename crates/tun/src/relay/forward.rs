@@ -272,8 +272,9 @@ pub(crate) fn drain(
     Ok(got)
 }
 
-/// Sends on the packets the pipeline holds that are due now, for each forwarder's direction;
-/// returns how long until the next one is due (`None`: nothing held, or no pipeline).
+/// Sends on the packets the pipeline holds that are due now, and those their stages have
+/// decided ([`Pipeline::resume_ready`]), for each forwarder's direction; returns how long until
+/// the next one is due (`None`: nothing held, or no pipeline).
 pub(crate) fn release_due(
     fwds: &[&Forwarder<'_>],
     out: &mut Vec<Out>,
@@ -284,6 +285,7 @@ pub(crate) fn release_due(
         let Some((pipeline, dir)) = fwd.pipeline else {
             continue;
         };
+        pipeline.resume_ready(dir, now, out);
         // Each worker writes what it held: through its own queues, in order.
         pipeline.release_on(fwd.worker, dir, now, out);
         fwd.flush(out);

@@ -333,4 +333,96 @@ mod tests {
             assert!(started.elapsed() < std::time::Duration::from_secs(2));
         }
     }
+
+    /// Holds every packet until the test decides it, from another thread.
+    struct Later {
+        seen: Arc<std::sync::Mutex<Vec<u64>>>,
+        decided: Arc<std::sync::Mutex<Vec<u64>>>,
+        waker: crate::pipeline::Waker,
+    }
+    impl crate::pipeline::Processor for Later {
+        fn name(&self) -> &str {
+            "later"
+        }
+        fn process(
+            &mut self,
+            _: &mut crate::pipeline::Packet<'_>,
+            _: &mut crate::pipeline::Ctx<'_>,
+        ) -> crate::pipeline::Verdict {
+            let mut seen = self.seen.lock().unwrap();
+            let key = seen.len() as u64;
+            seen.push(key);
+            crate::pipeline::Verdict::Hold(key)
+        }
+        fn waker(&self) -> Option<crate::pipeline::Waker> {
+            Some(self.waker.clone())
+        }
+        fn ready(&mut self, direction: Direction, keys: &mut Vec<u64>) {
+            if direction == Direction::Forward {
+                keys.append(&mut self.decided.lock().unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn workers_of_both_engines_wake_for_packets_a_stage_decides_later() {
+        use crate::relay::testing::echo_request;
+        use std::time::{Duration, Instant};
+        for engine in [Engine::Simple, Engine::Fast] {
+            let (a, b) = (Arc::new(MemIo::new("a")), Arc::new(MemIo::new("b")));
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let decided = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let waker = crate::pipeline::Waker::new().unwrap();
+            let pipeline = Pipeline::builder()
+                .stage(Later {
+                    seen: seen.clone(),
+                    decided: decided.clone(),
+                    waker: waker.clone(),
+                })
+                .build();
+            let (sink, _) = collecting_sink();
+            let relay = Relay::start_queues(
+                vec![(
+                    a.clone() as Arc<dyn PacketIo>,
+                    b.clone() as Arc<dyn PacketIo>,
+                )],
+                RelayOptions {
+                    engine,
+                    log: PacketLog::Off,
+                    sink,
+                    nice: None,
+                    coalesce: None,
+                    pipeline: Some(Arc::new(pipeline)),
+                },
+            )
+            .unwrap();
+            a.inbox.lock().unwrap().push_back(Ok(echo_request()));
+            a.set_readable(true);
+            let start = Instant::now();
+            while seen.lock().unwrap().is_empty() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "{engine:?}: not read"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            a.set_readable(false);
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(b.sent.lock().unwrap().is_empty(), "{engine:?}: held");
+            // Decided from this thread: the worker, asleep in its wait (1 s timeout), must wake
+            // at once.
+            let decided_at = Instant::now();
+            decided.lock().unwrap().push(0);
+            waker.wake(Direction::Forward);
+            while b.sent.lock().unwrap().is_empty() {
+                assert!(
+                    decided_at.elapsed() < Duration::from_millis(500),
+                    "{engine:?}: the worker did not wake for the decision"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(*b.sent.lock().unwrap(), vec![echo_request()]);
+            assert!(relay.stop().is_empty());
+        }
+    }
 }

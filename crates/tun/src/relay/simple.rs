@@ -11,7 +11,8 @@ use super::forward::{Forwarder, RelayError, drain, release_due};
 use super::timer::Timer;
 
 /// Relays one direction until the stop pipe closes or the device fails; with a pipeline, a
-/// timer wakes it for the packets the pipeline holds.
+/// timer wakes it for the packets the pipeline holds, and each stage's waker for the packets
+/// the stage has decided.
 pub(super) fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayError> {
     let mut buf = vec![0u8; MAX_PACKET];
     let mut out = Vec::new();
@@ -34,6 +35,14 @@ pub(super) fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayEr
             ];
             if let Some(t) = &timer {
                 fds.push(PollFd::new(t.as_fd(), PollFlags::POLLIN));
+            }
+            // Stages that decide packets later wake this direction's worker.
+            if let Some((pipeline, dir)) = fwd.pipeline {
+                fds.extend(
+                    pipeline
+                        .wakers()
+                        .map(|w| PollFd::new(w.fd(dir), PollFlags::POLLIN)),
+                );
             }
             match poll(&mut fds, PollTimeout::from(1000u16)) {
                 Ok(_) => {}

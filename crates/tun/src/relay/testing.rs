@@ -32,6 +32,17 @@ impl MemIo {
     }
 }
 
+impl MemIo {
+    /// Makes `fd` readable (a byte in the pipe: the workers then try to read) or not again.
+    pub fn set_readable(&self, on: bool) {
+        if on {
+            nix::unistd::write(&self._keep_open, &[1]).unwrap();
+        } else {
+            nix::unistd::read(self.fd.as_fd(), &mut [0u8; 1]).unwrap();
+        }
+    }
+}
+
 impl PacketIo for MemIo {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inbox.lock().unwrap().pop_front() {

@@ -6,6 +6,7 @@ mod util;
 
 mod cli;
 mod desktop;
+mod docs;
 mod fuzz;
 mod patch;
 mod pcapng;

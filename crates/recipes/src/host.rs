@@ -101,6 +101,12 @@ pub trait Host {
     fn env(&self, name: &str) -> Option<String>;
     /// The effective user and group ids.
     fn ids(&self) -> (u32, u32);
+    /// True when package queries may be answered from the package database's files instead
+    /// of the query command, where the answer is certainly the same (dpkg's status file, see
+    /// `pkg::dpkg_status`). Hosts whose commands are not the real ones (test fakes) say no.
+    fn reads_package_database(&self) -> bool {
+        false
+    }
     /// Called once by `revert` after every entry is put back, before the state directory is
     /// cleaned up: a host that caused side effects of its own (a dconf database its write
     /// created) removes them here.
@@ -140,6 +146,10 @@ impl Host for RealHost {
 
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+
+    fn reads_package_database(&self) -> bool {
+        true
     }
 
     fn ids(&self) -> (u32, u32) {

@@ -584,6 +584,10 @@ impl Host for SessionHost<'_> {
         self.inner.env(name)
     }
 
+    fn reads_package_database(&self) -> bool {
+        self.inner.reads_package_database()
+    }
+
     fn finish_revert(&self) -> Result<()> {
         if self.action == Action::Revert {
             self.clean_after_revert()?;

@@ -2,6 +2,8 @@
 //! package manager) and reading the environment. [`RealHost`] is the real thing; unit tests of
 //! the planner use a fake.
 
+mod timeout;
+
 use std::process::Command;
 
 use crate::error::{Error, Result};
@@ -115,7 +117,8 @@ pub trait Host {
     }
 }
 
-/// The real host.
+/// The real host. A command `timeout -k K N PROGRAM…` runs PROGRAM directly, bounded the same
+/// way (see `host/timeout.rs`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealHost;
 
@@ -128,6 +131,12 @@ impl Host for RealHost {
             });
         };
         log::debug!("running {}", cmd.display());
+        if let Some((kill_after, duration, bounded)) = timeout::parse(&cmd.argv)
+            && let Some(out) = timeout::run(cmd, kill_after, duration, bounded)
+        {
+            // What `timeout` would have given, without its process.
+            return Ok(out);
+        }
         let out = Command::new(program)
             .args(args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))

@@ -4,6 +4,7 @@
 #[macro_use]
 mod util;
 
+mod check_all;
 mod cli;
 mod desktop;
 mod docs;

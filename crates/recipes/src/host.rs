@@ -94,8 +94,9 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-/// The host: commands, environment, identity.
-pub trait Host {
+/// The host: commands, environment, identity. Shared by the steps a plan checks at the same
+/// time, hence `Sync`.
+pub trait Host: Sync {
     /// Runs a command to completion. An error only when it cannot start
     /// ([`Error::NotStarted`]).
     fn run(&self, cmd: &Cmd) -> Result<Output>;
@@ -178,8 +179,8 @@ pub fn not_started(err: &Error) -> bool {
 pub(crate) mod fake {
     //! A fake host for unit tests of the planner: canned command outputs, a fixed environment.
 
-    use std::cell::RefCell;
     use std::collections::BTreeMap;
+    use std::sync::Mutex;
 
     use super::*;
 
@@ -188,7 +189,7 @@ pub(crate) mod fake {
     pub struct FakeHost {
         pub answers: BTreeMap<String, Output>,
         pub env: BTreeMap<String, String>,
-        pub calls: RefCell<Vec<String>>,
+        pub calls: Mutex<Vec<String>>,
     }
 
     impl FakeHost {
@@ -207,7 +208,7 @@ pub(crate) mod fake {
     impl Host for FakeHost {
         fn run(&self, cmd: &Cmd) -> Result<Output> {
             let line = cmd.display();
-            self.calls.borrow_mut().push(line.clone());
+            self.calls.lock().unwrap().push(line.clone());
             self.answers.get(&line).cloned().ok_or(Error::NotStarted {
                 command: line,
                 reason: "not in the fake's table".into(),

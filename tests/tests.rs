@@ -5,8 +5,10 @@
 mod util;
 
 mod ansible;
+mod check_all;
 mod cli;
 mod desktop;
+mod docs;
 mod fuzz;
 mod json;
 mod lab_examples;

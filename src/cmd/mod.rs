@@ -1,5 +1,6 @@
 //! One module per subcommand; each handler builds one settings struct and calls a library.
 
+pub mod docs;
 pub mod patch;
 pub mod recipe;
 pub mod tun;
@@ -28,6 +29,11 @@ pub enum Command {
     Apply(recipe::apply::Args),
     /// Put back every file a recipe changed, byte for byte, and undo its other effects.
     Revert(recipe::revert::Args),
+    /// Print a completion script for bash, zsh or fish on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Write the manual pages into a directory: hostkit.1 and one per subcommand
+    /// (hostkit-tun-up.1, …), each with its command's exit statuses.
+    Man(docs::ManArgs),
 }
 
 /// Runs one subcommand; `matches` is the whole command line as clap parsed it.
@@ -47,5 +53,7 @@ pub fn run(
         Command::Check(args) => recipe::check::run(args, printer),
         Command::Apply(args) => recipe::apply::run(args, printer),
         Command::Revert(args) => recipe::revert::run(args, printer),
+        Command::Completions(args) => docs::completions(args, printer),
+        Command::Man(args) => docs::man(args, printer),
     }
 }

@@ -750,16 +750,17 @@ mod tests {
         );
         // Set back to the value from before apply: as before, nothing to reset.
         host.answer(GET, 0, "false\n");
-        host.calls.borrow_mut().clear();
+        host.calls.lock().unwrap().clear();
         revert(recipe, &opts, &host).unwrap();
         assert!(
             !host
                 .calls
-                .borrow()
+                .lock()
+                .unwrap()
                 .iter()
                 .any(|c| c.starts_with("gsettings reset")),
             "{:?}",
-            host.calls.borrow()
+            host.calls.lock().unwrap()
         );
     }
 }

@@ -2,6 +2,8 @@
 //! package manager) and reading the environment. [`RealHost`] is the real thing; unit tests of
 //! the planner use a fake.
 
+mod timeout;
+
 use std::process::Command;
 
 use crate::error::{Error, Result};
@@ -92,8 +94,9 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-/// The host: commands, environment, identity.
-pub trait Host {
+/// The host: commands, environment, identity. Shared by the steps a plan checks at the same
+/// time, hence `Sync`.
+pub trait Host: Sync {
     /// Runs a command to completion. An error only when it cannot start
     /// ([`Error::NotStarted`]).
     fn run(&self, cmd: &Cmd) -> Result<Output>;
@@ -101,6 +104,12 @@ pub trait Host {
     fn env(&self, name: &str) -> Option<String>;
     /// The effective user and group ids.
     fn ids(&self) -> (u32, u32);
+    /// True when package queries may be answered from the package database's files instead
+    /// of the query command, where the answer is certainly the same (dpkg's status file, see
+    /// `pkg::dpkg_status`). Hosts whose commands are not the real ones (test fakes) say no.
+    fn reads_package_database(&self) -> bool {
+        false
+    }
     /// Called once by `revert` after every entry is put back, before the state directory is
     /// cleaned up: a host that caused side effects of its own (a dconf database its write
     /// created) removes them here.
@@ -109,7 +118,8 @@ pub trait Host {
     }
 }
 
-/// The real host.
+/// The real host. A command `timeout -k K N PROGRAM…` runs PROGRAM directly, bounded the same
+/// way (see `host/timeout.rs`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealHost;
 
@@ -122,6 +132,12 @@ impl Host for RealHost {
             });
         };
         log::debug!("running {}", cmd.display());
+        if let Some((kill_after, duration, bounded)) = timeout::parse(&cmd.argv)
+            && let Some(out) = timeout::run(cmd, kill_after, duration, bounded)
+        {
+            // What `timeout` would have given, without its process.
+            return Ok(out);
+        }
         let out = Command::new(program)
             .args(args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
@@ -142,6 +158,10 @@ impl Host for RealHost {
         std::env::var(name).ok()
     }
 
+    fn reads_package_database(&self) -> bool {
+        true
+    }
+
     fn ids(&self) -> (u32, u32) {
         (
             nix::unistd::geteuid().as_raw(),
@@ -159,8 +179,8 @@ pub fn not_started(err: &Error) -> bool {
 pub(crate) mod fake {
     //! A fake host for unit tests of the planner: canned command outputs, a fixed environment.
 
-    use std::cell::RefCell;
     use std::collections::BTreeMap;
+    use std::sync::Mutex;
 
     use super::*;
 
@@ -169,7 +189,7 @@ pub(crate) mod fake {
     pub struct FakeHost {
         pub answers: BTreeMap<String, Output>,
         pub env: BTreeMap<String, String>,
-        pub calls: RefCell<Vec<String>>,
+        pub calls: Mutex<Vec<String>>,
     }
 
     impl FakeHost {
@@ -188,7 +208,7 @@ pub(crate) mod fake {
     impl Host for FakeHost {
         fn run(&self, cmd: &Cmd) -> Result<Output> {
             let line = cmd.display();
-            self.calls.borrow_mut().push(line.clone());
+            self.calls.lock().unwrap().push(line.clone());
             self.answers.get(&line).cloned().ok_or(Error::NotStarted {
                 command: line,
                 reason: "not in the fake's table".into(),

@@ -27,6 +27,7 @@ mod engine;
 mod error;
 mod fsutil;
 mod host;
+pub mod par;
 mod pkg;
 mod plan;
 mod probes;

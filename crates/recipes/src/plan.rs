@@ -170,14 +170,37 @@ impl Plan {
 }
 
 /// Computes the plan: reads files and runs probes, writes nothing.
+///
+/// On the live system the steps are planned at the same time (their probes wait on child
+/// processes: `gsettings`, `setpriv`, `ps`, `dmesg`, `modprobe -c`), then taken in order, so
+/// the plan, and the first error, are those of planning them one after the other.
 pub fn plan(recipe: &Recipe, ctx: &Context, host: &dyn Host) -> Result<Plan> {
-    let mut steps: Vec<StepPlan> = Vec::new();
-    for step in recipe.steps_for(ctx.scope) {
-        let planned = plan_step(recipe, step, ctx, host).map_err(|e| Error::InStep {
+    let steps: Vec<&Step> = recipe.steps_for(ctx.scope).collect();
+    let one = |step: &Step| {
+        plan_step(recipe, step, ctx, host).map_err(|e| Error::InStep {
             step: step.id.clone(),
             location: step.location.clone(),
             source: Box::new(e),
-        })?;
+        })
+    };
+    let planned: Vec<Result<StepPlan>> = if ctx.live && !sequential(host) {
+        crate::par::map(&steps, |step| one(step))
+    } else {
+        // Under --root nothing waits on a process: one after the other, stopping at an error.
+        let mut planned = Vec::new();
+        for step in &steps {
+            let p = one(step);
+            let failed = p.is_err();
+            planned.push(p);
+            if failed {
+                break;
+            }
+        }
+        planned
+    };
+    let mut steps: Vec<StepPlan> = Vec::new();
+    for planned in planned {
+        let planned = planned?;
         for effect in &planned.effects {
             let Effect::File(f) = effect else { continue };
             if let Some(other) = steps.iter().find(|s| {
@@ -196,6 +219,12 @@ pub fn plan(recipe: &Recipe, ctx: &Context, host: &dyn Host) -> Result<Plan> {
         steps.push(planned);
     }
     Ok(Plan { steps })
+}
+
+/// `HOSTKIT_SEQUENTIAL=1`: plan one step after the other, as it used to be done (the tests
+/// compare both). Test builds only: release builds ignore it.
+fn sequential(host: &dyn Host) -> bool {
+    cfg!(debug_assertions) && host.env("HOSTKIT_SEQUENTIAL").as_deref() == Some("1")
 }
 
 fn plan_step(recipe: &Recipe, step: &Step, ctx: &Context, host: &dyn Host) -> Result<StepPlan> {
@@ -376,7 +405,7 @@ mod tests {
         );
         // Only probes ran: `gsettings get` twice (the second through the memory backend, for
         // the default), and possibly dpkg-query; never `gsettings set`.
-        let calls = host.calls.borrow();
+        let calls = host.calls.lock().unwrap();
         assert_eq!(
             calls
                 .iter()

@@ -32,9 +32,9 @@
 //!
 //! Under `--root` there is no live session: everything passes through unchanged.
 
-use std::cell::{OnceCell, RefCell};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use crate::context::{Context, Options};
 use crate::error::{Error, Result};
@@ -87,9 +87,11 @@ pub struct SessionHost<'h> {
     action: Action,
     ctx: Context,
     other: Option<Other>,
-    runtime: OnceCell<Runtime>,
-    bus: OnceCell<Bus>,
-    notes: RefCell<Vec<String>>,
+    // Shared by the steps a plan checks at the same time: a runtime directory two of them
+    // made at once is made twice, and the one not kept is removed at once (Runtime's drop).
+    runtime: OnceLock<Runtime>,
+    bus: OnceLock<Bus>,
+    notes: Mutex<Vec<String>>,
 }
 
 fn is_socket(path: &Path) -> bool {
@@ -132,15 +134,15 @@ impl<'h> SessionHost<'h> {
             action,
             ctx,
             other,
-            runtime: OnceCell::new(),
-            bus: OnceCell::new(),
-            notes: RefCell::new(Vec::new()),
+            runtime: OnceLock::new(),
+            bus: OnceLock::new(),
+            notes: Mutex::new(Vec::new()),
         })
     }
 
     /// What it did that a person should know (which bus, what it removed), for stderr.
     pub fn notes(&self) -> Vec<String> {
-        self.notes.borrow().clone()
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The context it was built with.
@@ -149,7 +151,7 @@ impl<'h> SessionHost<'h> {
     }
 
     fn note(&self, text: String) {
-        let mut notes = self.notes.borrow_mut();
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
         if !notes.contains(&text) {
             notes.push(text);
         }
@@ -582,6 +584,10 @@ impl Host for SessionHost<'_> {
 
     fn env(&self, name: &str) -> Option<String> {
         self.inner.env(name)
+    }
+
+    fn reads_package_database(&self) -> bool {
+        self.inner.reads_package_database()
     }
 
     fn finish_revert(&self) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `hostkit check NAME|all`.
 
 use crate::Outcome;
-use crate::cmd::recipe::{Format, TargetArgs, print_json, session_host, step_lines};
+use crate::cmd::recipe::{Format, TargetArgs, print_json, session_host_and_note, step_lines};
 use crate::printer::Printer;
 
 /// `hostkit check` options.
@@ -35,8 +35,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
             }
         }
     }
-    let mut reports = Vec::new();
-    let mut failed: Vec<(&str, String)> = Vec::new();
+    let mut jobs = Vec::new();
     for recipe in recipes {
         let mut opts = opts.clone();
         if many {
@@ -54,8 +53,23 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                     .is_some_and(|k| recipe.params.iter().any(|p| &p.name == k))
             });
         }
-        let checked = session_host(recipe, &opts, hostkit_recipes::Action::Check, printer)
-            .and_then(|host| Ok(hostkit_recipes::check(recipe, &opts, &host)?));
+        jobs.push((recipe, opts));
+    }
+    // The recipes are checked at the same time (their probes wait on child processes), and
+    // reported in catalog order, each with its note and error where it was before.
+    let checked: Vec<(Option<String>, anyhow::Result<hostkit_recipes::Report>)> = if sequential() {
+        jobs.iter()
+            .map(|(recipe, opts)| check_one(recipe, opts))
+            .collect()
+    } else {
+        hostkit_recipes::par::map(&jobs, |(recipe, opts)| check_one(recipe, opts))
+    };
+    let mut reports = Vec::new();
+    let mut failed: Vec<(&str, String)> = Vec::new();
+    for ((recipe, _), (note, checked)) in jobs.iter().zip(checked) {
+        if let Some(note) = note {
+            printer.note(note);
+        }
         match checked {
             Ok(report) => reports.push(report),
             // `check all` goes on with the other recipes and fails at the end.
@@ -110,4 +124,25 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// Checks one recipe: the note its host has for stderr, and the report.
+fn check_one(
+    recipe: &hostkit_recipes::Recipe,
+    opts: &hostkit_recipes::Options,
+) -> (Option<String>, anyhow::Result<hostkit_recipes::Report>) {
+    match session_host_and_note(recipe, opts, hostkit_recipes::Action::Check) {
+        Ok((host, note)) => (
+            note,
+            hostkit_recipes::check(recipe, opts, &host).map_err(anyhow::Error::from),
+        ),
+        Err(e) => (None, Err(e)),
+    }
+}
+
+/// `HOSTKIT_SEQUENTIAL=1`: `check all` checks one recipe after the other, and each recipe one
+/// step after the other, as it used to (the tests compare both). Test builds only: release
+/// builds ignore it.
+fn sequential() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("HOSTKIT_SEQUENTIAL").is_some_and(|v| v == "1")
 }

@@ -100,19 +100,34 @@ pub fn session_host<'h>(
     action: hostkit_recipes::Action,
     printer: &Printer,
 ) -> anyhow::Result<hostkit_recipes::SessionHost<'h>> {
+    let (host, note) = session_host_and_note(recipe, opts, action)?;
+    if let Some(note) = note {
+        printer.note(note);
+    }
+    Ok(host)
+}
+
+/// [`session_host`], with the note it prints returned instead (for `check all`, which prints
+/// the notes of recipes checked at the same time in their order).
+pub fn session_host_and_note<'h>(
+    recipe: &hostkit_recipes::Recipe,
+    opts: &Options,
+    action: hostkit_recipes::Action,
+) -> anyhow::Result<(hostkit_recipes::SessionHost<'h>, Option<String>)> {
     let host = hostkit_recipes::SessionHost::new(recipe, opts, &hostkit_recipes::RealHost, action)?;
     let ctx = host.context();
-    if let (Some(a), Some(home)) = (&ctx.account, &ctx.home) {
-        printer.note(format!(
+    let note = match (&ctx.account, &ctx.home) {
+        (Some(a), Some(home)) => Some(format!(
             "{}: user scope for {} (uid {}, from {}): home {}",
             recipe.name,
             a.name,
             a.uid,
             a.via.as_str(),
             home.logical.display()
-        ));
-    }
-    Ok(host)
+        )),
+        _ => None,
+    };
+    Ok((host, note))
 }
 
 /// Prints reports as JSON (one object, or an array when there are several).

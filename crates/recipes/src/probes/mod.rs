@@ -252,7 +252,13 @@ mod tests {
         assert_eq!(reload.cmd.display(), "udevadm control --reload");
         assert!(!reload.run);
         // Nothing but probes ran: no udevadm while planning.
-        assert!(host.calls.borrow().iter().all(|c| !c.contains("udevadm")));
+        assert!(
+            host.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|c| !c.contains("udevadm"))
+        );
     }
 
     #[test]

@@ -111,54 +111,31 @@ impl RunDir {
             path: given.display().to_string(),
             reason,
         };
-        let abs = if given.is_absolute() {
-            given.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|e| refuse(format!("cannot resolve a relative path: {e}")))?
-                .join(given)
-        };
         // Every symbolic link on the given path must be root's: another user could retarget it.
-        let mut prefix = PathBuf::new();
-        let comps: Vec<Component> = abs.components().collect();
-        for (i, comp) in comps.iter().enumerate() {
-            prefix.push(comp);
-            if matches!(comp, Component::RootDir | Component::CurDir) {
-                continue;
+        let Some(abs) = walk_trusted_links(given, &refuse, |prefix, last| {
+            if !last {
+                return Err(refuse(format!(
+                    "{} does not exist (hostkit creates only the last component of the run directory)",
+                    prefix.display()
+                )));
             }
-            let last = i + 1 == comps.len();
-            match std::fs::symlink_metadata(&prefix) {
-                Ok(meta) if meta.file_type().is_symlink() && !trusted_uid(meta.uid()) => {
-                    return Err(refuse(format!(
-                        "{} is a symbolic link owned by uid {}, which could redirect it",
-                        prefix.display(),
-                        meta.uid()
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound && last => {
-                    if !create {
-                        return Ok(None);
-                    }
-                    // Only the last component: a missing parent is the caller's mistake.
-                    std::fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&prefix)
-                        .map_err(|e| {
-                            refuse(format!(
-                                "cannot create it (hostkit creates only the last component, mode 0700): {e}"
-                            ))
-                        })?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(refuse(format!(
-                        "{} does not exist (hostkit creates only the last component of the run directory)",
-                        prefix.display()
-                    )));
-                }
-                Err(e) => return Err(refuse(format!("{}: {e}", prefix.display()))),
+            if !create {
+                return Ok(false);
             }
-        }
+            // Only the last component: a missing parent is the caller's mistake.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(prefix)
+                .map_err(|e| {
+                    refuse(format!(
+                        "cannot create it (hostkit creates only the last component, mode 0700): {e}"
+                    ))
+                })?;
+            Ok(true)
+        })?
+        else {
+            return Ok(None);
+        };
         let canonical = std::fs::canonicalize(&abs).map_err(|e| refuse(e.to_string()))?;
         let meta = std::fs::metadata(&canonical).map_err(|e| refuse(e.to_string()))?;
         if !meta.is_dir() {
@@ -173,15 +150,12 @@ impl RunDir {
             )));
         }
         // Every directory above it: another user who can rename entries there could swap it.
-        for anc in canonical.ancestors().skip(1) {
-            let meta = std::fs::symlink_metadata(anc).map_err(|e| refuse(e.to_string()))?;
-            if let Some(why) = untrusted_because(&meta, true) {
-                return Err(refuse(format!(
-                    "the directory above it, {}, could be changed by another user: {why}",
-                    anc.display()
-                )));
-            }
-        }
+        check_ancestors(&canonical, &refuse, |anc, why| {
+            format!(
+                "the directory above it, {}, could be changed by another user: {why}",
+                anc.display()
+            )
+        })?;
         Ok(Some(RunDir { path: canonical }))
     }
 
@@ -208,6 +182,44 @@ pub fn check_socket(given: &Path) -> Result<PathBuf, TrustError> {
         path: given.display().to_string(),
         reason,
     };
+    let abs = walk_trusted_links(given, &refuse, |prefix, _| {
+        Err(refuse(format!(
+            "{} does not exist (start the processor first)",
+            prefix.display()
+        )))
+    })?
+    .ok_or_else(|| refuse("it does not exist".into()))?;
+    let canonical = std::fs::canonicalize(&abs).map_err(|e| refuse(e.to_string()))?;
+    let meta = std::fs::symlink_metadata(&canonical).map_err(|e| refuse(e.to_string()))?;
+    use std::os::unix::fs::FileTypeExt;
+    if !meta.file_type().is_socket() {
+        return Err(refuse(format!("it is {}, not a socket", kind_of(&meta))));
+    }
+    if !trusted_uid(meta.uid()) {
+        return Err(refuse(format!(
+            "the socket is owned by uid {}, not by root (uid {}): another user could be listening on it",
+            meta.uid(),
+            nix::unistd::geteuid()
+        )));
+    }
+    check_ancestors(&canonical, &refuse, |anc, why| {
+        format!(
+            "the directory {} could be changed by another user (who could put their own socket there): {why}",
+            anc.display()
+        )
+    })?;
+    Ok(canonical)
+}
+
+/// Makes `given` absolute and walks it a component at a time: every symbolic link on the way
+/// must be root's (another user could retarget it). A component that does not exist goes to
+/// `missing(prefix, is_last)`: `Ok(true)` when it now exists (created), `Ok(false)` to stop
+/// (the walk returns `None`), or its refusal.
+fn walk_trusted_links(
+    given: &Path,
+    refuse: &dyn Fn(String) -> TrustError,
+    mut missing: impl FnMut(&Path, bool) -> Result<bool, TrustError>,
+) -> Result<Option<PathBuf>, TrustError> {
     let abs = if given.is_absolute() {
         given.to_path_buf()
     } else {
@@ -216,7 +228,8 @@ pub fn check_socket(given: &Path) -> Result<PathBuf, TrustError> {
             .join(given)
     };
     let mut prefix = PathBuf::new();
-    for comp in abs.components() {
+    let comps: Vec<Component> = abs.components().collect();
+    for (i, comp) in comps.iter().enumerate() {
         prefix.push(comp);
         if matches!(comp, Component::RootDir | Component::CurDir) {
             continue;
@@ -231,37 +244,30 @@ pub fn check_socket(given: &Path) -> Result<PathBuf, TrustError> {
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(refuse(format!(
-                    "{} does not exist (start the processor first)",
-                    prefix.display()
-                )));
+                if !missing(&prefix, i + 1 == comps.len())? {
+                    return Ok(None);
+                }
             }
             Err(e) => return Err(refuse(format!("{}: {e}", prefix.display()))),
         }
     }
-    let canonical = std::fs::canonicalize(&abs).map_err(|e| refuse(e.to_string()))?;
-    let meta = std::fs::symlink_metadata(&canonical).map_err(|e| refuse(e.to_string()))?;
-    use std::os::unix::fs::FileTypeExt;
-    if !meta.file_type().is_socket() {
-        return Err(refuse(format!("it is {}, not a socket", kind_of(&meta))));
-    }
-    if !trusted_uid(meta.uid()) {
-        return Err(refuse(format!(
-            "the socket is owned by uid {}, not by root (uid {}): another user could be listening on it",
-            meta.uid(),
-            nix::unistd::geteuid()
-        )));
-    }
+    Ok(Some(abs))
+}
+
+/// Every directory above `canonical` must be root's and not writable by others (unless
+/// sticky): someone who can rename entries there could swap what hostkit checked.
+fn check_ancestors(
+    canonical: &Path,
+    refuse: &dyn Fn(String) -> TrustError,
+    explain: impl Fn(&Path, &str) -> String,
+) -> Result<(), TrustError> {
     for anc in canonical.ancestors().skip(1) {
         let meta = std::fs::symlink_metadata(anc).map_err(|e| refuse(e.to_string()))?;
         if let Some(why) = untrusted_because(&meta, true) {
-            return Err(refuse(format!(
-                "the directory {} could be changed by another user (who could put their own socket there): {why}",
-                anc.display()
-            )));
+            return Err(refuse(explain(anc, &why)));
         }
     }
-    Ok(canonical)
+    Ok(())
 }
 
 /// Checks an open file: a regular file owned by root, not group- or world-writable.

@@ -9,6 +9,9 @@ use std::time::Duration;
 /// A one-shot monotonic timer whose descriptor becomes readable when it fires.
 pub(super) struct Timer {
     fd: OwnedFd,
+    /// Whether it may be armed or have fired (one worker owns it): a disarmed timer is left
+    /// alone, so a relay with nothing held makes no system call for it.
+    armed: std::cell::Cell<bool>,
 }
 
 impl Timer {
@@ -26,12 +29,19 @@ impl Timer {
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Timer { fd })
+        Ok(Timer {
+            fd,
+            armed: std::cell::Cell::new(false),
+        })
     }
 
     /// Fires once after `after` (at least 1 ns), or never (`None`). Clears a past expiry.
     pub fn set(&self, after: Option<Duration>) -> io::Result<()> {
+        if after.is_none() && !self.armed.get() {
+            return Ok(());
+        }
         self.clear();
+        self.armed.set(after.is_some());
         let value = match after {
             None => libc::timespec {
                 tv_sec: 0,

@@ -203,10 +203,20 @@ impl Processor for WindowClamp {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `tun up`'s options, a `--config` file applied as `hostkit tun up` applies it.
+    let up = match UpArgs::from_matches(&matches) {
+        Ok(up) => up,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     Relay::builder()
         .global(cli.global)
-        .args(cli.up)
+        .args(up)
         .processor(WindowClamp::new(cli.clamp))
         .run()
 }

@@ -1,6 +1,9 @@
 //! The module's arguments: the JSON object Ansible writes to the file named by `argv[1]`.
 //!
-//! That file is data, like everything else a user could have written: it is read only when it
+//! That file is the task's instruction — which recipe, which state, which root — written by
+//! Ansible for the user it connected as, who could run the module with any arguments anyway:
+//! it is not checked for its owner as recipe files are. What it names still passes hostkit's
+//! checks (the recipes and their files, the root, the user's home). It is read only when it
 //! is a regular file of at most [`MAX_ARGS_BYTES`] (opened without blocking, so a FIFO is
 //! refused at once), and every key is checked — unknown keys, wrong types and bad values fail
 //! the task with Ansible's own wording, naming them. Ansible's internal `_ansible_*` keys are

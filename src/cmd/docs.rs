@@ -152,17 +152,12 @@ fn command() -> clap::Command {
 pub fn completions(args: CompletionsArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let mut cmd = crate::Cli::command();
     let mut script = Vec::new();
-    match args.shell {
-        Shell::Bash => {
-            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "hostkit", &mut script)
-        }
-        Shell::Zsh => {
-            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "hostkit", &mut script)
-        }
-        Shell::Fish => {
-            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "hostkit", &mut script)
-        }
-    }
+    let shell = match args.shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, "hostkit", &mut script);
     printer.out_bytes(&script);
     Ok(Outcome::Success)
 }

@@ -10,13 +10,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hostkit_net::state::DirStats;
-use hostkit_tun::pipeline::{Pipeline, StageSnapshot};
+use hostkit_tun::pipeline::StageSnapshot;
 use serde::{Deserialize, Serialize};
 
 /// The protocol's version.
@@ -88,7 +88,7 @@ impl Control {
     /// Listens at `path` (in the trusted run directory; a stale socket there is replaced).
     pub fn listen(path: PathBuf) -> std::io::Result<Control> {
         match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_socket_like() => std::fs::remove_file(&path)?,
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(&path)?,
             Ok(_) => {
                 return Err(std::io::Error::other(format!(
                     "{} exists and is not a socket",
@@ -97,6 +97,8 @@ impl Control {
             }
             Err(_) => {}
         }
+        // Bound in the run directory, which is root's and mode 0700: nobody else can reach the
+        // socket before its mode is narrowed to 0600 (and `SO_PEERCRED` is checked anyway).
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
@@ -127,17 +129,6 @@ impl Control {
 impl Drop for Control {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-trait SocketLike {
-    fn is_socket_like(&self) -> bool;
-}
-
-impl SocketLike for std::fs::FileType {
-    fn is_socket_like(&self) -> bool {
-        use std::os::unix::fs::FileTypeExt;
-        self.is_socket()
     }
 }
 
@@ -180,8 +171,7 @@ fn refuse(error: String) -> Reply {
 fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
     let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| format!("cannot tell who is asking: {e}"))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if cred.uid() == 0 || cred.uid() == me {
+    if hostkit_net::trusted_uid(cred.uid()) {
         Ok(())
     } else {
         Err(format!("uid {} may not control this relay", cred.uid()))
@@ -207,9 +197,4 @@ pub fn ask(path: &Path, request: &Request) -> anyhow::Result<Reply> {
         .read_line(&mut line)
         .context("read the relay's reply")?;
     serde_json::from_str(&line).with_context(|| format!("the relay answered garbage: {line:?}"))
-}
-
-/// The stages of a pipeline, for replies.
-pub fn stages_of(pipeline: Option<&Pipeline>) -> Vec<StageSnapshot> {
-    pipeline.map(|p| p.snapshot()).unwrap_or_default()
 }

@@ -274,6 +274,13 @@ fn check_capture_path(path: &std::path::Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
         anyhow::bail!("--pcap {shown}: {} is not a directory", dir.display());
     }
+    // A directory hostkit cannot write to (read-only, or outside a unit's ReadWritePaths) is
+    // refused now, not after the tunnel is set up.
+    nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .map_err(|e| anyhow::anyhow!("--pcap {shown}: {}: {e}", dir.display()))?;
     Ok(())
 }
 

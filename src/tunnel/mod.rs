@@ -38,8 +38,8 @@ use hostkit_tun::Processor;
 use hostkit_tun::filter::Filter;
 
 pub use lab::{FailArg, LabArgs};
+pub(crate) use up::stage_report;
 pub use up::{EngineArg, ModeArg, RulesArg, UpArgs};
-pub(crate) use up::{describe_stage, stage_lines};
 
 use crate::printer::Printer;
 use crate::{GlobalArgs, Outcome};

@@ -293,8 +293,7 @@ fn connect(path: &Path, timeout: Duration) -> anyhow::Result<UnixStream> {
     }
     let cred = getsockopt(&fd, PeerCredentials)
         .with_context(|| format!("--processor-socket {shown}: who listens on it"))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if cred.uid() != 0 && cred.uid() != me {
+    if !hostkit_net::trusted_uid(cred.uid()) {
         bail!(
             "--processor-socket {shown}: the program listening on it (pid {}) runs as uid {}, not as root: it would see and decide every packet",
             cred.pid(),

@@ -404,11 +404,15 @@ pub fn run(
         printer.note("packet log on: offloads are off, so the log shows wire-sized packets");
     }
     let mut relay_opts = profile.relay_options(stderr_sink());
+    // Every tunnel has a pipeline (its slots are what `tun set` fills).
     let relay = lab.pipeline().and_then(|pipeline| {
-        relay_opts.pipeline = Some(pipeline);
-        Ok(Relay::start_queues(tunnel.queue_pairs(), relay_opts)?)
+        relay_opts.pipeline = Some(pipeline.clone());
+        Ok((
+            Relay::start_queues(tunnel.queue_pairs(), relay_opts)?,
+            pipeline,
+        ))
     });
-    let relay = match relay {
+    let (relay, pipeline) = match relay {
         Ok(r) => r,
         Err(e) => {
             report_teardown(
@@ -431,10 +435,8 @@ pub fn run(
         profile.describe(tunnel.devices[0].len(), tunnel.offloads[0]),
         std::process::id()
     ));
-    if let Some(p) = relay.pipeline() {
-        for (i, stage) in p.snapshot().iter().enumerate() {
-            printer.note(format!("stage {}: {}", i + 1, describe_stage(stage)));
-        }
+    for line in stage_report(&pipeline.snapshot(), spec.devs(), "", false) {
+        printer.note(line);
     }
     // Live control (`tun set`, `tun stats`): a socket beside the state file.
     let control = match Control::listen(control::socket_path(state_file.path())) {
@@ -473,6 +475,7 @@ pub fn run(
     let mut running = Running {
         sigfd: &sigfd,
         relay: &relay,
+        pipeline: &pipeline,
         state: &mut state,
         state_file: &state_file,
         nl: &nl,
@@ -491,10 +494,9 @@ pub fn run(
     ));
     drop(watcher);
     let counters = relay.stats();
-    let pipeline = relay.pipeline().cloned();
     let relay_errors = relay.stop();
     state.stats = counters.snapshot().to_vec();
-    state.stages = pipeline.map(|p| p.snapshot()).unwrap_or_default();
+    state.stages = pipeline.snapshot();
     printer.note(format!("stopping ({stop}); tearing down"));
     // The tunnels running now (not those at start) decide which sysctls must stay.
     let keep = state::records(&run_dir, netns_inode)
@@ -540,6 +542,30 @@ pub(crate) fn describe_stage(stage: &StageSnapshot) -> String {
         line.push_str(&format!(", filter '{f}'"));
     }
     line
+}
+
+/// Each stage as `stage N: …`, followed (with `counters`) by its counter lines indented under
+/// it, the whole indented by `indent` — what `tun status`, `tun stats` and `tun set` print.
+pub(crate) fn stage_report(
+    stages: &[StageSnapshot],
+    devs: [&str; 2],
+    indent: &str,
+    counters: bool,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (i, stage) in stages.iter().enumerate() {
+        lines.push(format!(
+            "{indent}stage {}: {}",
+            i + 1,
+            describe_stage(stage)
+        ));
+        if counters {
+            for line in stage_lines(std::slice::from_ref(stage), devs) {
+                lines.push(format!("{indent}  {line}"));
+            }
+        }
+    }
+    lines
 }
 
 /// A stage's counters, a line per direction that saw packets:
@@ -672,6 +698,8 @@ impl std::fmt::Display for Stop {
 struct Running<'a> {
     sigfd: &'a SignalFd,
     relay: &'a Relay,
+    /// The relay's stages (the same pipeline it runs).
+    pipeline: &'a hostkit_tun::Pipeline,
     state: &'a mut TunnelState,
     state_file: &'a StateFile,
     nl: &'a Netlink,
@@ -706,15 +734,9 @@ impl Running<'_> {
                     w.poke();
                 }
             }
-            if let Some(p) = self.relay.pipeline() {
-                p.tick();
-            }
+            self.pipeline.tick();
             let now: Vec<DirStats> = stats.snapshot().to_vec();
-            let stages = self
-                .relay
-                .pipeline()
-                .map(|p| p.snapshot())
-                .unwrap_or_default();
+            let stages = self.pipeline.snapshot();
             if now != self.state.stats || stages != self.state.stages {
                 self.state.stats = now;
                 self.state.stages = stages;
@@ -781,13 +803,9 @@ impl Running<'_> {
 impl Running<'_> {
     /// Answers one live-control request (see [`super::control`]); every change is logged.
     fn handle(&self, req: control::Request) -> control::Reply {
-        let pipeline = self.relay.pipeline().map(|p| p.as_ref());
         let result = match req.op.as_str() {
             "stats" => Ok(()),
-            "set" => match pipeline {
-                None => Err(anyhow!("this relay runs without a pipeline")),
-                Some(p) => self.set(p, &req),
-            },
+            "set" => self.set(self.pipeline, &req),
             other => Err(anyhow!("unknown request `{other}` (stats, set)")),
         };
         match result {
@@ -795,7 +813,7 @@ impl Running<'_> {
                 ok: true,
                 error: None,
                 directions: self.relay.stats().snapshot().to_vec(),
-                stages: control::stages_of(pipeline),
+                stages: self.pipeline.snapshot(),
             },
             Err(e) => control::Reply {
                 ok: false,

@@ -199,11 +199,6 @@ impl<'a, E: From<Located>> Fields<'a, E> {
         })
     }
 
-    /// Another table of the same file (same wording).
-    pub fn nested(&self, item: &'a Item, what: &str, allowed: &[&str]) -> Result<Fields<'a, E>, E> {
-        Fields::of(self.src, self.wording, item, what, allowed)
-    }
-
     /// The same table under another name (for messages).
     pub fn with_what(&self, what: impl Into<String>) -> Fields<'a, E> {
         Fields {

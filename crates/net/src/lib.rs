@@ -30,6 +30,6 @@ pub use spec::{
     SpecError, SpecInput, Step, TunnelSpec,
 };
 pub use state::{StateFile, TunnelState};
-pub use trust::{RunDir, TrustError, check_socket};
+pub use trust::{RunDir, TrustError, check_socket, trusted_uid};
 pub use undo::{Outcome, TeardownItem, Undo};
 pub use watch::{Repair, WatchError, Watcher};

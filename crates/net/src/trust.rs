@@ -48,8 +48,8 @@ pub enum TrustError {
     },
 }
 
-/// Whether `uid` is one we trust: root, or the user hostkit runs as.
-fn trusted_uid(uid: u32) -> bool {
+/// Whether `uid` is one hostkit takes instructions from: root, or the user it runs as.
+pub fn trusted_uid(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 

@@ -43,6 +43,7 @@ pub use context::{Context, Options};
 pub use engine::{Applied, apply, check, dry_run, revert, revert_preview};
 pub use error::{Error, Result};
 pub use host::{Host, RealHost};
+pub use plan::sequential;
 pub use recipe::{BUILTIN, Catalog, Recipe, Scope, parse as parse_recipe};
 pub use report::{Action, CommandReport, FileText, Report, SCHEMA_VERSION, StepReport, StepStatus};
 pub use session::SessionHost;

@@ -221,9 +221,10 @@ pub fn plan(recipe: &Recipe, ctx: &Context, host: &dyn Host) -> Result<Plan> {
     Ok(Plan { steps })
 }
 
-/// `HOSTKIT_SEQUENTIAL=1`: plan one step after the other, as it used to be done (the tests
-/// compare both). Test builds only: release builds ignore it.
-fn sequential(host: &dyn Host) -> bool {
+/// `HOSTKIT_SEQUENTIAL=1`: plan one step after the other (and `check all` one recipe after
+/// the other), as it used to be done (the tests compare both). Test builds only: release
+/// builds ignore it.
+pub fn sequential(host: &dyn Host) -> bool {
     cfg!(debug_assertions) && host.env("HOSTKIT_SEQUENTIAL").as_deref() == Some("1")
 }
 

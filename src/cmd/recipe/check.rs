@@ -23,9 +23,10 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     } else {
         vec![catalog.get(&args.name)?]
     };
+    // `--set KEY=VALUE`, split once (a malformed one is refused here).
+    let pairs = hostkit_core::parse_sets(&opts.sets)?;
     if many {
         // A --set key no recipe has is a mistake, not something to drop silently.
-        let pairs = hostkit_core::parse_sets(&opts.sets)?;
         for (kv, (key, _)) in opts.sets.iter().zip(&pairs) {
             if !recipes
                 .iter()
@@ -46,8 +47,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
                 // `--user` names the home of the user-scope recipes.
                 opts.user = None;
             }
-            let keys = hostkit_core::parse_sets(&opts.sets)?;
-            let mut keys = keys.iter().map(|(k, _)| k);
+            let mut keys = pairs.iter().map(|(k, _)| k);
             opts.sets.retain(|_| {
                 keys.next()
                     .is_some_and(|k| recipe.params.iter().any(|p| &p.name == k))
@@ -57,13 +57,14 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<Outcome> {
     }
     // The recipes are checked at the same time (their probes wait on child processes), and
     // reported in catalog order, each with its note and error where it was before.
-    let checked: Vec<(Option<String>, anyhow::Result<hostkit_recipes::Report>)> = if sequential() {
-        jobs.iter()
-            .map(|(recipe, opts)| check_one(recipe, opts))
-            .collect()
-    } else {
-        hostkit_recipes::par::map(&jobs, |(recipe, opts)| check_one(recipe, opts))
-    };
+    let checked: Vec<(Option<String>, anyhow::Result<hostkit_recipes::Report>)> =
+        if hostkit_recipes::sequential(&hostkit_recipes::RealHost) {
+            jobs.iter()
+                .map(|(recipe, opts)| check_one(recipe, opts))
+                .collect()
+        } else {
+            hostkit_recipes::par::map(&jobs, |(recipe, opts)| check_one(recipe, opts))
+        };
     let mut reports = Vec::new();
     let mut failed: Vec<(&str, String)> = Vec::new();
     for ((recipe, _), (note, checked)) in jobs.iter().zip(checked) {
@@ -138,11 +139,4 @@ fn check_one(
         ),
         Err(e) => (None, Err(e)),
     }
-}
-
-/// `HOSTKIT_SEQUENTIAL=1`: `check all` checks one recipe after the other, and each recipe one
-/// step after the other, as it used to (the tests compare both). Test builds only: release
-/// builds ignore it.
-fn sequential() -> bool {
-    cfg!(debug_assertions) && std::env::var_os("HOSTKIT_SEQUENTIAL").is_some_and(|v| v == "1")
 }

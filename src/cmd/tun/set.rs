@@ -87,12 +87,9 @@ pub fn run(args: SetArgs, printer: &Printer) -> anyhow::Result<Outcome> {
             reply.error.unwrap_or_else(|| "no reason given".into())
         );
     }
-    for (i, stage) in reply.stages.iter().enumerate() {
-        printer.out(format!(
-            "stage {}: {}",
-            i + 1,
-            crate::tunnel::describe_stage(stage)
-        ));
+    let devs = ["", ""]; // headers only: no counter lines
+    for line in crate::tunnel::stage_report(&reply.stages, devs, "", false) {
+        printer.out(line);
     }
     if reply.stages.is_empty() {
         printer.out("no stage on the relay's path");

@@ -130,15 +130,8 @@ pub fn run(args: StatsArgs, printer: &Printer) -> anyhow::Result<Outcome> {
                     };
                     printer.out(line);
                 }
-                for (i, stage) in reply.stages.iter().enumerate() {
-                    printer.out(format!(
-                        "stage {}: {}",
-                        i + 1,
-                        crate::tunnel::describe_stage(stage)
-                    ));
-                    for line in crate::tunnel::stage_lines(std::slice::from_ref(stage), devs) {
-                        printer.out(format!("  {line}"));
-                    }
+                for line in crate::tunnel::stage_report(&reply.stages, devs, "", true) {
+                    printer.out(line);
                 }
             }
         }

@@ -109,15 +109,8 @@ fn print_text(s: &Status, printer: &Printer) {
                 printer.out(format!("  {dir}"));
             }
             let devs = [s.devices[0].name.as_str(), s.devices[1].name.as_str()];
-            for (i, stage) in r.stages.iter().enumerate() {
-                printer.out(format!(
-                    "  stage {}: {}",
-                    i + 1,
-                    crate::tunnel::describe_stage(stage)
-                ));
-                for line in crate::tunnel::stage_lines(std::slice::from_ref(stage), devs) {
-                    printer.out(format!("    {line}"));
-                }
+            for line in crate::tunnel::stage_report(&r.stages, devs, "  ", true) {
+                printer.out(line);
             }
         }
         Some(r) => printer.out(format!(

@@ -14,23 +14,7 @@ use super::tests::{Spec, verify_wire_packet};
 use super::*;
 use crate::device::{TunDevice, TunOptions};
 
-/// True when running under CI (`CI` set to anything but empty, `0` or `false`).
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// A missing prerequisite: a failure under CI, else a visible skip (as `tests/util.rs`).
-fn skip(why: &str) {
-    let name = std::thread::current()
-        .name()
-        .unwrap_or("(unnamed test)")
-        .to_string();
-    if in_ci() {
-        panic!("{name}: missing prerequisite under CI: {why}");
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {name}: {why}");
-}
+use hostkit_testutil::skip;
 
 fn sh(script: &str) {
     let out = Command::new("sh")

@@ -352,6 +352,11 @@ impl Pipeline {
         self.process_on(0, direction, hdr, packet, now, out)
     }
 
+    /// Whether a stage is on the path now (else [`Pipeline::process`] passes every packet).
+    pub fn has_stages(&self) -> bool {
+        self.filled.load(Ordering::Acquire) != 0
+    }
+
     /// [`Pipeline::process`] for one of several workers sharing the pipeline: what it holds is
     /// released by [`Pipeline::release_on`] for the same worker. A relay whose workers each
     /// serve their own queues of the devices needs this: a packet written by another worker
@@ -366,7 +371,7 @@ impl Pipeline {
         now: Instant,
         out: &mut Vec<Out>,
     ) -> Fate {
-        if self.filled.load(Ordering::Acquire) == 0 {
+        if !self.has_stages() {
             return Fate::Write;
         }
         let mut inner = self.lock_for(worker);
@@ -437,11 +442,22 @@ impl Pipeline {
     /// Sends on the held packets of `direction` their stages have decided by now (see
     /// [`Processor::ready`]); nothing to do (and no lock taken) without such stages.
     pub fn resume_ready(&self, direction: Direction, now: Instant, out: &mut Vec<Out>) {
+        self.resume_ready_on(0, direction, now, out);
+    }
+
+    /// [`Pipeline::resume_ready`] for one of several workers: what a later stage delays after
+    /// the decision is held for that worker (see [`Pipeline::process_on`]).
+    pub fn resume_ready_on(
+        &self,
+        worker: usize,
+        direction: Direction,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         if self.wakers.is_empty() {
             return;
         }
-        let mut inner = self.lock();
-        let d = direction.index();
+        let mut inner = self.lock_for(worker);
         for (i, waker) in &self.wakers {
             // Cleared first: a decision made from now on wakes the workers again.
             waker.clear(direction);
@@ -453,7 +469,7 @@ impl Pipeline {
                 let Some(p) = inner.parked.remove(&(*i, key)) else {
                     continue; // not held (any more): the stage's mistake, ignored
                 };
-                inner.stages[*i].counters[d]
+                inner.stages[*i].counters[p.dir.index()]
                     .held
                     .fetch_sub(1, Ordering::Relaxed);
                 let Parked {
@@ -572,7 +588,7 @@ impl Pipeline {
     /// Gives every stage its [`Processor::tick`] (the relay's main thread calls this a few
     /// times a second).
     pub fn tick(&self) {
-        if self.filled.load(Ordering::Acquire) == 0 {
+        if !self.has_stages() {
             return;
         }
         for s in &mut self.lock().stages {
@@ -585,15 +601,34 @@ impl Pipeline {
     /// Puts `stage` (or nothing) into the slot called `name`, between two packets: packets
     /// already held by the slot's old stage go on when due; the old stage is finished (a
     /// capture flushed) and its counters start again from zero for the new one.
+    ///
+    /// A stage that decides packets later ([`Verdict::Hold`]) belongs in the builder, not in a
+    /// slot: its waker is collected when the pipeline is built.
     pub fn replace(&self, name: &str, stage: Option<FilteredStage>) -> Result<(), NoSuchSlot> {
         let mut inner = self.lock();
-        let Some(slot) = inner
+        let Some(index) = inner
             .stages
-            .iter_mut()
-            .find(|s| s.slot.as_deref() == Some(name))
+            .iter()
+            .position(|s| s.slot.as_deref() == Some(name))
         else {
             return Err(NoSuchSlot(name.to_string()));
         };
+        // Packets the old stage held until it decided them will never be decided: dropped,
+        // and counted.
+        let orphans: Vec<(usize, u64)> = inner
+            .parked
+            .keys()
+            .filter(|(by, _)| *by == index)
+            .copied()
+            .collect();
+        for key in orphans {
+            if let Some(p) = inner.parked.remove(&key) {
+                let c = &inner.stages[index].counters[p.dir.index()];
+                c.held.fetch_sub(1, Ordering::Relaxed);
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let slot = &mut inner.stages[index];
         let had = slot.processor.is_some();
         if let Some(mut old) = slot.processor.take() {
             old.finish();

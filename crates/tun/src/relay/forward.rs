@@ -104,7 +104,11 @@ impl<'a> Forwarder<'a> {
     pub fn forward(&self, pkt: &mut [u8], out: &mut Vec<Out>) -> bool {
         let ip = pkt.get(self.hdr..).unwrap_or(&[]);
         self.log_packet(ip);
-        if let Some((pipeline, dir)) = self.pipeline {
+        // An empty pipeline (every relay has one, for `tun set`) costs one atomic load here:
+        // no clock read, no header parse.
+        if let Some((pipeline, dir)) = self.pipeline
+            && pipeline.has_stages()
+        {
             let hdr = match self.hdr {
                 0 => VnetHdr::NONE,
                 _ => match VnetHdr::split(pkt) {
@@ -285,7 +289,7 @@ pub(crate) fn release_due(
         let Some((pipeline, dir)) = fwd.pipeline else {
             continue;
         };
-        pipeline.resume_ready(dir, now, out);
+        pipeline.resume_ready_on(fwd.worker, dir, now, out);
         // Each worker writes what it held: through its own queues, in order.
         pipeline.release_on(fwd.worker, dir, now, out);
         fwd.flush(out);

@@ -24,26 +24,27 @@ pub(super) fn pump(fwd: &Forwarder<'_>, stop_rx: &OwnedFd) -> Result<(), RelayEr
         Some(_) => Some(Timer::new().map_err(fail)?),
         None => None,
     };
+    // The descriptors to wait on, built once (poll overwrites what it reports).
+    let mut fds = vec![
+        PollFd::new(fwd.from.fd(), PollFlags::POLLIN),
+        PollFd::new(stop_rx.as_fd(), PollFlags::POLLIN),
+    ];
+    if let Some(t) = &timer {
+        fds.push(PollFd::new(t.as_fd(), PollFlags::POLLIN));
+    }
+    // Stages that decide packets later wake this direction's worker.
+    if let Some((pipeline, dir)) = fwd.pipeline {
+        fds.extend(
+            pipeline
+                .wakers()
+                .map(|w| PollFd::new(w.fd(dir), PollFlags::POLLIN)),
+        );
+    }
     loop {
         if let Some(t) = &timer {
             t.set(release_due(&[fwd], &mut out)).map_err(fail)?;
         }
         let (dev_events, stop_events) = {
-            let mut fds = vec![
-                PollFd::new(fwd.from.fd(), PollFlags::POLLIN),
-                PollFd::new(stop_rx.as_fd(), PollFlags::POLLIN),
-            ];
-            if let Some(t) = &timer {
-                fds.push(PollFd::new(t.as_fd(), PollFlags::POLLIN));
-            }
-            // Stages that decide packets later wake this direction's worker.
-            if let Some((pipeline, dir)) = fwd.pipeline {
-                fds.extend(
-                    pipeline
-                        .wakers()
-                        .map(|w| PollFd::new(w.fd(dir), PollFlags::POLLIN)),
-                );
-            }
             match poll(&mut fds, PollTimeout::from(1000u16)) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,

@@ -740,7 +740,7 @@ impl Segmenter {
         packet: &[u8],
         mut out: F,
     ) -> Result<usize, GsoError> {
-        self.run(plan(hdr, packet, Some(0))?, packet, &mut out)
+        self.run_ref(plan(hdr, packet, Some(0))?, packet, &mut out)
     }
 
     /// [`Segmenter::segment`] for a packet of any link layer: for an Ethernet frame (a TAP
@@ -757,10 +757,38 @@ impl Segmenter {
         mut out: F,
     ) -> Result<usize, GsoError> {
         let start = crate::packet::ip_offset(link, packet);
+        self.run_ref(plan(hdr, packet, start)?, packet, &mut out)
+    }
+
+    /// [`Segmenter::segment_link`], yielding each wire packet in the segmenter's own buffer,
+    /// to be changed in place before the next one is made (a plain packet is copied there
+    /// first).
+    pub fn segment_link_mut<F: FnMut(&mut [u8])>(
+        &mut self,
+        link: LinkLayer,
+        hdr: &VnetHdr,
+        packet: &[u8],
+        mut out: F,
+    ) -> Result<usize, GsoError> {
+        let start = crate::packet::ip_offset(link, packet);
         self.run(plan(hdr, packet, start)?, packet, &mut out)
     }
 
-    fn run<F: FnMut(&[u8])>(
+    /// [`Segmenter::run`] for a reader: a plain packet is yielded where it is, uncopied.
+    fn run_ref<F: FnMut(&[u8])>(
+        &mut self,
+        plan: Plan,
+        packet: &[u8],
+        out: &mut F,
+    ) -> Result<usize, GsoError> {
+        if let Plan::AsIs = plan {
+            out(packet);
+            return Ok(1);
+        }
+        self.run(plan, packet, &mut |seg: &mut [u8]| out(seg))
+    }
+
+    fn run<F: FnMut(&mut [u8])>(
         &mut self,
         plan: Plan,
         packet: &[u8],
@@ -768,7 +796,9 @@ impl Segmenter {
     ) -> Result<usize, GsoError> {
         match plan {
             Plan::AsIs => {
-                out(packet);
+                self.buf.clear();
+                self.buf.extend_from_slice(packet);
+                out(&mut self.buf);
                 Ok(1)
             }
             Plan::Complete { start, field } => {
@@ -789,7 +819,7 @@ impl Segmenter {
         }
     }
 
-    fn split<F: FnMut(&[u8])>(&mut self, s: &Split, p: &[u8], mut out: F) {
+    fn split<F: FnMut(&mut [u8])>(&mut self, s: &Split, p: &[u8], mut out: F) {
         let Split {
             ip,
             udp,
@@ -802,7 +832,6 @@ impl Segmenter {
         let buf = &mut self.buf;
         buf.clear();
         buf.reserve(hdrs + mss.min(p.len() - hdrs));
-        buf.extend_from_slice(&p[..hdrs]);
         let id0 = get16(p, at + 4);
         // TCP only (a UDP header is 8 bytes).
         let (seq0, flags0) = if udp {
@@ -827,7 +856,10 @@ impl Segmenter {
             )
             .enumerate()
         {
-            buf.truncate(hdrs);
+            // The headers again from the super-packet: the previous segment's may have been
+            // changed in place (`segment_link_mut`).
+            buf.clear();
+            buf.extend_from_slice(&p[..hdrs]);
             buf.extend_from_slice(chunk);
             let len = buf.len();
             if ip.v6 {

@@ -57,7 +57,11 @@
 //! A stage that must see packets as a wire carries them (it counts, captures, drops or rewrites
 //! single packets) says so with [`Processor::wire_sized`]: the pipeline then segments
 //! super-packets for it — correct lengths, IP IDs, sequence numbers and checksums, as the
-//! kernel would — and the segments go on as wire-sized packets. Stages that do not care see
+//! kernel would — and the segments go on as wire-sized packets to it and the stages after it.
+//! When every segment of a super-packet comes through every stage unchanged (forwarded, never
+//! asked for through [`Packet::data_mut`], nothing injected or emitted beside it), the device
+//! gets the super-packet itself: one write instead of one per segment, so a stage that only
+//! looks (a capture) costs its own work and no more. Stages that do not care see
 //! super-packets untouched ([`Packet::gso`] says what one stands for), which keeps the fast
 //! path fast. A stage that changes a packet's bytes should ask for wire-sized packets: then its
 //! packets carry complete checksums, which it must keep right (see [`crate::gso`]).
@@ -192,6 +196,8 @@ impl Waker {
 pub struct Packet<'a> {
     pub(crate) data: &'a mut [u8],
     pub(crate) replaced: Option<Vec<u8>>,
+    /// Whether the stage asked for the bytes to change them ([`Packet::data_mut`]).
+    pub(crate) touched: bool,
     pub(crate) direction: Direction,
     pub(crate) arrival: Instant,
     pub(crate) gso: VnetHdr,
@@ -223,8 +229,11 @@ impl Packet<'_> {
         self.data().get(at..)
     }
 
-    /// The packet, to change in place.
+    /// The packet, to change in place. Asking counts as a change: the segments of a
+    /// super-packet a stage asked for are written one by one (see *Super-packets* above), so a
+    /// stage that only sometimes changes a packet should ask only then.
     pub fn data_mut(&mut self) -> &mut [u8] {
+        self.touched = true;
         match &mut self.replaced {
             Some(v) => v,
             None => self.data,

@@ -164,6 +164,8 @@ struct Inner {
     injected: Vec<(Direction, Vec<u8>)>,
     emitted: Vec<(Instant, Vec<u8>)>,
     segmenter: Segmenter,
+    /// Set when a stage asked to change a packet's bytes ([`Packet::data_mut`]).
+    touched: bool,
     link: LinkLayer,
 }
 
@@ -290,6 +292,7 @@ impl PipelineBuilder {
                 injected: Vec::new(),
                 emitted: Vec::new(),
                 segmenter: Segmenter::new(),
+                touched: false,
                 link: self.link,
             }),
             link: self.link,
@@ -722,27 +725,7 @@ impl Inner {
         let d = dir.index();
         for i in from..self.stages.len() {
             if self.stages[i].wire_sized && (hdr.is_gso() || hdr.needs_csum()) {
-                let mut segments = Vec::new();
-                let link = self.link;
-                match self
-                    .segmenter
-                    .segment_link(link, &hdr, data, |seg: &[u8]| segments.push(seg.to_vec()))
-                {
-                    Ok(_) => {
-                        for seg in segments {
-                            self.run_owned(i, dir, VnetHdr::NONE, seg, arrival, now, out, shared);
-                        }
-                    }
-                    Err(e) => {
-                        let n = shared.segment_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                        if n <= 10 || n.is_multiple_of(1000) {
-                            log::warn!(
-                                "a super-packet could not be segmented ({e}); dropped ({n} so far)"
-                            );
-                        }
-                    }
-                }
-                return Fate::Taken;
+                return self.run_segmented(i, dir, hdr, data, arrival, now, out, shared);
             }
             let stage = &mut self.stages[i];
             if stage.processor.is_none() {
@@ -776,6 +759,80 @@ impl Inner {
         Fate::Write
     }
 
+    /// Runs the wire-sized packets of a super-packet from stage `i` (the first that asks for
+    /// them), each in the segmenter's buffer as it is made. When every one of them comes
+    /// through every stage unchanged — forwarded, never asked for through
+    /// [`Packet::data_mut`], nothing injected or emitted beside them — the super-packet itself
+    /// is what is to be written (`Write`): one write carries them all, as when nobody looks,
+    /// and no segment is copied. From the first that does not, the segments that come
+    /// through go out one by one, each where it would have been (those before it, unchanged,
+    /// are made again from the super-packet).
+    #[allow(clippy::too_many_arguments)]
+    fn run_segmented(
+        &mut self,
+        i: usize,
+        dir: Direction,
+        hdr: VnetHdr,
+        data: &mut [u8],
+        arrival: Instant,
+        now: Instant,
+        out: &mut Vec<Out>,
+        shared: &Shared,
+    ) -> Fate {
+        // Taken out while its segments run (a later stage may segment a replaced packet).
+        let mut segmenter = std::mem::take(&mut self.segmenter);
+        let base = out.len();
+        // Segments that came through unchanged before the first that did not.
+        let mut clean = 0usize;
+        let mut copying = false;
+        let made = segmenter.segment_link_mut(self.link, &hdr, data, |seg: &mut [u8]| {
+            self.touched = false;
+            let fate = self.run_borrowed(i, dir, VnetHdr::NONE, seg, arrival, now, out, shared);
+            if !copying && fate == Fate::Write && !self.touched && out.len() == base {
+                clean += 1;
+                return;
+            }
+            copying = true;
+            if fate == Fate::Write {
+                out.push(Out {
+                    direction: dir,
+                    hdr: VnetHdr::NONE,
+                    data: seg.to_vec(),
+                });
+            }
+        });
+        let fate = match made {
+            Ok(_) if !copying => Fate::Write,
+            Ok(_) => {
+                if clean > 0 {
+                    // Nothing was put out while they came through: they go first, in order.
+                    let mut first = Vec::with_capacity(clean);
+                    // The same super-packet segments as before: it cannot fail now.
+                    let _ = segmenter.segment_link(self.link, &hdr, data, |seg: &[u8]| {
+                        if first.len() < clean {
+                            first.push(Out {
+                                direction: dir,
+                                hdr: VnetHdr::NONE,
+                                data: seg.to_vec(),
+                            });
+                        }
+                    });
+                    out.splice(base..base, first);
+                }
+                Fate::Taken
+            }
+            Err(e) => {
+                let n = shared.segment_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n <= 10 || n.is_multiple_of(1000) {
+                    log::warn!("a super-packet could not be segmented ({e}); dropped ({n} so far)");
+                }
+                Fate::Taken
+            }
+        };
+        self.segmenter = segmenter;
+        fate
+    }
+
     /// Asks stage `i` about a packet (`call`: `process`, or `resume` of a held one) and acts on
     /// its verdict: `Write` when it goes on unchanged to stage `i + 1`, in the caller's buffer.
     #[allow(clippy::too_many_arguments)]
@@ -799,6 +856,7 @@ impl Inner {
         let mut packet = Packet {
             data: &mut *data,
             replaced: None,
+            touched: false,
             direction: dir,
             arrival,
             gso: hdr,
@@ -816,6 +874,7 @@ impl Inner {
             }
         };
         let replaced = packet.replaced.take();
+        self.touched |= packet.touched;
         for (to, pkt) in injected.drain(..) {
             stage.counters[to.index()]
                 .injected

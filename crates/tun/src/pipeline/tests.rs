@@ -220,37 +220,151 @@ fn a_filter_limits_a_stage_to_the_packets_it_matches() {
     assert_eq!(p.snapshot()[0].filter.as_deref(), Some("udp port 53"));
 }
 
-#[test]
-fn a_wire_sized_stage_gets_super_packets_segmented_and_the_others_do_not() {
-    // A USO super-packet: 3 × 1000 bytes of UDP payload.
+/// A USO super-packet of 3 × 1000 bytes of UDP payload, its header, and the payload.
+fn uso_super_packet() -> (Vec<u8>, VnetHdr, Vec<u8>) {
     let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-    let mut sup = udp(9, &payload);
+    let sup = udp(9, &payload);
     let hdr = VnetHdr {
         gso_type: VnetHdr::GSO_UDP_L4,
         gso_size: 1000,
         hdr_len: 28,
         ..VnetHdr::NONE
     };
+    (sup, hdr, payload)
+}
+
+/// A wire-sized stage that takes each packet's bytes to change them: decrements the IPv4 TTL
+/// (and fixes the header checksum) when `ttl`, else only asks for them.
+struct Touch {
+    ttl: bool,
+}
+
+impl Processor for Touch {
+    fn name(&self) -> &str {
+        "touch"
+    }
+    fn wire_sized(&self) -> bool {
+        true
+    }
+    fn process(&mut self, pkt: &mut Packet<'_>, _: &mut Ctx<'_>) -> Verdict {
+        let at = pkt.ip_offset().unwrap_or(0);
+        let ttl = self.ttl;
+        let data = pkt.data_mut();
+        if ttl {
+            data[at + 8] -= 1;
+            data[at + 10..at + 12].fill(0);
+            let c = checksum(&data[at..at + 20]);
+            data[at + 10..at + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        Verdict::Forward
+    }
+}
+
+#[test]
+fn a_wire_sized_stage_sees_segments_and_a_super_packet_it_leaves_alone_is_written_whole() {
+    let (mut sup, hdr, _) = uso_super_packet();
+    let original = sup.clone();
     let (plain, plain_seen) = fixed(|_| Verdict::Forward, false);
     let (wire, wire_seen) = fixed(|_| Verdict::Forward, true);
-    let p = Pipeline::builder().stage(plain).stage(wire).build();
+    let (after, after_seen) = fixed(|_| Verdict::Forward, false);
+    let p = Pipeline::builder()
+        .stage(plain)
+        .stage(wire)
+        .stage(after)
+        .build();
     let mut out = Vec::new();
     let fate = p.process(Direction::Forward, hdr, &mut sup, Instant::now(), &mut out);
-    assert_eq!(fate, Fate::Taken);
     assert_eq!(
         *plain_seen.lock().unwrap(),
         vec![3028],
         "the super-packet, whole"
     );
     assert_eq!(*wire_seen.lock().unwrap(), vec![1028, 1028, 1028]);
+    assert_eq!(
+        *after_seen.lock().unwrap(),
+        vec![1028, 1028, 1028],
+        "the stages after a wire-sized one see its segments too"
+    );
+    // Every segment came through unchanged: one write of the super-packet carries them all.
+    assert_eq!(fate, Fate::Write);
+    assert!(out.is_empty());
+    assert_eq!(sup, original);
+    assert_eq!(p.snapshot()[1].directions[0].packets, 3);
+}
+
+#[test]
+fn segments_a_stage_changes_or_drops_go_out_one_by_one_in_order() {
+    // Changed in place: three segments, each with its TTL decremented.
+    let (mut sup, hdr, payload) = uso_super_packet();
+    let p = Pipeline::builder().stage(Touch { ttl: true }).build();
+    let mut out = Vec::new();
+    let fate = p.process(Direction::Forward, hdr, &mut sup, Instant::now(), &mut out);
+    assert_eq!(fate, Fate::Taken);
     assert_eq!(out.len(), 3);
     let mut joined = Vec::new();
     for o in &out {
         assert_eq!(o.hdr, VnetHdr::NONE);
-        assert_eq!(&o.data[..20][9], &17);
+        assert_eq!(o.data[9], 17);
+        assert_eq!(o.data[8], 63, "TTL decremented");
+        assert_eq!(checksum(&o.data[..20]), 0, "IPv4 header checksum");
         joined.extend_from_slice(&o.data[28..]);
     }
     assert_eq!(joined, payload);
+
+    // The middle one dropped: the other two, in order.
+    let (mut sup, hdr, payload) = uso_super_packet();
+    let (drop_second, _) = fixed(|_| Verdict::Forward, true);
+    struct DropSecond(usize, Fixed);
+    impl Processor for DropSecond {
+        fn name(&self) -> &str {
+            "drop-second"
+        }
+        fn wire_sized(&self) -> bool {
+            true
+        }
+        fn process(&mut self, pkt: &mut Packet<'_>, ctx: &mut Ctx<'_>) -> Verdict {
+            self.0 += 1;
+            let _ = self.1.process(pkt, ctx);
+            if self.0 == 2 {
+                Verdict::Drop
+            } else {
+                Verdict::Forward
+            }
+        }
+    }
+    let p = Pipeline::builder()
+        .stage(DropSecond(0, drop_second))
+        .build();
+    let mut out = Vec::new();
+    let fate = p.process(Direction::Forward, hdr, &mut sup, Instant::now(), &mut out);
+    assert_eq!(fate, Fate::Taken);
+    let kept: Vec<&[u8]> = out.iter().map(|o| &o.data[28..]).collect();
+    assert_eq!(kept, vec![&payload[..1000], &payload[2000..]]);
+
+    // A copy emitted beside each segment: each copy right before its segment, as if the
+    // super-packet had arrived as three packets.
+    struct Twice;
+    impl Processor for Twice {
+        fn name(&self) -> &str {
+            "twice"
+        }
+        fn wire_sized(&self) -> bool {
+            true
+        }
+        fn process(&mut self, pkt: &mut Packet<'_>, ctx: &mut Ctx<'_>) -> Verdict {
+            let copy = pkt.data().to_vec();
+            ctx.emit_at(ctx.now(), &copy);
+            Verdict::Forward
+        }
+    }
+    let (mut sup, hdr, payload) = uso_super_packet();
+    let p = Pipeline::builder().stage(Twice).build();
+    let mut out = Vec::new();
+    let fate = p.process(Direction::Forward, hdr, &mut sup, Instant::now(), &mut out);
+    assert_eq!(fate, Fate::Taken);
+    let order: Vec<&[u8]> = out.iter().map(|o| &o.data[28..]).collect();
+    let seg = |k: usize| &payload[k * 1000..(k + 1) * 1000];
+    assert_eq!(order, vec![seg(0), seg(0), seg(1), seg(1), seg(2), seg(2)]);
 }
 
 #[test]
@@ -397,9 +511,11 @@ impl Processor for Look {
 #[test]
 fn between_tap_devices_stages_see_frames_and_super_frames_are_segmented() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // `Touch` takes every frame's bytes: the segments go out one by one.
     let p = Pipeline::builder()
         .link(LinkLayer::Ethernet)
         .stage(Look(seen.clone()))
+        .stage(Touch { ttl: false })
         .build();
     assert_eq!(p.link(), LinkLayer::Ethernet);
     let eth = |ty: [u8; 2], payload: &[u8]| {

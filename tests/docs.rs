@@ -45,7 +45,7 @@ fn subcommands(words: &[&str]) -> Vec<String> {
 
 /// Every page `hostkit man` should write: `hostkit.1`, and `hostkit-A-B.1` for every command
 /// `A B` found by walking `--help`.
-fn expected_pages() -> BTreeSet<String> {
+pub(crate) fn expected_pages() -> BTreeSet<String> {
     let mut pages = BTreeSet::from(["hostkit.1".to_string()]);
     let mut todo: Vec<Vec<String>> = vec![Vec::new()];
     while let Some(words) = todo.pop() {

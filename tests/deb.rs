@@ -19,8 +19,8 @@ use crate::ansible::{ansible_command, ansible_tool, demo_root};
 use crate::docs::expected_pages;
 use crate::util::{TestDir, run, run_ok, run_with_timeout, skip, texts};
 
-/// Bound on `contrib/deb/build`: a release build from nothing takes about 2.5 minutes on two
-/// cores, and the other tests run beside it.
+/// Bound on `contrib/deb/build`: a release build from nothing takes about 130 s on two cores,
+/// and the other tests run beside it.
 const BUILD_SECS: u64 = 1200;
 
 /// The package's version: the crate's, with the revision cargo-deb appends.

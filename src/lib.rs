@@ -5,8 +5,8 @@
 //! same options, setup, routing and teardown as `hostkit tun up`, with their
 //! [`hostkit_tun::Processor`]s as stages.
 //!
-//! Exit codes (every command's, in one table: `cmd::docs::EXIT_CODES`, repeated in the README
-//! and in each manual page):
+//! Exit codes (every command's, in one table: `cmd::docs::EXIT_CODES`, repeated in
+//! docs/exit-codes.md and in each manual page):
 //! * 0 — success (for `check`: everything already as it should be),
 //! * 1 — failure or changes pending, where a command defines it,
 //! * 2 — usage or runtime error.

@@ -66,7 +66,7 @@ fn result_of(out: &std::process::Output) -> Value {
 
 /// The example's image (`demo-root.sh`): alice is uid 1000 as root, else whoever runs the tests
 /// (only root may configure another user's home).
-fn demo_root(dir: &TestDir) -> PathBuf {
+pub(crate) fn demo_root(dir: &TestDir) -> PathBuf {
     let root = dir.join("image");
     let uid = if is_root() {
         1000
@@ -243,7 +243,7 @@ fn check_mode_changes_nothing_and_predicts_apply_and_revert() {
 
 /// The venv's `tool` (`ansible-playbook`, `ansible-doc`), or `None` after saying why (a failure
 /// under CI).
-fn ansible_tool(tool: &str) -> Option<PathBuf> {
+pub(crate) fn ansible_tool(tool: &str) -> Option<PathBuf> {
     let venv = std::env::var_os("HOSTKIT_ANSIBLE_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/hostkit-ci/ansible"));
@@ -286,37 +286,45 @@ impl Example {
         // Ansible copies the module for every task: without the test build's debug information
         // it is 20 times smaller (best effort; the module runs the same either way).
         let _ = Command::new("strip").arg(&installed).output();
-        dir.write("ansible.cfg", "");
         Example { dir, ex }
     }
 
     fn command(&self, tool: &Path, args: &[&str]) -> Command {
-        let venv_bin = tool.parent().unwrap();
-        let path = format!(
-            "{}:{}",
-            venv_bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut cmd = Command::new(tool);
-        cmd.args(args)
-            .current_dir(&self.ex)
-            .env("PATH", path)
-            .env("LC_ALL", "C.UTF-8")
-            .env("COLUMNS", "80")
-            .env("ANSIBLE_CONFIG", self.dir.join("ansible.cfg"))
-            .env("ANSIBLE_HOME", self.dir.join("ansible-home"))
-            .env("ANSIBLE_LOCAL_TEMP", self.dir.join("ansible-local"))
-            .env("ANSIBLE_REMOTE_TMP", self.dir.join("ansible-remote"))
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env_remove("ANSIBLE_FORCE_COLOR")
-            .env_remove("ANSIBLE_STDOUT_CALLBACK")
-            .env_remove("SUDO_USER")
-            .env_remove("SUDO_UID")
-            .env_remove("SUDO_GID")
-            .env_remove("PKEXEC_UID")
-            .env_remove("HOSTKIT_FAIL_AFTER_STEP");
+        let mut cmd = ansible_command(tool, &self.dir);
+        cmd.args(args).current_dir(&self.ex);
         cmd
     }
+}
+
+/// `tool` of the venv with a private Ansible home, configuration (`ansible.cfg` in `dir`, written
+/// empty when missing) and temporary directories in `dir`, and a clean environment.
+pub(crate) fn ansible_command(tool: &Path, dir: &TestDir) -> Command {
+    if !dir.join("ansible.cfg").exists() {
+        dir.write("ansible.cfg", "");
+    }
+    let venv_bin = tool.parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(tool);
+    cmd.env("PATH", path)
+        .env("LC_ALL", "C.UTF-8")
+        .env("COLUMNS", "80")
+        .env("ANSIBLE_CONFIG", dir.join("ansible.cfg"))
+        .env("ANSIBLE_HOME", dir.join("ansible-home"))
+        .env("ANSIBLE_LOCAL_TEMP", dir.join("ansible-local"))
+        .env("ANSIBLE_REMOTE_TMP", dir.join("ansible-remote"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env_remove("ANSIBLE_FORCE_COLOR")
+        .env_remove("ANSIBLE_STDOUT_CALLBACK")
+        .env_remove("SUDO_USER")
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .env_remove("PKEXEC_UID")
+        .env_remove("HOSTKIT_FAIL_AFTER_STEP");
+    cmd
 }
 
 /// `PLAY RECAP`'s counters for localhost.

@@ -45,7 +45,7 @@ fn subcommands(words: &[&str]) -> Vec<String> {
 
 /// Every page `hostkit man` should write: `hostkit.1`, and `hostkit-A-B.1` for every command
 /// `A B` found by walking `--help`.
-fn expected_pages() -> BTreeSet<String> {
+pub(crate) fn expected_pages() -> BTreeSet<String> {
     let mut pages = BTreeSet::from(["hostkit.1".to_string()]);
     let mut todo: Vec<Vec<String>> = vec![Vec::new()];
     while let Some(words) = todo.pop() {
@@ -188,4 +188,22 @@ fn man_writes_a_page_per_subcommand_and_each_renders_without_warnings() {
     let file = dir.write("a-file", "x");
     let out = run(hostkit().args(["man", "--out"]).arg(file.join("sub")));
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_readme_stays_under_15_kb() {
+    // The front page: the details live in docs/ (its Documentation table lists them).
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(
+        readme.len() < 15_000,
+        "README.md is {} bytes: move detail into docs/",
+        readme.len()
+    );
+    for doc in ["docs/packaging.md", "docs/exit-codes.md"] {
+        assert!(
+            readme.contains(&format!("]({doc})")),
+            "README.md does not link {doc}"
+        );
+    }
 }

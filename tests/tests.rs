@@ -7,6 +7,7 @@ mod util;
 mod ansible;
 mod check_all;
 mod cli;
+mod deb;
 mod desktop;
 mod docs;
 mod fuzz;

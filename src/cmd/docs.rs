@@ -1,6 +1,6 @@
 //! `hostkit completions SHELL` and `hostkit man --out DIR`: shell completions and manual pages,
 //! generated from the command-line definition itself (clap_complete, clap_mangen), and the
-//! exit statuses of every command ([`EXIT_CODES`], which the README's table repeats).
+//! exit statuses of every command ([`EXIT_CODES`], which docs/exit-codes.md's table repeats).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ pub struct ManArgs {
 const EVERY: &str = "every command";
 
 /// The exit statuses of every command: the command (forms separated by ", "), then what 0, 1
-/// and 2 mean for it ("—": never). The README's "Exit codes" table is this one (a test compares them), and every
+/// and 2 mean for it ("—": never). docs/exit-codes.md's table is this one (a test compares them), and every
 /// manual page has its command's row as EXIT STATUS.
 pub const EXIT_CODES: &[(&str, &str, &str, &str)] = &[
     (
@@ -282,13 +282,16 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_has_the_exit_codes_table() {
-        let readme = include_str!("../../README.md");
+    fn the_docs_have_the_exit_codes_table() {
+        let doc = include_str!("../../docs/exit-codes.md");
         let table = exit_codes_markdown();
         assert!(
-            readme.contains(&table),
-            "README.md's exit codes table differs from EXIT_CODES (src/cmd/docs.rs); it should read:\n{table}"
+            doc.contains(&table),
+            "docs/exit-codes.md's table differs from EXIT_CODES (src/cmd/docs.rs); it should read:\n{table}"
         );
+        // The README points to it.
+        let readme = include_str!("../../README.md");
+        assert!(readme.contains("[docs/exit-codes.md](docs/exit-codes.md)"));
     }
 
     #[test]

@@ -150,7 +150,7 @@ pub struct UpArgs {
     /// thread per direction: the classic relay).
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
     pub engine: EngineArg,
-    /// Queues per device for the fast engine (default: one per CPU, at most 4).
+    /// Queues per device for the fast engine (default: one per CPU but one, at least 1, at most 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub queues: Option<u16>,
     /// Nice value of the relay's worker threads (default: -10 with the fast engine — the relay

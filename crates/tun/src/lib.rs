@@ -53,7 +53,7 @@ pub use packet::LinkLayer;
 pub use pipeline::{Ctx, Direction, Packet, Pipeline, Processor, Verdict};
 pub use profile::{
     DEFAULT_COALESCE_US, EngineProfile, FAST_NICE, FAST_TXQUEUELEN, MAX_DEFAULT_QUEUES,
-    ProfileError, ProfileOptions,
+    ProfileError, ProfileOptions, default_queues,
 };
 pub use relay::{
     DirSnapshot, Engine, LogSink, PacketIo, PacketLog, Relay, RelayError, RelayOptions, RelayStats,

@@ -762,6 +762,7 @@ CAPTURE_ROWS = [
     ("TCP 1 stream (Gbit/s)", "tcp1_gbit_s"),
     ("relay (+tcpdump) CPU at TCP 1 stream (s/GB)", "cpu_s_per_gb"),
     ("CPU of everything at TCP 1 stream: relay, tcpdump, both iperf3 (s/GB)", "all_cpu_s_per_gb"),
+    ("… per GB that reached the file (s/GB: what a capture that drops did not pay for)", "all_cpu_s_per_gb_kept"),
     ("TCP 1 stream retransmits", "tcp1_retransmits"),
     ("records in the file", "file_records"),
     ("file size (GB)", "file_gb"),
@@ -809,6 +810,9 @@ def group_capture(args, tag, capdir):
                 fig["seen"] = dstats.get("received_by_filter")
                 fig["capture_drops"] = dstats.get("dropped_by_kernel")
                 fig["missing"] = fig["relay_packets"] - records
+                kept = records / fig["relay_packets"] if fig["relay_packets"] else None
+                fig["all_cpu_s_per_gb_kept"] = (fig["all_cpu_s_per_gb"] / kept
+                                                if kept and fig["all_cpu_s_per_gb"] else None)
                 fig["relay_packets_minus_seen"] = fig["relay_packets"] - fig["seen"]
             else:
                 cap = stages.get("capture", {})
@@ -816,6 +820,9 @@ def group_capture(args, tag, capdir):
                 fig["captured"] = sum(d.get("captured", 0) for d in cap.values())
                 fig["capture_drops"] = sum(d.get("capture_drops", 0) for d in cap.values())
                 fig["missing"] = fig["seen"] - records
+                kept = records / fig["seen"] if fig["seen"] else None
+                fig["all_cpu_s_per_gb_kept"] = (fig["all_cpu_s_per_gb"] / kept
+                                                if kept and fig["all_cpu_s_per_gb"] else None)
                 fig["relay_packets_minus_records"] = fig["relay_packets"] - records
                 fig["captured_minus_records"] = fig["captured"] - records
         return fig
@@ -829,7 +836,7 @@ def group_capture(args, tag, capdir):
     verdicts = []
     for label, key in CAPTURE_ROWS:
         row = [label] + [cell(summary[p].get(key)) for p in names]
-        if key in ("tcp1_gbit_s", "cpu_s_per_gb", "all_cpu_s_per_gb"):
+        if key in ("tcp1_gbit_s", "cpu_s_per_gb", "all_cpu_s_per_gb", "all_cpu_s_per_gb_kept"):
             t1, r1 = ratio_cell(summary, raw, "pcap", "tcpdump", key)
             t3, r3 = ratio_cell(summary, raw, "pcap-raw", "tcpdump", key)
             t2, _ = ratio_cell(summary, raw, "pcap", "none", key)
@@ -838,7 +845,8 @@ def group_capture(args, tag, capdir):
                 verdicts.append(target_line("capture: TCP 1 stream, --pcap / tcpdump", r1, 1.0))
                 verdicts.append(target_line("capture: TCP 1 stream, --pcap --pcap-raw / tcpdump", r3, 1.0))
             else:
-                what = "relay (+tcpdump)" if key == "cpu_s_per_gb" else "everything"
+                what = {"cpu_s_per_gb": "relay (+tcpdump)", "all_cpu_s_per_gb": "everything",
+                        "all_cpu_s_per_gb_kept": "everything, per GB in the file"}[key]
                 verdicts.append(target_line(f"capture: CPU s/GB of {what}, --pcap / tcpdump", r1, 1.0, higher=False))
                 verdicts.append(target_line(f"capture: CPU s/GB of {what}, --pcap --pcap-raw / tcpdump", r3, 1.0, higher=False))
         else:

@@ -10,10 +10,12 @@ Run as root from the repository (after `cargo build --release --workspace --bins
 Groups (`--only engines,stages`; `lab` = capture,impair; default: all):
 
   engines  veth (two namespaces joined by a veth pair: the kernel alone, no userspace hop),
-           `hostkit tun up --engine simple` and `--engine fast`: ping RTT, iperf3 TCP with 1 and
-           4 streams, iperf3 UDP with 64-byte datagrams at a fixed offered rate and at the
-           maximum, the relay's CPU seconds per GB (its threads' schedstat), its peak RSS (VmHWM),
-           the TUN devices' TX drops and TCP retransmits.
+           `hostkit tun up --engine simple`, the simple offload relay (benches/offload-relay.c,
+           built here with gcc, on the routing `hostkit tun up --dry-run --engine fast` prints)
+           and `--engine fast`: ping RTT, iperf3 TCP with 1 and 4 streams, iperf3 UDP with
+           64-byte datagrams at a fixed offered rate and at the maximum, the relay's CPU seconds
+           per GB (its threads' schedstat), its peak RSS (VmHWM), the TUN devices' TX drops and
+           TCP retransmits.
   stages   the fast engine with no stage against a build from before the relay had a pipeline
            (`--baseline-hostkit PATH`: the ratio current/baseline, one run, side by side), and
            against the same build with a no-op stage (the `pass-through` example, taken from
@@ -47,6 +49,7 @@ import math
 import mmap
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -121,7 +124,7 @@ def wait_for_text(log, proc, needle, what, timeout=15):
 
 # The final report of `tun up` on stdout: a line per relay direction, a line per stage and
 # direction.
-DIR_RE = re.compile(r"^(\S+) -> (\S+): (\d+) packets, (\d+) bytes")
+DIR_RE = re.compile(r"^(\S+) -> (\S+): (\d+) packets, (\d+) bytes(?:, (\d+) write errors)?")
 STAGE_RE = re.compile(r"^(\S+) (\S+) -> (\S+): (\d+) packets, (\d+) bytes, (\d+) dropped(.*)$")
 
 
@@ -145,14 +148,21 @@ def parse_report(text):
         if m:
             relay[f"{m.group(1)}->{m.group(2)}"] = {"packets": int(m.group(3)),
                                                      "bytes": int(m.group(4))}
+            if m.group(5) is not None:
+                relay[f"{m.group(1)}->{m.group(2)}"]["write_errors"] = int(m.group(5))
     return relay, stages
 
 
 class Relay:
-    """`hostkit tun up` (or a program built on it) in a namespace, until stop()."""
+    """`hostkit tun up` (or a program built on it) in a namespace, until stop(). With
+    run_dir None, a relay that is not hostkit (the C offload relay): run inside the namespace
+    by `ip netns exec`, which execs it in place (its pid is the relay's)."""
 
     def __init__(self, argv, ns, run_dir):
-        self.argv = [*argv, "--netns", ns, "--run-dir", run_dir]
+        if run_dir is None:
+            self.argv = in_ns(ns, *argv)
+        else:
+            self.argv = [*argv, "--netns", ns, "--run-dir", run_dir]
         self.out = tempfile.TemporaryFile("w+")
         self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(self.argv, stdout=self.out, stderr=self.log,
@@ -342,13 +352,16 @@ class Path:
 
     relay_argv: the relay's command line without --netns and --run-dir (None: a veth pair);
     netem: {"veth0": SPEC, "veth1": SPEC} qdiscs on the veth pair; start: start the relay now
-    (or leave it to start_relay)."""
+    (or leave it to start_relay); replay: a `hostkit tun up` command line whose dry run is
+    replayed in the namespace, with the devices made persistent (`ip tuntap add … vnet_hdr`),
+    for a relay that is not hostkit (relay_argv then runs inside the namespace, on them)."""
 
-    def __init__(self, name, tag, relay_argv=None, netem=None, start=True):
+    def __init__(self, name, tag, relay_argv=None, netem=None, start=True, replay=None):
         self.name = name
         self.namespaces = []
         self.relay = None
         self.relay_argv = relay_argv
+        self.replay = replay
         self.run_dir = f"/run/hostkit-bench-{tag}"
         self.port = _next_port[0]
         _next_port[0] += 1
@@ -375,11 +388,14 @@ class Path:
             self.namespaces.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             self.client_ns = self.server_ns = ns
+            if replay:
+                self.replayed = replay_dry_run(replay, ns, self.run_dir)
             if start:
                 self.start_relay()
 
     def start_relay(self, extra=()):
-        self.relay = Relay([*self.relay_argv, *extra], self.client_ns, self.run_dir)
+        self.relay = Relay([*self.relay_argv, *extra], self.client_ns,
+                           None if self.replay else self.run_dir)
         self.relay_note = self.relay.note
         return self.relay
 
@@ -490,6 +506,29 @@ class Path:
 
 
 _all_paths = []
+
+
+def replay_dry_run(argv, ns, run_dir):
+    """Sets up in `ns` exactly what `argv` (a `hostkit tun up` command line) would — devices,
+    addresses, queue lengths, the moved local routes, table, rules, sysctls — by running the
+    commands its dry run prints, so that a relay which is not hostkit runs on hostkit's routing.
+    The devices are created persistent with a vnet header (`ip tuntap add … vnet_hdr`): the
+    relay attaches to them and they go with the namespace. Returns the commands run."""
+    out = sh(*argv, "--dry-run", "--netns", ns, "--run-dir", run_dir)
+    done = []
+    for line in out.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        cmd = shlex.split(line)
+        # Every line must act inside the namespace: never on the host's own.
+        if not (cmd[:3] == ["ip", "-n", ns] or cmd[:4] == ["ip", "-6", "-n", ns]
+                or cmd[:4] == ["ip", "netns", "exec", ns]):
+            raise RuntimeError(f"dry-run line outside namespace {ns}: {line}")
+        if cmd[3:5] == ["tuntap", "add"]:
+            cmd.append("vnet_hdr")
+        sh(*cmd)
+        done.append(shlex.join(cmd))
+    return done
 
 
 def fmt(x):
@@ -616,19 +655,53 @@ def measure_engine(path, seconds):
     return fig
 
 
+# The C relay runs at the fast engine's default nice value (`--nice`, -10 for fast): the same
+# priority, so that the two differ only in the relay.
+OFFLOAD_NICE = -10
+
+
+def build_offload_relay(outdir):
+    """Builds benches/offload-relay.c with gcc into outdir; returns the binary and gcc's
+    version line."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "offload-relay.c")
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        sys.exit("error: gcc not found: the engines group builds the C offload relay "
+                 f"({src}) with it (Debian: apt-get install gcc libc6-dev)")
+    binary = os.path.join(outdir, "offload-relay")
+    res = subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-o", binary, src],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"error: gcc could not build {src}:\n{res.stderr.strip()}")
+    if res.stderr.strip():
+        print(f"warning: gcc warned on {src}:\n{res.stderr.strip()}", file=sys.stderr)
+    return binary, sh(gcc, "--version").splitlines()[0]
+
+
+ENGINE_PATHS = {"veth": "veth (kernel only)", "simple": "hostkit simple",
+                "offload": "C offload relay", "fast": "hostkit fast"}
+ENGINE_RATIOS = [("fast", "simple"), ("fast", "offload"), ("fast", "veth")]
+# Issue 16's goals for the fast engine: (row key, against, target ratio of medians).
+ENGINE_TARGETS = [("tcp4_gbit_s", "offload", 1.05), ("tcp1_gbit_s", "offload", 1.1),
+                  ("tcp1_gbit_s", "veth", 0.85)]
+
+
 def group_engines(args, tag):
+    fast = [args.hostkit, "tun", "up", "--engine", "fast"]
     paths = {"veth": Path("veth", tag),
              "simple": Path("simple", tag, [args.hostkit, "tun", "up", "--engine", "simple"]),
-             "fast": Path("fast", tag, [args.hostkit, "tun", "up", "--engine", "fast"])}
+             "offload": Path("offload", tag, ["nice", "-n", str(OFFLOAD_NICE), args.offload_relay,
+                                              "tun0", "tun1"], replay=fast),
+             "fast": Path("fast", tag, fast)}
     raw = run_interleaved("engines", paths, args.runs,
                           lambda n, p, run: measure_engine(p, args.seconds))
     summary = summarize_raw(raw)
     for name, p in paths.items():
         summary[name]["relay_peak_rss_mb"] = summarize([p.relay_peak_rss_mb()])
-    lines = [
-        "| figure | veth (kernel only) | hostkit simple | hostkit fast | fast/simple | fast/veth |",
-        "|---|---|---|---|---|---|",
-    ]
+    # The C relay's own counters: traffic really crossed it, and how many writes failed.
+    offload_counts, _ = paths["offload"].stop_relay()
+    head = ["figure", *ENGINE_PATHS.values(), *(f"{a}/{b}" for a, b in ENGINE_RATIOS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, key in ENGINE_ROWS:
         cells = [cell(summary[p].get(key)) for p in paths]
         med = {p: (summary[p].get(key) or {}).get("median") for p in paths}
@@ -638,12 +711,32 @@ def group_engines(args, tag):
                 return "—"
             return f"{med[a] / med[b]:.2f}×"
 
-        lines.append(f"| {label} | {' | '.join(cells)} | {ratio('fast', 'simple')} | {ratio('fast', 'veth')} |")
+        lines.append(f"| {label} | {' | '.join(cells)} | "
+                     + " | ".join(ratio(a, b) for a, b in ENGINE_RATIOS) + " |")
+    verdicts = []
+    for key, other, target in ENGINE_TARGETS:
+        label = dict((k, l) for l, k in ENGINE_ROWS)[key]
+        _, r = ratio_cell(summary, raw, "fast", other, key)
+        verdicts.append(target_line(f"engines: {label}, fast / {ENGINE_PATHS[other]}",
+                                    with_per_run(raw, "fast", other, key, r), target))
     notes = ["hostkit engines as run: " + "; ".join(
         f"{n}: " + ", ".join(part.strip() for part in paths[n].relay_note.split(" — ")[0].split(";")
                              if part.strip().startswith("engine"))
         for n in ("simple", "fast"))]
-    return {"raw": raw, "summary": summary}, lines, notes, []
+    moved = ", ".join(f"{d}: {c['packets']} packets, {c['bytes']} bytes, "
+                      f"{c.get('write_errors', 0)} failed writes" for d, c in offload_counts.items())
+    notes.append(
+        "C offload relay: benches/offload-relay.c, built by this script (`gcc -O2 -Wall -Wextra`, "
+        f"{args.offload_relay_gcc}): one thread, select() on both devices opened with "
+        "IFF_VNET_HDR and TUNSETOFFLOAD csum|tso4|tso6|tso-ecn, one read then one write of each "
+        "super-packet with its 10-byte virtio_net_hdr, nothing else. Its namespace is set up by "
+        "replaying `hostkit tun up --dry-run --engine fast` (the same addresses and peers, "
+        "addrgenmode none, txqueuelen 5000 as the fast engine sets it, the local routes moved to "
+        "table 13, `iif` rules, ip_nonlocal_bind) on persistent single-queue TUN devices (`ip "
+        f"tuntap add … vnet_hdr`), and it runs at nice {OFFLOAD_NICE} like the fast engine's "
+        f"workers: only the relay differs. It moved {moved}.")
+    return {"raw": raw, "summary": summary, "offload_relay_counters": offload_counts,
+            "offload_setup": paths["offload"].replayed}, lines, notes, verdicts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1120,7 +1213,11 @@ def main():
               "stages": "The pipeline's cost",
               "capture": "Capture: `--pcap` against `tcpdump -w`",
               "impair": "Impairment against its spec"}
+    # The C offload relay is built for this run only, into a directory removed at the end.
+    builddir = tempfile.mkdtemp(prefix="hkb-offload-relay-")
     try:
+        if "engines" in groups:
+            args.offload_relay, args.offload_relay_gcc = build_offload_relay(builddir)
         for g in groups:
             data, lines, notes, vs = builders[g](args, tag)
             output["groups"][g] = {**data, "notes": notes, "verdicts": vs}
@@ -1157,6 +1254,7 @@ def main():
             p.close()
         # The relays removed their state files; remove the run directory they shared.
         shutil.rmtree(f"/run/hostkit-bench-{tag}", ignore_errors=True)
+        shutil.rmtree(builddir, ignore_errors=True)
         if mounted:
             subprocess.run(["umount", capdir], capture_output=True)
             os.rmdir(capdir)

@@ -967,7 +967,8 @@ fn a_simple_relay_after_a_fast_one_on_persistent_devices_still_works() {
 #[test]
 fn the_benchmark_script_runs_and_reports_every_figure() {
     // Not a timed test: it only checks that `benches/tun-bench.py` still runs end to end and
-    // reports every figure for the three paths (speed is judged from its output, by people).
+    // reports every figure for the four paths — veth, the two engines and the C offload relay
+    // it builds with gcc (speed is judged from its output, by people).
     require_root!();
     let dir = TestDir::new();
     let json = dir.join("bench.json");
@@ -997,21 +998,37 @@ fn the_benchmark_script_runs_and_reports_every_figure() {
     ] {
         assert!(out.contains(&format!("| {row} |")), "missing {row}:\n{out}");
     }
+    assert!(
+        out.contains("| C offload relay | hostkit fast |") && out.contains("| fast/offload |"),
+        "no C offload relay column:\n{out}"
+    );
+    assert!(
+        out.contains("engines: TCP 1 stream (Gbit/s), fast / C offload relay"),
+        "no target line for the C offload relay:\n{out}"
+    );
     let all: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     // The figures of each group of rows are under `groups.NAME`.
     let v = &all["groups"]["engines"];
-    for path in ["veth", "simple", "fast"] {
+    for path in ["veth", "simple", "offload", "fast"] {
         let gbit = v["summary"][path]["tcp1_gbit_s"]["median"]
             .as_f64()
             .unwrap();
         assert!(gbit > 0.0, "{path}: no TCP throughput measured");
     }
-    assert!(
-        v["summary"]["fast"]["tcp1_relay_cpu_s_per_gb"]["median"]
-            .as_f64()
-            .is_some()
-    );
+    for path in ["fast", "offload"] {
+        assert!(
+            v["summary"][path]["tcp1_relay_cpu_s_per_gb"]["median"]
+                .as_f64()
+                .is_some(),
+            "{path}: no relay CPU measured"
+        );
+    }
+    // The traffic crossed the C relay (its own counters, read when it stopped).
+    let crossed = v["offload_relay_counters"]["tun0->tun1"]["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(crossed > 0, "the C offload relay moved nothing");
 }
 
 #[test]

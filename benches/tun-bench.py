@@ -11,11 +11,12 @@ Groups (`--only engines,stages`; `lab` = capture,impair; default: all):
 
   engines  veth (two namespaces joined by a veth pair: the kernel alone, no userspace hop),
            `hostkit tun up --engine simple`, the simple offload relay (benches/offload-relay.c,
-           built here with gcc, on the routing `hostkit tun up --dry-run --engine fast` prints)
-           and `--engine fast`: ping RTT, iperf3 TCP with 1 and 4 streams, iperf3 UDP with
-           64-byte datagrams at a fixed offered rate and at the maximum, the relay's CPU seconds
-           per GB (its threads' schedstat), its peak RSS (VmHWM), the TUN devices' TX drops and
-           TCP retransmits.
+           built here with gcc, on the routing `hostkit tun up --dry-run --engine fast` prints),
+           the same relay batched with io_uring (benches/uring-relay.c, needs liburing-dev; the
+           ratio uring/offload) and `--engine fast`: ping RTT, iperf3 TCP with 1 and 4 streams,
+           iperf3 UDP with 64-byte datagrams at a fixed offered rate and at the maximum, the
+           relay's CPU seconds per GB and per UDP packet (its threads' schedstat), its peak RSS
+           (VmHWM), the TUN devices' TX drops and TCP retransmits.
   stages   the fast engine with no stage against a build from before the relay had a pipeline
            (`--baseline-hostkit PATH`: the ratio current/baseline, one run, side by side), and
            against the same build with a no-op stage (the `pass-through` example, taken from
@@ -491,14 +492,17 @@ class Path:
 
     def udp(self, seconds, rate_bps):
         (crossed0, sockdrop0) = self.udp_counters()
-        r, _, drops = self.iperf(seconds, ["-u", "-l", str(UDP_LEN), "-b", str(rate_bps)])
+        r, cpu, drops = self.iperf(seconds, ["-u", "-l", str(UDP_LEN), "-b", str(rate_bps)])
         (crossed1, sockdrop1) = self.udp_counters()
         s = r["end"]["sum"]
         delivered = s["packets"] - s["lost_packets"]
+        crossed = crossed1 - crossed0
         return {
+            # the relay's CPU per datagram it carried to the far UDP layer
+            "relay_cpu_us_per_pkt": None if cpu is None or not crossed else cpu / crossed * 1e6,
             "offered_pps": s["packets"] / s["seconds"],
             "delivered_pps": delivered / s["seconds"],
-            "crossed_pps": (crossed1 - crossed0) / s["seconds"],
+            "crossed_pps": crossed / s["seconds"],
             "socket_drops": sockdrop1 - sockdrop0,
             "lost_percent": s.get("lost_percent", 0.0),
             "tun_drops": drops,
@@ -620,12 +624,15 @@ ENGINE_ROWS = [
     ("TCP 4 streams (Gbit/s)", "tcp4_gbit_s"),
     ("TCP 4 streams retransmits", "tcp4_retransmits"),
     ("TCP 4 streams TUN drops", "tcp4_tun_drops"),
+    ("relay CPU at TCP 4 streams (s/GB)", "tcp4_relay_cpu_s_per_gb"),
     (f"UDP {UDP_LEN} B at {UDP_FIXED_PPS // 1000} kpps offered: delivered (kpps)", "udp64_fixed_delivered_kpps"),
+    (f"relay CPU per packet at UDP {UDP_LEN} B, {UDP_FIXED_PPS // 1000} kpps (µs)", "udp64_fixed_relay_cpu_us_per_pkt"),
     (f"UDP {UDP_LEN} B at max: offered (kpps)", "udp64_max_offered_kpps"),
     (f"UDP {UDP_LEN} B at max: delivered to iperf3 (kpps)", "udp64_max_delivered_kpps"),
     (f"UDP {UDP_LEN} B at max: crossed to the far UDP layer (kpps)", "udp64_max_crossed_kpps"),
     (f"UDP {UDP_LEN} B at max: dropped by the full receiving socket", "udp64_max_socket_drops"),
     (f"UDP {UDP_LEN} B at max: TUN drops", "udp64_max_tun_drops"),
+    (f"relay CPU per packet at UDP {UDP_LEN} B at max (µs)", "udp64_max_relay_cpu_us_per_pkt"),
     ("relay peak RSS (MB)", "relay_peak_rss_mb"),
 ]
 
@@ -646,12 +653,14 @@ def measure_engine(path, seconds):
     fixed = path.udp(seconds, UDP_FIXED_PPS * UDP_LEN * 8)
     fig["udp64_fixed_delivered_kpps"] = fixed["delivered_pps"] / 1e3
     fig["udp64_fixed_lost_percent"] = fixed["lost_percent"]
+    fig["udp64_fixed_relay_cpu_us_per_pkt"] = fixed["relay_cpu_us_per_pkt"]
     top = path.udp(seconds, 0)
     fig["udp64_max_offered_kpps"] = top["offered_pps"] / 1e3
     fig["udp64_max_delivered_kpps"] = top["delivered_pps"] / 1e3
     fig["udp64_max_crossed_kpps"] = top["crossed_pps"] / 1e3
     fig["udp64_max_socket_drops"] = top["socket_drops"]
     fig["udp64_max_tun_drops"] = top["tun_drops"]
+    fig["udp64_max_relay_cpu_us_per_pkt"] = top["relay_cpu_us_per_pkt"]
     return fig
 
 
@@ -660,27 +669,49 @@ def measure_engine(path, seconds):
 OFFLOAD_NICE = -10
 
 
-def build_offload_relay(outdir):
-    """Builds benches/offload-relay.c with gcc into outdir; returns the binary and gcc's
-    version line."""
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "offload-relay.c")
+def build_c_relay(outdir, name, libs=(), package=None):
+    """Builds benches/NAME.c with gcc into outdir (linked with libs); returns the binary and
+    gcc's version line. package: the Debian package holding the headers libs need."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.c")
     gcc = shutil.which("gcc")
     if gcc is None:
-        sys.exit("error: gcc not found: the engines group builds the C offload relay "
+        sys.exit(f"error: gcc not found: the engines group builds the C relay {name} "
                  f"({src}) with it (Debian: apt-get install gcc libc6-dev)")
-    binary = os.path.join(outdir, "offload-relay")
-    res = subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-o", binary, src],
+    binary = os.path.join(outdir, name)
+    res = subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-o", binary, src, *libs],
                          capture_output=True, text=True)
     if res.returncode != 0:
-        sys.exit(f"error: gcc could not build {src}:\n{res.stderr.strip()}")
+        hint = ""
+        if package and "No such file" in res.stderr:
+            hint = (f"\n(its headers come from {package}: apt-get install {package}; "
+                    "`.ci/deps` installs it)")
+        sys.exit(f"error: gcc could not build {src}:\n{res.stderr.strip()}{hint}")
     if res.stderr.strip():
         print(f"warning: gcc warned on {src}:\n{res.stderr.strip()}", file=sys.stderr)
     return binary, sh(gcc, "--version").splitlines()[0]
 
 
+def build_offload_relay(outdir):
+    """Builds benches/offload-relay.c (see build_c_relay)."""
+    return build_c_relay(outdir, "offload-relay")
+
+
+def build_uring_relay(outdir):
+    """Builds benches/uring-relay.c against liburing (see build_c_relay); exits naming
+    liburing-dev when its header is missing."""
+    if not any(os.path.exists(os.path.join(d, "liburing.h"))
+               for d in ("/usr/include", "/usr/local/include")):
+        sys.exit("error: liburing.h not found: the engines group builds the C io_uring relay "
+                 "(benches/uring-relay.c) against liburing (Debian: apt-get install "
+                 "liburing-dev; `.ci/deps` installs it)")
+    return build_c_relay(outdir, "uring-relay", ["-luring"], package="liburing-dev")
+
+
 ENGINE_PATHS = {"veth": "veth (kernel only)", "simple": "hostkit simple",
-                "offload": "C offload relay", "fast": "hostkit fast"}
-ENGINE_RATIOS = [("fast", "simple"), ("fast", "offload"), ("fast", "veth")]
+                "offload": "C offload relay", "uring": "C io_uring relay", "fast": "hostkit fast"}
+# uring/offload: does batching several packets per system call (io_uring) beat one read and one
+# write per packet, all else equal?
+ENGINE_RATIOS = [("fast", "simple"), ("fast", "offload"), ("fast", "veth"), ("uring", "offload")]
 # Issue 16's goals for the fast engine: (row key, against, target ratio of medians).
 ENGINE_TARGETS = [("tcp4_gbit_s", "offload", 1.05), ("tcp1_gbit_s", "offload", 1.1),
                   ("tcp1_gbit_s", "veth", 0.85)]
@@ -692,6 +723,8 @@ def group_engines(args, tag):
              "simple": Path("simple", tag, [args.hostkit, "tun", "up", "--engine", "simple"]),
              "offload": Path("offload", tag, ["nice", "-n", str(OFFLOAD_NICE), args.offload_relay,
                                               "tun0", "tun1"], replay=fast),
+             "uring": Path("uring", tag, ["nice", "-n", str(OFFLOAD_NICE), args.uring_relay,
+                                          "tun0", "tun1"], replay=fast),
              "fast": Path("fast", tag, fast)}
     raw = run_interleaved("engines", paths, args.runs,
                           lambda n, p, run: measure_engine(p, args.seconds))
@@ -700,6 +733,11 @@ def group_engines(args, tag):
         summary[name]["relay_peak_rss_mb"] = summarize([p.relay_peak_rss_mb()])
     # The C relay's own counters: traffic really crossed it, and how many writes failed.
     offload_counts, _ = paths["offload"].stop_relay()
+    uring_relay = paths["uring"].relay
+    uring_counts, _ = paths["uring"].stop_relay()
+    uring_relay.log.seek(0)
+    uring_calls = "; ".join(l.split(": ", 1)[1] for l in uring_relay.log.read().splitlines()
+                            if "io_uring_enter calls" in l)
     head = ["figure", *ENGINE_PATHS.values(), *(f"{a}/{b}" for a, b in ENGINE_RATIOS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, key in ENGINE_ROWS:
@@ -735,7 +773,20 @@ def group_engines(args, tag):
         "table 13, `iif` rules, ip_nonlocal_bind) on persistent single-queue TUN devices (`ip "
         f"tuntap add … vnet_hdr`), and it runs at nice {OFFLOAD_NICE} like the fast engine's "
         f"workers: only the relay differs. It moved {moved}.")
+    moved = ", ".join(f"{d}: {c['packets']} packets, {c['bytes']} bytes, "
+                      f"{c.get('write_errors', 0)} failed writes" for d, c in uring_counts.items())
+    notes.append(
+        "C io_uring relay: benches/uring-relay.c, built likewise (`-luring`): the offload "
+        "relay on the same devices, setup and priority, but batched — one io_uring "
+        "(single-issuer, defer-taskrun, the devices as fixed files, opened blocking), one "
+        "multishot read per device into a ring of 32 provided buffers, one io_uring_enter per "
+        "turn that submits every queued write and waits for one completion, then reaps every "
+        "completion; each direction's writes go as a hard-linked chain, one chain in flight per "
+        "direction (the read order kept). uring/offload is the gain of several packets per "
+        f"system call. It moved {moved}; over all runs: {uring_calls or 'no call count'} "
+        "(a read and a write per packet each complete once).")
     return {"raw": raw, "summary": summary, "offload_relay_counters": offload_counts,
+            "uring_relay_counters": uring_counts,
             "offload_setup": paths["offload"].replayed}, lines, notes, verdicts
 
 
@@ -1218,6 +1269,7 @@ def main():
     try:
         if "engines" in groups:
             args.offload_relay, args.offload_relay_gcc = build_offload_relay(builddir)
+            args.uring_relay, _ = build_uring_relay(builddir)
         for g in groups:
             data, lines, notes, vs = builders[g](args, tag)
             output["groups"][g] = {**data, "notes": notes, "verdicts": vs}

@@ -967,8 +967,9 @@ fn a_simple_relay_after_a_fast_one_on_persistent_devices_still_works() {
 #[test]
 fn the_benchmark_script_runs_and_reports_every_figure() {
     // Not a timed test: it only checks that `benches/tun-bench.py` still runs end to end and
-    // reports every figure for the four paths — veth, the two engines and the C offload relay
-    // it builds with gcc (speed is judged from its output, by people).
+    // reports every figure for the five paths — veth, the two engines and the two C relays
+    // (offload, and io_uring-batched) it builds with gcc (speed is judged from its output, by
+    // people).
     require_root!();
     let dir = TestDir::new();
     let json = dir.join("bench.json");
@@ -994,13 +995,16 @@ fn the_benchmark_script_runs_and_reports_every_figure() {
         "relay CPU at TCP 1 stream (s/GB)",
         "TCP 4 streams retransmits",
         "UDP 64 B at max: crossed to the far UDP layer (kpps)",
+        "relay CPU per packet at UDP 64 B at max (µs)",
         "relay peak RSS (MB)",
     ] {
         assert!(out.contains(&format!("| {row} |")), "missing {row}:\n{out}");
     }
     assert!(
-        out.contains("| C offload relay | hostkit fast |") && out.contains("| fast/offload |"),
-        "no C offload relay column:\n{out}"
+        out.contains("| C offload relay | C io_uring relay | hostkit fast |")
+            && out.contains("| fast/offload |")
+            && out.contains("| uring/offload |"),
+        "no C offload or io_uring relay column:\n{out}"
     );
     assert!(
         out.contains("engines: TCP 1 stream (Gbit/s), fast / C offload relay"),
@@ -1010,25 +1014,27 @@ fn the_benchmark_script_runs_and_reports_every_figure() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     // The figures of each group of rows are under `groups.NAME`.
     let v = &all["groups"]["engines"];
-    for path in ["veth", "simple", "offload", "fast"] {
+    for path in ["veth", "simple", "offload", "uring", "fast"] {
         let gbit = v["summary"][path]["tcp1_gbit_s"]["median"]
             .as_f64()
             .unwrap();
         assert!(gbit > 0.0, "{path}: no TCP throughput measured");
     }
-    for path in ["fast", "offload"] {
-        assert!(
-            v["summary"][path]["tcp1_relay_cpu_s_per_gb"]["median"]
-                .as_f64()
-                .is_some(),
-            "{path}: no relay CPU measured"
-        );
+    for path in ["fast", "offload", "uring"] {
+        for key in ["tcp1_relay_cpu_s_per_gb", "udp64_max_relay_cpu_us_per_pkt"] {
+            assert!(
+                v["summary"][path][key]["median"].as_f64().is_some(),
+                "{path}: no relay CPU measured ({key})"
+            );
+        }
     }
-    // The traffic crossed the C relay (its own counters, read when it stopped).
-    let crossed = v["offload_relay_counters"]["tun0->tun1"]["packets"]
-        .as_u64()
-        .unwrap();
-    assert!(crossed > 0, "the C offload relay moved nothing");
+    // The traffic crossed both C relays (their own counters, read when they stopped).
+    for relay in ["offload", "uring"] {
+        let crossed = v[format!("{relay}_relay_counters")]["tun0->tun1"]["packets"]
+            .as_u64()
+            .unwrap();
+        assert!(crossed > 0, "the C {relay} relay moved nothing");
+    }
 }
 
 #[test]

@@ -356,12 +356,20 @@ pub fn checksum_update_u16(check: u16, old: u16, new: u16) -> u16 {
 /// Sum of big-endian 16-bit words (odd tail padded with a zero byte), not folded; below
 /// 2^33 for any slice shorter than 16 GiB.
 fn sum_be(data: &[u8]) -> u64 {
-    let mut acc: u64 = 0;
-    let mut words = data.chunks_exact(8);
+    // The ones' complement sum does not depend on byte order (RFC 1071, 2.B): sum the
+    // 4-byte-aligned part as native-endian words (no byte swap per word, so the loop
+    // vectorizes), fold it to 16 bits and swap once; then the tail as big-endian.
+    let mut native: u64 = 0;
+    let mut words = data.chunks_exact(4);
     for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-        acc += u64::from(u32::from_be_bytes([w[4], w[5], w[6], w[7]]));
+        native += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     }
+    let folded = fold(native);
+    let mut acc = u64::from(if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    });
     let mut rest = words.remainder().chunks_exact(2);
     for w in &mut rest {
         acc += u64::from(u16::from_be_bytes([w[0], w[1]]));

@@ -968,6 +968,30 @@ proptest! {
     }
 
     #[test]
+    fn the_checksum_of_any_bytes_in_any_pieces_is_rfc_1071s(
+        bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        // The reference: big-endian 16-bit words, a last odd byte padded, end-around carry.
+        let mut sum: u32 = 0;
+        for pair in bytes.chunks(2) {
+            sum += u32::from(pair[0]) << 8 | u32::from(pair.get(1).copied().unwrap_or(0));
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let want = !(sum as u16);
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut c = Checksum::new();
+        let mut from = 0;
+        for to in at.into_iter().chain([bytes.len()]) {
+            c = c.add_bytes(&bytes[from..to]);
+            from = to;
+        }
+        prop_assert_eq!(c.finish(), want);
+        prop_assert_eq!(checksum(&bytes), want);
+    }
+
+    #[test]
     fn arbitrary_input_never_panics(
         hdr in any::<[u8; 10]>(),
         bytes in proptest::collection::vec(any::<u8>(), 0..300),

@@ -62,9 +62,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define OFFLOADS (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)
-// hostkit's fast engine uses the kernel's default header, struct virtio_net_hdr (10 bytes).
-#define VNET_HDR_LEN ((int)sizeof(struct virtio_net_hdr))
+#define RELAY_NAME "uring-relay"
+#include "relay-tun.h"
+
 // The largest IP packet (total length 65535) behind its header.
 #define BUF_LEN (VNET_HDR_LEN + 65535)
 // Provided buffers per device (a power of two); -DBUFS_PER_DEV=N to change.
@@ -103,43 +103,6 @@ static void on_signal(int sig) {
     stop = 1;
     r = write(event_fd, &one, sizeof one); // async-signal-safe; wakes the ring's wait
     (void)r;
-}
-
-// Reports the failed call (printf-style) with errno's text and exits 1.
-__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...) {
-    int err = errno;
-    va_list ap;
-
-    fputs("uring-relay: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, ": %s\n", strerror(err));
-    exit(1);
-}
-
-static int open_tun(const char *name) {
-    struct ifreq ifr;
-    int fd, hdr_len = VNET_HDR_LEN;
-
-    if (strlen(name) >= IFNAMSIZ) {
-        fprintf(stderr, "uring-relay: device name too long: %s\n", name);
-        exit(1);
-    }
-    // Blocking on purpose: io_uring then waits on the device's poll rather than failing EAGAIN.
-    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        die("open /dev/net/tun for %s", name);
-    memset(&ifr, 0, sizeof ifr);
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0)
-        die("TUNSETIFF %s (IFF_TUN|IFF_NO_PI|IFF_VNET_HDR, single queue)", name);
-    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) < 0)
-        die("TUNSETVNETHDRSZ %d on %s", hdr_len, name);
-    if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)OFFLOADS) < 0)
-        die("TUNSETOFFLOAD csum|tso4|tso6|tso-ecn on %s", name);
-    return fd;
 }
 
 static struct io_uring ring;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::ansible::{ansible_command, ansible_tool, demo_root};
 use crate::docs::expected_pages;
-use crate::util::{TestDir, run, run_ok, run_with_timeout, skip, texts};
+use crate::util::{TestDir, assert_man_page_renders, run, run_ok, run_with_timeout, skip, texts};
 
 /// Bound on `contrib/deb/build`: a release build from nothing takes about 130 s on two cores,
 /// and the other tests run beside it.
@@ -288,22 +288,7 @@ fn deb_package_holds_the_documented_files_and_lintian_accepts_it() {
     // Every man page renders, from its gzipped file, without a warning.
     for page in &pages {
         let path = root.join(format!("usr/share/man/man1/{page}.gz"));
-        let out = run(Command::new("man")
-            .args(["--warnings=all", "-l"])
-            .arg(&path)
-            .env("MANWIDTH", "80")
-            .env("LC_ALL", "C.UTF-8")
-            .env_remove("MANPAGER")
-            .env_remove("PAGER"));
-        let (rendered, warnings) = texts(&out);
-        assert!(
-            out.status.success() && warnings.is_empty(),
-            "man -l {page}.gz: {warnings}"
-        );
-        let name = page.trim_end_matches(".1");
-        for want in ["NAME", "SYNOPSIS", "EXIT STATUS", name] {
-            assert!(rendered.contains(want), "{page}.gz: no {want}:\n{rendered}");
-        }
+        assert_man_page_renders(&path, &format!("{page}.gz"));
     }
 
     // The completions: bash-completion loads `completions/hostkit` for the command `hostkit`;

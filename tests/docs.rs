@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{TestDir, hostkit, run, run_ok, skip, texts};
+use crate::util::{TestDir, assert_man_page_renders, hostkit, run, run_ok, skip, texts};
 
 /// True when `program` runs (`program --version`).
 fn have(program: &str) -> bool {
@@ -152,22 +152,7 @@ fn man_writes_a_page_per_subcommand_and_each_renders_without_warnings() {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.is_ascii(), "{page}: not ASCII");
         // man-db, as a reader runs it, with every warning on.
-        let out = run(Command::new("man")
-            .args(["--warnings=all", "-l"])
-            .arg(&path)
-            .env("MANWIDTH", "80")
-            .env("LC_ALL", "C.UTF-8")
-            .env_remove("MANPAGER")
-            .env_remove("PAGER"));
-        let (rendered, warnings) = texts(&out);
-        assert!(
-            out.status.success() && warnings.is_empty(),
-            "man -l {page}: {warnings}"
-        );
-        let name = page.trim_end_matches(".1");
-        for want in ["NAME", "SYNOPSIS", "EXIT STATUS", name] {
-            assert!(rendered.contains(want), "{page}: no {want}:\n{rendered}");
-        }
+        assert_man_page_renders(&path, page);
         // And groff alone, without man-db's preprocessors.
         let out = run(Command::new("groff")
             .args(["-man", "-Tutf8", "-ww", "-z"])

@@ -184,6 +184,28 @@ pub fn texts(out: &Output) -> (String, String) {
     )
 }
 
+/// Renders manual page `path` (`label` in messages) with man-db as a reader runs it, every
+/// warning on, and checks that it renders without one and has a NAME, a SYNOPSIS, an EXIT
+/// STATUS and its own name (`label` less `.1` or `.1.gz`).
+pub fn assert_man_page_renders(path: &std::path::Path, label: &str) {
+    let out = run(Command::new("man")
+        .args(["--warnings=all", "-l"])
+        .arg(path)
+        .env("MANWIDTH", "80")
+        .env("LC_ALL", "C.UTF-8")
+        .env_remove("MANPAGER")
+        .env_remove("PAGER"));
+    let (rendered, warnings) = texts(&out);
+    assert!(
+        out.status.success() && warnings.is_empty(),
+        "man -l {label}: {warnings}"
+    );
+    let name = label.trim_end_matches(".gz").trim_end_matches(".1");
+    for want in ["NAME", "SYNOPSIS", "EXIT STATUS", name] {
+        assert!(rendered.contains(want), "{label}: no {want}:\n{rendered}");
+    }
+}
+
 static NETNS_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A named network namespace (`ip netns add`) with a unique name, deleted on drop.

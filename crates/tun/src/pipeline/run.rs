@@ -148,6 +148,23 @@ struct Parked {
     data: Vec<u8>,
 }
 
+/// A packet's trip through the stages: which way, its offload metadata, when it was read (or
+/// released), and the time the pipeline works at.
+#[derive(Debug, Clone, Copy)]
+struct Trip {
+    dir: Direction,
+    hdr: VnetHdr,
+    arrival: Instant,
+    now: Instant,
+}
+
+impl Trip {
+    /// The same trip for a packet of other offload metadata (a segment, an emitted packet).
+    fn with_hdr(self, hdr: VnetHdr) -> Trip {
+        Trip { hdr, ..self }
+    }
+}
+
 struct Inner {
     stages: Vec<Stage>,
     /// Packets held by stage and key until the stage decides them.
@@ -378,7 +395,13 @@ impl Pipeline {
             return Fate::Write;
         }
         let mut inner = self.lock_for(worker);
-        inner.run_borrowed(0, direction, hdr, packet, now, now, out, &self.shared)
+        let trip = Trip {
+            dir: direction,
+            hdr,
+            arrival: now,
+            now,
+        };
+        inner.run_borrowed(0, trip, packet, out, &self.shared)
     }
 
     /// Sends on the held packets of `direction` that are due at `now` (every worker's).
@@ -423,16 +446,13 @@ impl Pipeline {
                 .held
                 .fetch_sub(1, Ordering::Relaxed);
             self.shared.held.fetch_sub(1, Ordering::AcqRel);
-            inner.run_owned(
-                h.next,
-                direction,
-                h.hdr,
-                h.data,
-                h.at,
+            let trip = Trip {
+                dir: direction,
+                hdr: h.hdr,
+                arrival: h.at,
                 now,
-                out,
-                &self.shared,
-            );
+            };
+            inner.run_owned(h.next, trip, h.data, out, &self.shared);
         }
     }
 
@@ -481,19 +501,17 @@ impl Pipeline {
                     arrival,
                     mut data,
                 } = p;
-                let fate = inner.call_stage(
-                    *i,
+                let trip = Trip {
                     dir,
                     hdr,
-                    &mut data,
                     arrival,
                     now,
-                    out,
-                    &self.shared,
-                    |stage, pkt, ctx| stage.resume(key, pkt, ctx),
-                );
+                };
+                let fate = inner.call_stage(*i, trip, &mut data, out, &self.shared, |s, p, c| {
+                    s.resume(key, p, c)
+                });
                 if fate == Fate::Write {
-                    inner.run_owned(*i + 1, dir, hdr, data, arrival, now, out, &self.shared);
+                    inner.run_owned(*i + 1, trip, data, out, &self.shared);
                 }
             }
             inner.ready = keys;
@@ -688,44 +706,37 @@ impl Pipeline {
 
 impl Inner {
     /// Runs an owned packet from stage `from`; what reaches the end goes to `out`.
-    #[allow(clippy::too_many_arguments)]
     fn run_owned(
         &mut self,
         from: usize,
-        dir: Direction,
-        hdr: VnetHdr,
+        trip: Trip,
         mut data: Vec<u8>,
-        arrival: Instant,
-        now: Instant,
         out: &mut Vec<Out>,
         shared: &Shared,
     ) {
-        if self.run_borrowed(from, dir, hdr, &mut data, arrival, now, out, shared) == Fate::Write {
+        if self.run_borrowed(from, trip, &mut data, out, shared) == Fate::Write {
             out.push(Out {
-                direction: dir,
-                hdr,
+                direction: trip.dir,
+                hdr: trip.hdr,
                 data,
             });
         }
     }
 
     /// Runs a packet in the caller's buffer from stage `from`.
-    #[allow(clippy::too_many_arguments)]
     fn run_borrowed(
         &mut self,
         from: usize,
-        dir: Direction,
-        hdr: VnetHdr,
+        trip: Trip,
         data: &mut [u8],
-        arrival: Instant,
-        now: Instant,
         out: &mut Vec<Out>,
         shared: &Shared,
     ) -> Fate {
-        let d = dir.index();
+        let d = trip.dir.index();
+        let hdr = trip.hdr;
         for i in from..self.stages.len() {
             if self.stages[i].wire_sized && (hdr.is_gso() || hdr.needs_csum()) {
-                return self.run_segmented(i, dir, hdr, data, arrival, now, out, shared);
+                return self.run_segmented(i, trip, data, out, shared);
             }
             let stage = &mut self.stages[i];
             if stage.processor.is_none() {
@@ -741,17 +752,9 @@ impl Inner {
             stage.counters[d]
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let fate = self.call_stage(
-                i,
-                dir,
-                hdr,
-                data,
-                arrival,
-                now,
-                out,
-                shared,
-                |stage, pkt, ctx| stage.process(pkt, ctx),
-            );
+            let fate = self.call_stage(i, trip, data, out, shared, |stage, pkt, ctx| {
+                stage.process(pkt, ctx)
+            });
             if fate == Fate::Taken {
                 return Fate::Taken;
             }
@@ -767,18 +770,15 @@ impl Inner {
     /// and no segment is copied. From the first that does not, the segments that come
     /// through go out one by one, each where it would have been (those before it, unchanged,
     /// are made again from the super-packet).
-    #[allow(clippy::too_many_arguments)]
     fn run_segmented(
         &mut self,
         i: usize,
-        dir: Direction,
-        hdr: VnetHdr,
+        trip: Trip,
         data: &mut [u8],
-        arrival: Instant,
-        now: Instant,
         out: &mut Vec<Out>,
         shared: &Shared,
     ) -> Fate {
+        let (dir, hdr) = (trip.dir, trip.hdr);
         // Taken out while its segments run (a later stage may segment a replaced packet).
         let mut segmenter = std::mem::take(&mut self.segmenter);
         let base = out.len();
@@ -787,7 +787,7 @@ impl Inner {
         let mut copying = false;
         let made = segmenter.segment_link_mut(self.link, &hdr, data, |seg: &mut [u8]| {
             self.touched = false;
-            let fate = self.run_borrowed(i, dir, VnetHdr::NONE, seg, arrival, now, out, shared);
+            let fate = self.run_borrowed(i, trip.with_hdr(VnetHdr::NONE), seg, out, shared);
             if !copying && fate == Fate::Write && !self.touched && out.len() == base {
                 clean += 1;
                 return;
@@ -835,19 +835,21 @@ impl Inner {
 
     /// Asks stage `i` about a packet (`call`: `process`, or `resume` of a held one) and acts on
     /// its verdict: `Write` when it goes on unchanged to stage `i + 1`, in the caller's buffer.
-    #[allow(clippy::too_many_arguments)]
     fn call_stage(
         &mut self,
         i: usize,
-        dir: Direction,
-        hdr: VnetHdr,
+        trip: Trip,
         data: &mut [u8],
-        arrival: Instant,
-        now: Instant,
         out: &mut Vec<Out>,
         shared: &Shared,
         call: impl FnOnce(&mut dyn Processor, &mut Packet<'_>, &mut Ctx<'_>) -> Verdict,
     ) -> Fate {
+        let Trip {
+            dir,
+            hdr,
+            arrival,
+            now,
+        } = trip;
         let d = dir.index();
         let link = self.link;
         let stage = &mut self.stages[i];
@@ -889,7 +891,12 @@ impl Inner {
         let emitted_now = std::mem::take(&mut emitted);
         self.emitted = emitted;
         for (at, pkt) in emitted_now {
-            self.hold_or_run(i, i + 1, dir, VnetHdr::NONE, pkt, at, now, out, shared);
+            let emitted = Trip {
+                hdr: VnetHdr::NONE,
+                arrival: at,
+                ..trip
+            };
+            self.hold_or_run(i, i + 1, emitted, pkt, out, shared);
         }
         match (verdict, replaced) {
             (Verdict::Drop, _) => {
@@ -900,12 +907,16 @@ impl Inner {
             }
             (Verdict::Forward, None) => Fate::Write,
             (Verdict::Forward, Some(new)) => {
-                self.run_owned(i + 1, dir, hdr, new, arrival, now, out, shared);
+                self.run_owned(i + 1, trip, new, out, shared);
                 Fate::Taken
             }
             (Verdict::Delay(at), replaced) => {
                 let pkt = replaced.unwrap_or_else(|| data.to_vec());
-                self.hold_or_run(i, i + 1, dir, hdr, pkt, at, now, out, shared);
+                let delayed = Trip {
+                    arrival: at,
+                    ..trip
+                };
+                self.hold_or_run(i, i + 1, delayed, pkt, out, shared);
                 Fate::Taken
             }
             (Verdict::Hold(key), replaced) => {
@@ -929,23 +940,20 @@ impl Inner {
         }
     }
 
-    /// Holds a packet until `at` (counted against stage `by`), or runs it at once if due.
-    #[allow(clippy::too_many_arguments)]
+    /// Holds a packet until `trip.arrival` (when it is due; counted against stage `by`), or
+    /// runs it from stage `next` at once if due.
     fn hold_or_run(
         &mut self,
         by: usize,
         next: usize,
-        dir: Direction,
-        hdr: VnetHdr,
+        trip: Trip,
         data: Vec<u8>,
-        at: Instant,
-        now: Instant,
         out: &mut Vec<Out>,
         shared: &Shared,
     ) {
-        let d = dir.index();
-        if at <= now {
-            self.run_owned(next, dir, hdr, data, at, now, out, shared);
+        let d = trip.dir.index();
+        if trip.arrival <= trip.now {
+            self.run_owned(next, trip, data, out, shared);
             return;
         }
         let c = &self.stages[by].counters[d];
@@ -954,11 +962,11 @@ impl Inner {
         shared.held.fetch_add(1, Ordering::AcqRel);
         self.seq += 1;
         self.held[self.worker][d].push(Reverse(Held {
-            at,
+            at: trip.arrival,
             seq: self.seq,
             next,
             by,
-            hdr,
+            hdr: trip.hdr,
             data,
         }));
     }

@@ -15,25 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::tun::{Server, Up, blob, sha256_file, snapshot};
 use crate::util::{NetNs, TestDir, run, run_ok, run_with_timeout, texts};
 
-/// Runs each named test once per relay engine: `NAME::simple` and `NAME::fast`.
-macro_rules! per_engine {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn simple() {
-                    super::$name("simple")
-                }
-                #[test]
-                fn fast() {
-                    super::$name("fast")
-                }
-            }
-        )*
-    };
-}
-
-per_engine!(
+with_both_engines!(
     icmp_responder_answers_pings_the_kernel_never_sees,
     ttl_decrement_is_a_router_hop_traceroute_shows,
     tcp_window_clamp_limits_the_window_the_sender_sees,

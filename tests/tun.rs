@@ -10,24 +10,6 @@ use sha2::{Digest, Sha256};
 
 use crate::util::{NetNs, TestDir, hostkit, run, run_ok, texts};
 
-/// Runs each named test once per relay engine: `NAME::simple` and `NAME::fast`.
-macro_rules! with_both_engines {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn simple() {
-                    super::$name("simple")
-                }
-                #[test]
-                fn fast() {
-                    super::$name("fast")
-                }
-            }
-        )*
-    };
-}
-
 with_both_engines!(
     ping_crosses_the_relay_and_not_lo,
     decoded_packet_log_with_vv,

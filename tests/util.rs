@@ -255,3 +255,21 @@ impl Drop for NetNs {
             .output();
     }
 }
+
+/// Runs each named test once per relay engine: `NAME::simple` and `NAME::fast`.
+macro_rules! with_both_engines {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn simple() {
+                    super::$name("simple")
+                }
+                #[test]
+                fn fast() {
+                    super::$name("fast")
+                }
+            }
+        )*
+    };
+}

@@ -5,7 +5,7 @@
 //! namespace setup with a plain `hostkit tun up`, where the example's effect must be absent.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 
 use crate::tun::{Server, Up, blob, sha256_file, snapshot};
-use crate::util::{NetNs, TestDir, run, run_ok, run_with_timeout, texts};
+use crate::util::{Background, NetNs, TestDir, run, run_ok, run_with_timeout, texts};
 
 with_both_engines!(
     icmp_responder_answers_pings_the_kernel_never_sees,
@@ -74,13 +74,11 @@ fn examples_dir() -> &'static Path {
     }
 }
 
-/// An example running in the background (like `tun up`), its output going to files.
+/// An example running in the background (like `tun up`).
 struct Example {
-    child: Option<Child>,
+    bg: Background,
     name: String,
     ns: String,
-    out: PathBuf,
-    err: PathBuf,
 }
 
 impl Example {
@@ -88,77 +86,22 @@ impl Example {
     fn start(ns: &NetNs, dir: &TestDir, name: &str, engine: &str, args: &[&str]) -> Example {
         let bin = examples_dir().join(name);
         assert!(bin.is_file(), "no example binary {}", bin.display());
-        let out = dir.join(format!("{name}.stdout"));
-        let err = dir.join(format!("{name}.stderr"));
-        let child = Command::new(&bin)
-            .args(["--netns", ns.name(), "--engine", engine])
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--netns", ns.name(), "--engine", engine])
             .args(args)
             .env("HOSTKIT_RUN_DIR", dir.join("run"))
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let mut ex = Example {
-            child: Some(child),
+            .env("RUST_BACKTRACE", "0");
+        Example {
+            bg: Background::start(&mut cmd, dir, name, "relay running", READY_TIMEOUT),
             name: name.to_string(),
             ns: ns.name().to_string(),
-            out,
-            err,
-        };
-        let start = Instant::now();
-        loop {
-            if ex.stderr().contains("relay running") {
-                return ex;
-            }
-            if let Ok(Some(status)) = ex.child.as_mut().unwrap().try_wait() {
-                panic!("{name} exited early ({status}):\n{}", ex.stderr());
-            }
-            assert!(
-                start.elapsed() < READY_TIMEOUT,
-                "{name}: relay not running after {READY_TIMEOUT:?}:\n{}",
-                ex.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
     /// SIGTERM, then (bounded) the exit: it must be 0, a full teardown, with no TUN device left
     /// in the namespace. Returns stdout (the final report) and stderr.
-    fn stop(mut self) -> (String, String) {
-        let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            Signal::SIGTERM,
-        )
-        .unwrap();
-        let start = Instant::now();
-        let status: ExitStatus = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                panic!(
-                    "{} did not exit after SIGTERM:\n{}",
-                    self.name,
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let stderr = self.stderr();
-        assert!(
-            status.success(),
-            "{} stopped by SIGTERM exited with {status}:\n{stderr}",
-            self.name
-        );
+    fn stop(self) -> (String, String) {
+        let (stdout, stderr) = self.bg.stop();
         assert!(
             stderr.contains("stopping (got SIGTERM); tearing down"),
             "{stderr}"
@@ -170,15 +113,6 @@ impl Example {
             self.name
         );
         (stdout, stderr)
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -6,14 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 
 use crate::tun::{PYTHON, Server, blob, relayed_bytes, relayed_packets, sha256_file};
-use crate::util::{NetNs, TestDir, hostkit, run_ok, run_with_timeout, skip, texts};
+use crate::util::{Background, NetNs, TestDir, hostkit, run_ok, run_with_timeout, skip, texts};
 
 /// True if `tool` runs; otherwise skips the test (fails it under CI), naming it.
 fn have(tool: &str, version_arg: &str) -> bool {
@@ -32,13 +32,8 @@ fn have(tool: &str, version_arg: &str) -> bool {
 /// How long `up` may take to report that its relay runs (and list its stages).
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A `hostkit tun up` in the background (possibly wrapped, e.g. by `unshare`), its output
-/// going to files; killed on drop.
-struct Lab {
-    child: Option<Child>,
-    out: PathBuf,
-    err: PathBuf,
-}
+/// A `hostkit tun up` in the background (possibly wrapped, e.g. by `unshare`).
+struct Lab(Background);
 
 impl Lab {
     /// `hostkit tun up --netns NS ARGS…` with the run directory under `dir`.
@@ -49,19 +44,6 @@ impl Lab {
     /// Starts `cmd` (a `tun up`, whose `args` were these) and waits until the relay runs
     /// and, with stages, until the last stage is listed.
     fn spawn(mut cmd: Command, dir: &TestDir, name: &str, args: &[&str]) -> Lab {
-        let out = dir.join(format!("{name}.stdout"));
-        let err = dir.join(format!("{name}.stderr"));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("spawn hostkit tun up");
-        let mut lab = Lab {
-            child: Some(child),
-            out,
-            err,
-        };
         let stages =
             usize::from(args.contains(&"--pcap")) + usize::from(args.contains(&"--impair"));
         let want = if stages == 0 {
@@ -69,64 +51,17 @@ impl Lab {
         } else {
             format!("stage {stages}: ")
         };
-        let start = Instant::now();
-        loop {
-            if lab.stderr().contains(&want) {
-                return lab;
-            }
-            if let Ok(Some(status)) = lab.child.as_mut().unwrap().try_wait() {
-                panic!("hostkit tun up exited early ({status}):\n{}", lab.stderr());
-            }
-            assert!(
-                start.elapsed() < READY_TIMEOUT,
-                "no {want:?} after {READY_TIMEOUT:?}:\n{}",
-                lab.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Lab(Background::start(&mut cmd, dir, name, &want, READY_TIMEOUT))
     }
 
     fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
+        self.0.stderr()
     }
 
     /// SIGTERM, then a bounded wait: must end in exit 0 (a full teardown). Returns stdout
     /// (the final counters) and stderr.
-    fn stop(mut self) -> (String, String) {
-        let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            Signal::SIGTERM,
-        )
-        .unwrap();
-        let start = Instant::now();
-        let status: ExitStatus = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("hostkit tun up did not exit:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let stderr = self.stderr();
-        assert!(
-            status.success(),
-            "tun up stopped by SIGTERM exited with {status}:\n{stderr}"
-        );
-        (stdout, stderr)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    fn stop(self) -> (String, String) {
+        self.0.stop()
     }
 }
 

@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// Skips the current test unless running as root (see [`skip`]).
 macro_rules! require_root {
@@ -272,4 +273,104 @@ macro_rules! with_both_engines {
             }
         )*
     };
+}
+
+/// A program in the background — a `hostkit tun up`, an example built on the relay — its
+/// output going to files; killed on drop.
+pub struct Background {
+    child: Option<Child>,
+    name: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Background {
+    /// Starts `cmd` (stdin closed, stdout and stderr to `DIR/NAME.stdout` and `.stderr`) and
+    /// waits until its stderr says `ready`, for at most `timeout`; exiting first is a failure.
+    pub fn start(
+        cmd: &mut Command,
+        dir: &TestDir,
+        name: &str,
+        ready: &str,
+        timeout: Duration,
+    ) -> Background {
+        let out = dir.join(format!("{name}.stdout"));
+        let err = dir.join(format!("{name}.stderr"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}"));
+        let mut bg = Background {
+            child: Some(child),
+            name: name.to_string(),
+            out,
+            err,
+        };
+        let start = Instant::now();
+        loop {
+            if bg.stderr().contains(ready) {
+                return bg;
+            }
+            if let Ok(Some(status)) = bg.child.as_mut().unwrap().try_wait() {
+                panic!("{name} exited early ({status}):\n{}", bg.stderr());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{name}: no {ready:?} after {timeout:?}:\n{}",
+                bg.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// SIGTERM, then a bounded wait (20 s): it must exit 0 (for a relay: a full teardown).
+    /// Returns stdout (the final report) and stderr.
+    pub fn stop(mut self) -> (String, String) {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit after SIGTERM:\n{}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let stderr = self.stderr();
+        assert!(
+            status.success(),
+            "{} stopped by SIGTERM exited with {status}:\n{stderr}",
+            self.name
+        );
+        (stdout, stderr)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -474,11 +474,18 @@ fn plain_tcp_stream_crosses_the_relay_intact(engine: &str) {
     require_root!();
     let (ns, dir) = (NetNs::new(), TestDir::new());
     let up = Up::start(&ns, &dir, engine, &[], &[]);
-    let data = blob(6 << 20, 42);
-    let src = dir.write("src.bin", &data);
+    socat_stream_arrives_intact(&ns, &dir, &blob(6 << 20, 42));
+    let (_, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(relayed_bytes(&stdout, "tun0", "tun1") > 6 << 20, "{stdout}");
+}
+
+/// Sends `data` over one TCP stream 10.0.0.1 -> 10.0.0.2:9000 in `ns` (socat at both ends)
+/// and waits (bounded) until the receiving end has written all of it, intact.
+pub(crate) fn socat_stream_arrives_intact(ns: &NetNs, dir: &TestDir, data: &[u8]) {
+    let src = dir.write("src.bin", data);
     let dst = dir.join("dst.bin");
     let _server = Server::start(
-        &ns,
+        ns,
         &[
             "socat",
             "-u",
@@ -497,22 +504,19 @@ fn plain_tcp_stream_crosses_the_relay_intact(engine: &str) {
         "TCP:10.0.0.2:9000,bind=10.0.0.1",
     ]));
     // The server writes and exits once the stream ends.
+    let want = format!("{:x}", Sha256::digest(data));
     let start = Instant::now();
-    while sha256_file_opt(&dst).as_deref() != Some(&format!("{:x}", Sha256::digest(&data))) {
+    while std::fs::read(&dst)
+        .ok()
+        .map(|d| format!("{:x}", Sha256::digest(&d)))
+        != Some(want.clone())
+    {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "stream arrived damaged or incomplete"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (_, stdout, _) = up.stop(nix::sys::signal::Signal::SIGTERM);
-    assert!(relayed_bytes(&stdout, "tun0", "tun1") > 6 << 20, "{stdout}");
-}
-
-fn sha256_file_opt(path: &Path) -> Option<String> {
-    std::fs::read(path)
-        .ok()
-        .map(|d| format!("{:x}", Sha256::digest(&d)))
 }
 
 fn passive_ftp_download_crosses_the_relay(engine: &str) {

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use crate::tun::{PYTHON, Server, Up, blob, snapshot};
+use crate::tun::{PYTHON, Up, blob, snapshot, socat_stream_arrives_intact};
 
 /// A process the test started, killed (by its pid) on drop.
 struct Proc(std::process::Child);
@@ -59,7 +57,7 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
-use crate::util::{NetNs, TestDir, hostkit, run, run_ok, run_with_timeout, texts};
+use crate::util::{NetNs, TestDir, hostkit, run, run_with_timeout, texts};
 
 with_both_engines!(
     python_batch_processor_drops_exactly_every_third_echo_request,
@@ -285,41 +283,7 @@ fn c_processor_rewrites_every_ttl_and_a_tcp_stream_stays_intact(engine: &str) {
     assert_eq!(seqs(&replies), [1, 2, 3]);
     assert!(replies.iter().all(|r| r.1 == 7), "{replies:?}");
     // Every segment of a TCP stream rewritten (super-packets segmented for it), none damaged.
-    let data = blob(3 << 20, 11);
-    let src = dir.write("src.bin", &data);
-    let dst = dir.join("dst.bin");
-    let _server = Server::start(
-        &ns,
-        &[
-            "socat",
-            "-u",
-            "TCP-LISTEN:9000,bind=10.0.0.2,reuseaddr",
-            &format!("CREATE:{}", dst.display()),
-        ],
-        9000,
-        &dir.join("socat.log"),
-    );
-    run_ok(&mut ns.exec([
-        "timeout",
-        "60",
-        "socat",
-        "-u",
-        &format!("OPEN:{}", src.display()),
-        "TCP:10.0.0.2:9000,bind=10.0.0.1",
-    ]));
-    let want = format!("{:x}", Sha256::digest(&data));
-    let start = Instant::now();
-    while std::fs::read(&dst)
-        .ok()
-        .map(|d| format!("{:x}", Sha256::digest(&d)))
-        != Some(want.clone())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "stream damaged or incomplete"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    socat_stream_arrives_intact(&ns, &dir, &blob(3 << 20, 11));
     let (_, stdout, stderr) = up.stop(nix::sys::signal::Signal::SIGTERM);
     let fwd = stage_line(&stdout, "tun0", "tun1");
     let packets = counter(fwd, "packets");

@@ -109,6 +109,12 @@ pub(crate) const DEBIAN_12: &[(&str, &str)] = &[
 /// `hostkit` with a given HOME and no XDG or GSettings variables from the outside.
 pub(crate) fn hk(home: &Path) -> Command {
     let mut cmd = hostkit();
+    clean_env(&mut cmd, home);
+    cmd
+}
+
+/// A given HOME and no XDG, GSettings, sudo or fault-injection variables from the outside.
+fn clean_env(cmd: &mut Command, home: &Path) {
     cmd.env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_STATE_HOME")
@@ -119,7 +125,6 @@ pub(crate) fn hk(home: &Path) -> Command {
         .env_remove("SUDO_UID")
         .env_remove("SUDO_GID")
         .env_remove("PKEXEC_UID");
-    cmd
 }
 
 /// `hostkit ARGS --root DIR` with HOME=/home/u (inside the root).
@@ -179,13 +184,79 @@ pub(crate) fn cycle(dir: &TestDir, args: &[&str], diff: &str) -> BTreeMap<PathBu
     );
     let (check, _) = at(dir, &[&["check"], args].concat(), 0);
     assert!(!check.contains("would change"), "{check}");
-    at(dir, &[&["revert"], args].concat(), 0);
+    let preview = revert_preview(dir, args);
+    same_tree(
+        &snapshot(dir.path()),
+        &after,
+        "revert's preview changed something",
+    );
+    let (reverted, _) = at(dir, &[&["revert", "--format", "json"], args].concat(), 0);
+    let reverted: serde_json::Value = serde_json::from_str(&reverted).expect("JSON");
+    assert_eq!(
+        revert_listing(&preview),
+        revert_listing(&reverted),
+        "revert's preview does not list what revert did"
+    );
     same_tree(
         &snapshot(dir.path()),
         &before,
         "revert did not restore the tree",
     );
     after
+}
+
+/// What a revert report (or its preview) lists, in order: each step's id, kind, reason, files,
+/// commands (with whether each runs) and diff; not the status (`reverted` or `would change`)
+/// nor the summary.
+pub(crate) fn revert_listing(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps in {report}"))
+        .iter()
+        .map(|s| {
+            serde_json::json!([
+                s["id"],
+                s["kind"],
+                s["reason"],
+                s["files"],
+                s["commands"],
+                s["diff"]
+            ])
+        })
+        .collect()
+}
+
+/// The preview of `hostkit revert ARGS --root DIR` (HOME=/home/u): the report of the Ansible
+/// module's check mode for `state: reverted`, the one caller of the preview. `ARGS` is a recipe
+/// then `--scope S` and `--set K=V`.
+pub(crate) fn revert_preview(dir: &TestDir, args: &[&str]) -> serde_json::Value {
+    let mut module = serde_json::json!({
+        "recipe": args[0],
+        "state": "reverted",
+        "root": dir.path(),
+        "_ansible_check_mode": true,
+    });
+    let mut sets = serde_json::Map::new();
+    for pair in args[1..].chunks(2) {
+        match pair {
+            ["--scope", scope] => module["scope"] = serde_json::json!(scope),
+            ["--set", kv] => {
+                let (k, v) = kv.split_once('=').expect("K=V");
+                sets.insert(k.into(), serde_json::json!(v));
+            }
+            other => panic!("revert_preview: no module argument for {other:?}"),
+        }
+    }
+    module["set"] = serde_json::Value::Object(sets);
+    let scratch = TestDir::new();
+    let file = scratch.write("args.json", serde_json::to_vec(&module).unwrap());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostkit-ansible"));
+    clean_env(&mut cmd, Path::new("/home/u"));
+    cmd.env("RUST_BACKTRACE", "0").arg(&file);
+    let (stdout, stderr) = expect(&run(&mut cmd), 0);
+    let result: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(result["check_mode"], true, "{stdout}\n{stderr}");
+    result
 }
 
 #[test]

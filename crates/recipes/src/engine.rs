@@ -1,7 +1,7 @@
 //! `check`, `apply` (and its dry run) and `revert`: plan, then act on the plan, journaling
 //! every change before making it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::context::{Context, Options};
 use crate::error::{Error, Result};
@@ -12,9 +12,9 @@ use crate::recipe::Recipe;
 use crate::report::{Action, CommandReport, FileText, Report, StepReport, StepStatus};
 use crate::state::{self, Entry, FileEntry, Journal, State};
 use crate::steps::{StepKind, StepSpec};
-use hostkit_core::diff;
 
 mod preview;
+mod revert;
 pub use preview::revert_preview;
 
 fn step_report(sp: &StepPlan, status: StepStatus) -> StepReport {
@@ -385,156 +385,44 @@ struct CheckedFile {
 /// `hostkit revert`: puts every changed file back as it was before the first apply, removes
 /// files apply created, restores GSettings values; refuses to overwrite a file changed since
 /// apply unless `opts.force`. Everything read back from the journal is checked first (see
-/// `crate::state`); commands come from the recipe, never from the journal.
+/// `crate::state`); commands come from the recipe, never from the journal. What it does is
+/// one plan (`revert::plan`) carried out against the host; [`revert_preview`] goes through
+/// the same plan without acting.
 pub fn revert(recipe: &Recipe, opts: &Options, host: &dyn Host) -> Result<Report> {
     let ctx = Context::new(recipe, opts, host)?;
-    let mut report = Report::new(&ctx, Action::Revert);
-    if state::load(&ctx)?.is_none() {
+    revert_in(recipe, &ctx, opts, host)
+}
+
+/// [`revert`] in a given context.
+fn revert_in(recipe: &Recipe, ctx: &Context, opts: &Options, host: &dyn Host) -> Result<Report> {
+    let mut report = Report::new(ctx, Action::Revert);
+    if state::load(ctx)?.is_none() {
         report.message = format!(
             "nothing to revert: {} has not been applied (no journal at {})",
             recipe.name,
-            state::journal_path(&ctx).display()
+            state::journal_path(ctx).display()
         );
         return Ok(report);
     }
-    let state = State::open(&ctx, opts.wait)?;
-    let journal = state::load(&ctx)?.ok_or_else(|| Error::Journal {
-        path: state::journal_path(&ctx),
+    let state = State::open(ctx, opts.wait)?;
+    let journal = state::load(ctx)?.ok_or_else(|| Error::Journal {
+        path: state::journal_path(ctx),
         reason: "removed while waiting for the lock".into(),
     })?;
     // Check every entry first, so a refusal changes nothing.
     let checked = journal
         .entries
         .iter()
-        .map(|entry| check_entry(recipe, &ctx, opts, host, entry))
+        .map(|entry| check_entry(recipe, ctx, opts, host, entry))
         .collect::<Result<Vec<_>>>()?;
-    let mut steps: Vec<StepReport> = Vec::new();
-    let mut rebuild: Vec<(Cmd, PathBuf)> = Vec::new();
-    let mut reloads: Vec<Cmd> = Vec::new();
-    for c in checked.into_iter().rev() {
-        let mut done = StepReport {
-            id: c.entry.step().to_string(),
-            kind: recipe
-                .steps
-                .iter()
-                .find(|s| s.id == c.entry.step())
-                .map_or(StepKind::File, |s| s.spec.kind()),
-            summary: String::new(),
-            why: String::new(),
-            status: StepStatus::Reverted,
-            reason: None,
-            files: Vec::new(),
-            commands: Vec::new(),
-            diff: String::new(),
-            texts: Vec::new(),
-        };
-        match (c.entry, c.file) {
-            (Entry::File(f) | Entry::Generated { file: f }, Some(file)) => {
-                let generated = matches!(c.entry, Entry::Generated { .. });
-                restore_file(&ctx, &state, f, &file, &mut done)?;
-                if generated {
-                    // A binary database: no diff.
-                    done.diff.clear();
-                    done.texts.clear();
-                }
-                if generated
-                    && ctx.live
-                    && let Some(regen) = step_regenerate(recipe, &ctx, f)?
-                    && !rebuild.iter().any(|(cmd, _)| *cmd == regen.cmd)
-                {
-                    // On the live system, rebuild (and notify) once every file is restored,
-                    // unless the databases' directory is gone with them.
-                    let dir = regen
-                        .output
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_default();
-                    rebuild.push((regen.cmd, dir));
-                }
-            }
-            (
-                Entry::Gsettings {
-                    schema,
-                    key,
-                    previous,
-                    previous_is_default,
-                    ..
-                },
-                _,
-            ) => {
-                let cmd = if *previous_is_default {
-                    Cmd::new(["gsettings", "reset", schema, key])
-                } else {
-                    Cmd::new(["gsettings", "set", schema, key, previous])
-                };
-                if c.restore {
-                    if ctx.live {
-                        run(host, &cmd)?;
-                    }
-                    done.commands.push(CommandReport {
-                        command: cmd.display(),
-                        run: ctx.live,
-                    });
-                }
-            }
-            (Entry::Reload { step }, _) => {
-                // Run once every file is restored (below); under --root only reported.
-                if let Some(cmd) = step_reload(recipe, step)
-                    && !reloads.contains(&cmd)
-                {
-                    reloads.push(cmd);
-                }
-            }
-            (
-                Entry::Packages {
-                    manager, packages, ..
-                },
-                _,
-            ) => {
-                done.reason = Some(format!(
-                    "packages installed by apply are left installed ({}: {})",
-                    manager.name(),
-                    packages.join(", ")
-                ));
-            }
-            (Entry::File(_) | Entry::Generated { .. }, None) => {}
-        }
-        match steps.iter_mut().find(|s| s.id == done.id) {
-            Some(s) => {
-                s.files.extend(done.files);
-                s.commands.extend(done.commands);
-                s.diff.push_str(&done.diff);
-                s.texts.extend(done.texts);
-                s.reason = s.reason.take().or(done.reason);
-            }
-            None => steps.push(done),
-        }
-    }
-    let mut after: Vec<CommandReport> = Vec::new();
-    for (cmd, dir) in &rebuild {
-        if dir.is_dir() {
-            run(host, cmd)?;
-            after.push(CommandReport {
-                command: cmd.display(),
-                run: true,
-            });
-        }
-    }
-    for cmd in &reloads {
-        if ctx.live {
-            run(host, cmd)?;
-        }
-        after.push(CommandReport {
-            command: cmd.display(),
-            run: ctx.live,
-        });
-    }
-    if let Some(step) = steps.first_mut() {
-        step.commands.extend(after);
-    }
+    let plan = revert::plan(recipe, ctx, checked)?;
+    let mut act = revert::Act {
+        state: &state,
+        host,
+    };
+    let steps = revert::carry_out(ctx, plan, &mut act, StepStatus::Reverted)?;
     host.finish_revert()?;
     state.finish()?;
-    steps.reverse();
     report.changed = true;
     report.message = format!(
         "reverted: {}",
@@ -633,48 +521,6 @@ fn check_entry<'j>(
     }
 }
 
-/// Puts one file back (its backup, or removes it) and removes the directories apply created
-/// for it, when they are empty.
-fn restore_file(
-    ctx: &Context,
-    state: &State,
-    f: &FileEntry,
-    file: &CheckedFile,
-    done: &mut StepReport,
-) -> Result<()> {
-    if let Restore::No = file.decision {
-        return Ok(());
-    }
-    let original = match &f.backup {
-        Some(name) => Some(state.read_backup(name)?),
-        None => None,
-    };
-    // Mode and owner are the file's own at apply time, from state only this user could
-    // have written (checked when the journal was loaded).
-    let mode = f.mode & 0o7777;
-    match &original {
-        Some(bytes) => fsutil::write_atomic(&file.path, bytes, mode, f.owner)?,
-        None => fsutil::remove(&file.path)?,
-    }
-    let dirs = f
-        .created_dirs
-        .iter()
-        .map(|d| ctx.from_journal(d))
-        .collect::<Result<Vec<_>>>()?;
-    fsutil::remove_empty_dirs(&dirs, state.dir_owners());
-    let display = ctx.display(&file.path);
-    let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-    let (before, after) = (text(&file.current), text(&original));
-    done.diff = diff::unified(&display, before.as_deref(), after.as_deref());
-    done.texts.push(FileText {
-        path: display.clone(),
-        before,
-        after,
-    });
-    done.files.push(display);
-    Ok(())
-}
-
 /// The command that rebuilds a generated file, from the recipe's step (never the journal).
 fn step_regenerate(
     recipe: &Recipe,
@@ -705,8 +551,11 @@ fn step_reload(recipe: &Recipe, step: &str) -> Option<Cmd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::Output;
     use crate::host::fake::FakeHost;
     use crate::recipe::Catalog;
+    use std::path::Path;
+    use std::sync::Mutex;
 
     const GET: &str = "gsettings get org.gtk.Settings.FileChooser sort-directories-first";
 
@@ -762,5 +611,232 @@ mod tests {
             "{:?}",
             host.calls.lock().unwrap()
         );
+    }
+
+    /// A recipe with a system GSettings key (a dconf database rebuilt) and a file with a reload
+    /// command, journaled in that order.
+    const DB_AND_RELOAD: &str = r#"
+summary = "a database and a reload"
+description = "test"
+scopes = ["system"]
+
+[[steps]]
+id = "key"
+kind = "gsettings"
+summary = "a key"
+why = "test"
+schema = "org.example.Test"
+key = "flag"
+value = "true"
+dconf_path = "/org/example/test/"
+
+[[steps]]
+id = "rule"
+kind = "file"
+summary = "a rule"
+why = "test"
+path = "/etc/udev/rules.d/99-test.rules"
+content = "RULE\n"
+reload = ["udevadm", "control", "--reload"]
+"#;
+
+    /// A stand-in for every command: answers success, records each call, and writes the
+    /// database `dconf compile DB DIR` (or `dconf update`, under `root`) would.
+    struct StandIn {
+        root: PathBuf,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Host for StandIn {
+        fn run(&self, cmd: &Cmd) -> Result<Output> {
+            self.calls.lock().unwrap().push(cmd.display());
+            let argv: Vec<&str> = cmd.argv.iter().map(String::as_str).collect();
+            let db = match argv[..] {
+                ["dconf", "compile", db, _] => Some(PathBuf::from(db)),
+                ["dconf", "update"] => Some(self.root.join("etc/dconf/db/local")),
+                _ => None,
+            };
+            if let Some(db) = db {
+                std::fs::write(db, b"GVariant database").unwrap();
+            }
+            Ok(Output {
+                code: Some(0),
+                stdout: String::new(),
+                stderr: String::new(),
+            })
+        }
+
+        fn env(&self, name: &str) -> Option<String> {
+            (name == "HOME").then(|| "/home/u".to_string())
+        }
+
+        fn ids(&self) -> (u32, u32) {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        }
+    }
+
+    /// What a revert report lists, in order: the step ids, the files, the commands (with
+    /// whether each runs).
+    type Listed = (Vec<String>, Vec<String>, Vec<(String, bool)>);
+
+    fn listed(report: &Report) -> Listed {
+        let steps = report.steps.iter().map(|s| s.id.clone()).collect();
+        let files = report.steps.iter().flat_map(|s| s.files.clone()).collect();
+        let commands = report
+            .steps
+            .iter()
+            .flat_map(|s| &s.commands)
+            .map(|c| (c.command.clone(), c.run))
+            .collect();
+        (steps, files, commands)
+    }
+
+    /// Applies `recipe` in a temporary root (offline, as `--root` does), then previews and
+    /// reverts it there as on the live system (`dconf update`, reloads run) against the stand-in:
+    /// returns the preview's listing, the revert's, and the commands revert ran.
+    fn preview_and_revert(
+        recipe: &Recipe,
+        opts: &Options,
+        root: &Path,
+    ) -> (Listed, Listed, Vec<String>) {
+        let host = StandIn {
+            root: root.to_path_buf(),
+            calls: Mutex::new(Vec::new()),
+        };
+        let applied = apply(recipe, opts, &host).unwrap();
+        assert!(applied.error.is_none(), "{:?}", applied.error);
+        let mut ctx = Context::new(recipe, opts, &host).unwrap();
+        // The live system's revert, inside the temporary root: paths still resolve under it.
+        ctx.live = true;
+        let preview = preview::preview_in(recipe, &ctx, opts, &host).unwrap();
+        host.calls.lock().unwrap().clear();
+        let reverted = revert_in(recipe, &ctx, opts, &host).unwrap();
+        let ran = host.calls.lock().unwrap().clone();
+        (listed(&preview), listed(&reverted), ran)
+    }
+
+    fn db_and_reload() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db-and-reload.toml"), DB_AND_RELOAD).unwrap();
+        let catalog = Catalog::load(&[dir.path()]).unwrap();
+        (dir, catalog)
+    }
+
+    fn in_root(root: &Path) -> Options {
+        Options {
+            root: Some(root.to_path_buf()),
+            ..Options::default()
+        }
+    }
+
+    /// Apply created /etc/dconf/db; revert removes it with the files, so the real revert skips
+    /// the rebuild (it would leave a database that was not there): the preview must not list it.
+    #[test]
+    fn preview_leaves_out_the_rebuild_revert_skips_when_the_database_directory_goes() {
+        let (_recipes, catalog) = db_and_reload();
+        let recipe = catalog.get("db-and-reload").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let root_path = std::fs::canonicalize(root.path()).unwrap();
+        let (preview, reverted, ran) = preview_and_revert(recipe, &in_root(&root_path), &root_path);
+        assert!(!root_path.join("etc/dconf/db").exists());
+        assert!(!ran.iter().any(|c| c.starts_with("dconf")), "{ran:?}");
+        assert!(
+            !preview.2.iter().any(|(c, _)| c.starts_with("dconf")),
+            "the preview lists a rebuild revert does not run: {:?}",
+            preview.2
+        );
+        assert_eq!(preview, reverted);
+    }
+
+    /// With /etc/dconf/db there before apply, revert rebuilds the database, then reloads: the
+    /// preview lists the same commands in the same order.
+    #[test]
+    fn preview_lists_the_final_commands_in_the_order_revert_runs_them() {
+        let (_recipes, catalog) = db_and_reload();
+        let recipe = catalog.get("db-and-reload").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let root_path = std::fs::canonicalize(root.path()).unwrap();
+        std::fs::create_dir_all(root_path.join("etc/dconf/db")).unwrap();
+        let (preview, reverted, ran) = preview_and_revert(recipe, &in_root(&root_path), &root_path);
+        assert_eq!(ran, ["dconf update", "udevadm control --reload"]);
+        let commands: Vec<&str> = preview.2.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            commands,
+            ["dconf update", "udevadm control --reload"],
+            "the preview orders the final commands differently from revert"
+        );
+        assert_eq!(preview, reverted);
+    }
+
+    /// The database removed by hand after apply (as before apply: nothing to put back): revert
+    /// still rebuilds it while its directory is there, and the preview says so.
+    #[test]
+    fn preview_lists_the_rebuild_of_a_database_already_as_before() {
+        let (_recipes, catalog) = db_and_reload();
+        let recipe = catalog.get("db-and-reload").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let root_path = std::fs::canonicalize(root.path()).unwrap();
+        std::fs::create_dir_all(root_path.join("etc/dconf/db")).unwrap();
+        let opts = in_root(&root_path);
+        let host = StandIn {
+            root: root_path.clone(),
+            calls: Mutex::new(Vec::new()),
+        };
+        assert!(apply(recipe, &opts, &host).unwrap().error.is_none());
+        std::fs::remove_file(root_path.join("etc/dconf/db/local")).unwrap();
+        let mut ctx = Context::new(recipe, &opts, &host).unwrap();
+        ctx.live = true;
+        let preview = listed(&preview::preview_in(recipe, &ctx, &opts, &host).unwrap());
+        host.calls.lock().unwrap().clear();
+        let reverted = listed(&revert_in(recipe, &ctx, &opts, &host).unwrap());
+        assert_eq!(
+            *host.calls.lock().unwrap(),
+            ["dconf update", "udevadm control --reload"]
+        );
+        assert_eq!(preview, reverted);
+    }
+
+    /// Every recipe that applies in a temporary root, in each of its scopes: the preview lists
+    /// exactly what revert then does, in order, and the commands it says run are the ones run.
+    #[test]
+    fn preview_lists_what_revert_does_for_every_recipe() {
+        let (_recipes, catalog) = db_and_reload();
+        let mut tried = 0;
+        for recipe in catalog.recipes() {
+            for scope in recipe.scopes.clone() {
+                for with_db_dir in [false, true] {
+                    let root = tempfile::tempdir().unwrap();
+                    let root_path = std::fs::canonicalize(root.path()).unwrap();
+                    std::fs::create_dir_all(root_path.join("home/u")).unwrap();
+                    if with_db_dir {
+                        std::fs::create_dir_all(root_path.join("etc/dconf/db")).unwrap();
+                    }
+                    let opts = Options {
+                        scope: Some(scope),
+                        ..in_root(&root_path)
+                    };
+                    let (preview, reverted, ran) = preview_and_revert(recipe, &opts, &root_path);
+                    let what = format!("{} in {} scope", recipe.name, scope.as_str());
+                    assert_eq!(preview, reverted, "{what}");
+                    let said: Vec<String> = preview
+                        .2
+                        .iter()
+                        .filter(|(_, run)| *run)
+                        .map(|(c, _)| c.clone())
+                        .collect();
+                    // `gsettings get` is revert's check before any change, not an action.
+                    let acted: Vec<String> = ran
+                        .into_iter()
+                        .filter(|c| !c.starts_with("gsettings get"))
+                        .collect();
+                    assert_eq!(said, acted, "{what}");
+                    tried += 1;
+                }
+            }
+        }
+        assert!(tried >= 10, "{tried}");
     }
 }

@@ -290,6 +290,14 @@ const CREATED_DIRS: &str = "created-dirs.json";
 /// [`CREATED_DIRS`] by the next one that has it.
 const PENDING_DIRS: &str = "created-dirs-";
 
+/// Who may own a directory apply created (and revert may remove): the owner of new files and
+/// whoever runs hostkit.
+pub fn dir_owners(ctx: &Context) -> Vec<u32> {
+    let mut owners = vec![ctx.owner.0, ctx.runner.0];
+    owners.dedup();
+    owners
+}
+
 /// Where a recipe's journal lives.
 pub fn journal_path(ctx: &Context) -> PathBuf {
     ctx.state_dir.join(&ctx.recipe).join("journal.json")
@@ -450,8 +458,7 @@ impl State {
             )?;
         }
         let lock = take_lock(&root_dir.join("lock"), runner, wait)?;
-        let mut dir_owners = vec![ctx.owner.0, runner.0];
-        dir_owners.dedup();
+        let dir_owners = dir_owners(ctx);
         let state = State {
             root: ctx.root.clone(),
             root_dir,

@@ -253,7 +253,9 @@ fn recipe_commands_print_what_docs_json_md_says() {
         parse(&stdout)
     };
     let list = parse(&texts(&run(hostkit().args(["list", "--format", "json"]))).0);
-    for entry in list.as_array().expect("list: an array") {
+    let entries = list.as_array().expect("list: an array");
+    assert!(!entries.is_empty(), "list: no recipe");
+    for entry in entries {
         assert_shape("list-entry", entry);
     }
     let show = parse(&texts(&run(hostkit().args(["show", "qt-gtk", "--format", "json"]))).0);
@@ -280,7 +282,9 @@ fn recipe_commands_print_what_docs_json_md_says() {
         assert_shape("report", &report);
     }
     let all = json(&["check", "all", "--format", "json"], &[0, 1]);
-    for report in all.as_array().expect("check all: an array") {
+    let reports = all.as_array().expect("check all: an array");
+    assert!(!reports.is_empty(), "check all: no report");
+    for report in reports {
         assert_shape("report", report);
     }
     // A recipe that cannot be checked: its element is a check-error.
@@ -341,7 +345,7 @@ fn tun_status_prints_what_docs_json_md_says() {
             "1",
         ],
     );
-    run(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+    crate::util::run_ok(&mut ns.exec(["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
     let stdout = crate::util::run_ok(&mut up.hostkit("status", &["--format", "json"]));
     let status = parse(&stdout);
     assert_shape("tun-status", &status);

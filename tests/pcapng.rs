@@ -14,19 +14,7 @@ use hostkit_tun::pcapng::{
     Capture, CaptureError, CaptureOptions, Direction, LinkType, PcapngWriter, Rotation,
 };
 
-use crate::util::{NetNs, TestDir, run, run_ok, skip, texts};
-
-/// True if `tool` runs; otherwise skips the test (fails it under CI), naming the package.
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip(&format!("`{tool}` is not installed (see .ci/deps)"));
-    }
-    ok
-}
+use crate::util::{NetNs, TestDir, have_tool, run, run_ok, texts};
 
 // ---- packets -------------------------------------------------------------------------------
 
@@ -309,7 +297,7 @@ const LIBPCAP_RAW_IDB_BUG: &str =
 
 #[test]
 fn tshark_reads_every_packet_on_its_interface_in_its_direction_at_its_nanosecond() {
-    if !have("tshark") || !have("tcpdump") {
+    if !have_tool("tshark", "--version") || !have_tool("tcpdump", "--version") {
         return;
     }
     let dir = TestDir::new();
@@ -333,7 +321,7 @@ fn tshark_reads_every_packet_on_its_interface_in_its_direction_at_its_nanosecond
 
 #[test]
 fn tcpdump_and_tshark_read_a_one_interface_raw_capture() {
-    if !have("tshark") || !have("tcpdump") {
+    if !have_tool("tshark", "--version") || !have_tool("tcpdump", "--version") {
         return;
     }
     let dir = TestDir::new();
@@ -366,7 +354,7 @@ fn in_netns<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
 #[test]
 fn tcpdump_and_tshark_read_a_two_interface_sll2_capture_per_interface_and_direction() {
     require_root!();
-    if !have("tshark") || !have("tcpdump") {
+    if !have_tool("tshark", "--version") || !have_tool("tcpdump", "--version") {
         return;
     }
     // Real devices, so that the SLL2 interface index names them for tcpdump.
@@ -416,7 +404,7 @@ fn tcpdump_and_tshark_read_a_two_interface_sll2_capture_per_interface_and_direct
 
 #[test]
 fn rotation_keeps_at_most_n_files_each_readable() {
-    if !have("tshark") || !have("tcpdump") {
+    if !have_tool("tshark", "--version") || !have_tool("tcpdump", "--version") {
         return;
     }
     let dir = TestDir::new();
@@ -568,7 +556,7 @@ fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 #[test]
 fn a_full_disk_is_reported_once_and_later_packets_are_counted_as_drops() {
     require_root!();
-    if !have("tshark") || !have("tcpdump") {
+    if !have_tool("tshark", "--version") || !have_tool("tcpdump", "--version") {
         return;
     }
     let dir = TestDir::new();
@@ -635,7 +623,7 @@ fn a_full_disk_is_reported_once_and_later_packets_are_counted_as_drops() {
 
 #[test]
 fn a_writer_dropped_unflushed_flushes() {
-    if !have("tshark") {
+    if !have_tool("tshark", "--version") {
         return;
     }
     let dir = TestDir::new();

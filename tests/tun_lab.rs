@@ -13,19 +13,9 @@ use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 
 use crate::tun::{PYTHON, Server, blob, relayed_bytes, relayed_packets, sha256_file};
-use crate::util::{Background, NetNs, TestDir, hostkit, run_ok, run_with_timeout, skip, texts};
-
-/// True if `tool` runs; otherwise skips the test (fails it under CI), naming it.
-fn have(tool: &str, version_arg: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg(version_arg)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip(&format!("`{tool}` is not installed (see .ci/deps)"));
-    }
-    ok
-}
+use crate::util::{
+    Background, NetNs, TestDir, have_tool, hostkit, run_ok, run_with_timeout, texts,
+};
 
 // ---- running `tun up` -------------------------------------------------------------------
 
@@ -413,7 +403,7 @@ fn undelayed_rtt(dir: &TestDir) -> f64 {
 #[test]
 fn delay_10ms_loss_1pct_seen_by_ping_and_the_capture_by_tshark_and_tcpdump() {
     require_root!();
-    if !have("tshark", "--version") || !have("tcpdump", "--version") {
+    if !have_tool("tshark", "--version") || !have_tool("tcpdump", "--version") {
         return;
     }
     let dir = TestDir::new();
@@ -602,7 +592,7 @@ fn delay_10ms_loss_1pct_seen_by_ping_and_the_capture_by_tshark_and_tcpdump() {
 #[test]
 fn reorder_and_duplicate_seen_by_tcpdump_and_ping() {
     require_root!();
-    if !have("tcpdump", "--version") {
+    if !have_tool("tcpdump", "--version") {
         return;
     }
     let (ns, dir) = (NetNs::new(), TestDir::new());
@@ -687,7 +677,7 @@ fn reorder_and_duplicate_seen_by_tcpdump_and_ping() {
 #[test]
 fn corrupt_raises_the_kernels_checksum_error_counters() {
     require_root!();
-    if !have("nstat", "-V") || !have("curl", "--version") {
+    if !have_tool("nstat", "-V") || !have_tool("curl", "--version") {
         return;
     }
     let (ns, dir) = (NetNs::new(), TestDir::new());
@@ -769,7 +759,7 @@ fn corrupt_raises_the_kernels_checksum_error_counters() {
 #[test]
 fn rate_20mbit_gives_iperf3_its_goodput_in_order() {
     require_root!();
-    if !have("iperf3", "--version") || !have("tshark", "--version") {
+    if !have_tool("iperf3", "--version") || !have_tool("tshark", "--version") {
         return;
     }
     let (ns, dir) = (NetNs::new(), TestDir::new());
@@ -858,7 +848,7 @@ fn rate_20mbit_gives_iperf3_its_goodput_in_order() {
 #[test]
 fn gemodel_loses_requests_in_bursts_and_a_one_way_delay_holds_only_replies() {
     require_root!();
-    if !have("tcpdump", "--version") {
+    if !have_tool("tcpdump", "--version") {
         return;
     }
     let (ns, dir) = (NetNs::new(), TestDir::new());
@@ -1089,7 +1079,7 @@ fn the_same_seed_loses_the_same_pings_and_another_seed_others() {
 #[test]
 fn filters_limit_the_impairment_and_the_capture_to_icmp() {
     require_root!();
-    if !have("tshark", "--version") || !have("curl", "--version") {
+    if !have_tool("tshark", "--version") || !have_tool("curl", "--version") {
         return;
     }
     let (ns, dir) = (NetNs::new(), TestDir::new());

@@ -6,7 +6,7 @@
 //! super-frames, the dry run, teardown.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use crate::tun::{
     PYTHON, Up, http_transfer, lo_rx_packets, relayed_bytes, relayed_packets, snapshot,
 };
-use crate::util::{NetNs, TestDir, hostkit, run, run_ok, skip, texts};
+use crate::util::{NetNs, TestDir, have_tool, hostkit, run, run_ok, texts};
 
 with_both_engines!(
     ping_crosses_with_arp_seen_on_both_taps,
@@ -480,20 +480,6 @@ fn bad_mac_addresses_are_refused() {
     }
 }
 
-/// True if `tool` runs; otherwise skips the test (fails it under CI).
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip(&format!("`{tool}` is not installed (see .ci/deps)"));
-    }
-    ok
-}
-
 #[test]
 fn http_over_tap_with_the_fast_engine_is_intact() {
     require_root!();
@@ -520,7 +506,7 @@ fn http_over_tap_with_the_fast_engine_is_intact() {
 #[test]
 fn a_capture_in_tap_mode_has_ethernet_headers_and_wire_sized_frames() {
     require_root!();
-    if !have("tshark") {
+    if !have_tool("tshark", "--version") {
         return;
     }
     let (ns, dir) = (NetNs::new(), TestDir::new());

@@ -40,6 +40,20 @@ pub fn skip(why: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED {name}: {why}");
 }
 
+/// True when `tool VERSION_ARG` runs; otherwise skips the test (fails it under CI),
+/// naming the tool.
+pub fn have_tool(tool: &str, version_arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(version_arg)
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(&format!("`{tool}` is not installed (see .ci/deps)"));
+    }
+    ok
+}
+
 /// True when the tests run as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -121,19 +121,9 @@ fn execute(args: &ModuleArgs) -> anyhow::Result<Map<String, Value>> {
         (State::Applied, false) => Action::Apply,
         (State::Reverted, false) => Action::Revert,
     };
-    let host =
-        hostkit_recipes::SessionHost::new(recipe, &opts, &hostkit_recipes::RealHost, action)?;
-    let mut notes = Vec::new();
-    let ctx = host.context();
-    if let (Some(a), Some(home)) = (&ctx.account, &ctx.home) {
-        notes.push(format!(
-            "user scope for {} (uid {}, from {}): home {}",
-            a.name,
-            a.uid,
-            a.via.as_str(),
-            home.logical.display()
-        ));
-    }
+    // The same session, and the same note on whose home it is, as the command line's.
+    let (host, note) = crate::cmd::recipe::session_host_and_note(recipe, &opts, action)?;
+    let mut notes: Vec<String> = note.into_iter().collect();
     let (report, error) = match (args.state, args.check_mode) {
         (State::Checked, _) => (hostkit_recipes::check(recipe, &opts, &host)?, None),
         (State::Applied, true) => (hostkit_recipes::dry_run(recipe, &opts, &host)?, None),

@@ -97,8 +97,10 @@ impl Control {
             }
             Err(_) => {}
         }
-        // Bound in the run directory, which is root's and mode 0700: nobody else can reach the
-        // socket before its mode is narrowed to 0600 (and `SO_PEERCRED` is checked anyway).
+        // Bound in the run directory, which is root's and writable by nobody else (mode 0700
+        // when hostkit made it; an existing one may be 0755). Until its mode is narrowed to
+        // 0600 just below, the socket has what the umask leaves; what keeps others out either
+        // way is the `SO_PEERCRED` check on every connection.
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;

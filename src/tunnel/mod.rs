@@ -107,8 +107,6 @@ impl ProgramCli {
 impl RelayBuilder {
     /// `tun up`'s options (instead of reading them from the command line), as they are: a
     /// `config` file among them must have been applied already ([`UpArgs::from_matches`]).
-    ///
-    /// A `config` file among them must have been applied already ([`UpArgs::from_matches`]).
     pub fn args(mut self, args: UpArgs) -> RelayBuilder {
         self.args = Some(args);
         self

@@ -171,8 +171,16 @@ pub(super) fn split_command(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// The program file `name` names: itself if it has a `/`, else the first in `PATH`; it must
-/// be an executable regular file.
+/// be an executable regular file that only root (or whoever runs hostkit) could have written,
+/// in a directory likewise ([`hostkit_core::source::check_program`]): it runs as root.
 fn find_program(name: &str) -> Result<PathBuf, String> {
+    let program = locate_program(name)?;
+    hostkit_core::source::check_program(&program).map_err(|e| e.to_string())?;
+    Ok(program)
+}
+
+/// [`find_program`]'s lookup, before the program's owner and mode are checked.
+fn locate_program(name: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -364,5 +372,32 @@ mod tests {
                 .unwrap_err()
                 .contains("No such file")
         );
+    }
+
+    /// The attack: a program someone else could change, run by root.
+    #[test]
+    fn a_program_others_could_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let prog = dir.path().join("prog");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_program(prog.to_str().unwrap()).unwrap(), prog);
+        // World-writable: anyone could put their code in it.
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = find_program(prog.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("lets group or others change it"), "{err}");
+        // In a directory others can write (not sticky): anyone could replace it.
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = find_program(prog.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("lets group or others change it"), "{err}");
+        // Through a link: the file it resolves to is what is checked.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&prog, &link).unwrap();
+        assert!(find_program(link.to_str().unwrap()).is_err());
     }
 }

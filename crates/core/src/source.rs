@@ -162,6 +162,28 @@ pub fn read_text(path: &Path) -> Result<String, SourceError> {
 /// not writable by group or others unless sticky (like `/tmp`, where nobody may rename or
 /// remove another's file), so that nobody else can put another file in its place.
 pub fn read_file(path: &Path) -> Result<String, SourceError> {
+    check_parent(path)?;
+    read_text(path)
+}
+
+/// Checks a program hostkit is asked to run (`--processor-exec`) as [`read_file`] checks a
+/// source: the file it resolves to (links followed) owned by root or the running user and not
+/// writable by group or others, and so is the directory it is in (or that directory is sticky),
+/// so that nobody else can change or replace what runs with hostkit's privileges.
+pub fn check_program(path: &Path) -> Result<(), SourceError> {
+    let io = |cause| SourceError::Io {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let real = std::fs::canonicalize(path).map_err(io)?;
+    let meta = std::fs::metadata(&real).map_err(io)?;
+    check_trusted(&real, &meta)?;
+    check_parent(&real)
+}
+
+/// The directory `path` is in: owned by root or the running user, and not writable by group
+/// or others unless sticky.
+fn check_parent(path: &Path) -> Result<(), SourceError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -177,10 +199,9 @@ pub fn read_file(path: &Path) -> Result<String, SourceError> {
     }
     let sticky = meta.mode() & 0o1000 != 0;
     match check_trusted(dir, &meta) {
-        Err(SourceError::Untrusted { .. }) if sticky && trusted_owner(meta.uid()) => {}
-        other => other?,
+        Err(SourceError::Untrusted { .. }) if sticky && trusted_owner(meta.uid()) => Ok(()),
+        other => other,
     }
-    read_text(path)
 }
 
 fn trusted_owner(uid: u32) -> bool {

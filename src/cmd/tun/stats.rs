@@ -101,7 +101,7 @@ pub fn run(args: StatsArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         match args.format {
             super::status::Format::Json => {
                 let sample = Sample {
-                    schema_version: 1,
+                    schema_version: hostkit_core::JSON_SCHEMA_VERSION,
                     interval_s: interval,
                     directions: reply
                         .directions

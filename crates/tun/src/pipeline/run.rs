@@ -191,7 +191,8 @@ pub struct Pipeline {
     inner: Mutex<Inner>,
     /// What the packets start with (IP, or an Ethernet frame).
     link: LinkLayer,
-    /// Stages with a processor now: with none (and nothing held) a packet is not even locked.
+    /// Stages with a processor now: with none a packet is not even locked (packets an emptied
+    /// slot still delays go on when due, from the timer).
     filled: AtomicUsize,
     /// The stages that decide later, with their wakers.
     wakers: Vec<(usize, Waker)>,
@@ -888,16 +889,16 @@ impl Inner {
             });
         }
         self.injected = injected;
-        let emitted_now = std::mem::take(&mut emitted);
-        self.emitted = emitted;
-        for (at, pkt) in emitted_now {
-            let emitted = Trip {
+        for (at, pkt) in emitted.drain(..) {
+            let copy = Trip {
                 hdr: VnetHdr::NONE,
                 arrival: at,
                 ..trip
             };
-            self.hold_or_run(i, i + 1, emitted, pkt, out, shared);
+            self.hold_or_run(i, i + 1, copy, pkt, out, shared);
         }
+        // Emptied, its capacity kept for the next packet.
+        self.emitted = emitted;
         match (verdict, replaced) {
             (Verdict::Drop, _) => {
                 self.stages[i].counters[d]

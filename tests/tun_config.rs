@@ -5,13 +5,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use crate::tun::{relayed_packets, snapshot};
-use crate::util::{NetNs, TestDir, hostkit, run, run_ok, run_with_timeout, texts};
+use crate::util::{Background, NetNs, TestDir, hostkit, run, run_ok, run_with_timeout, texts};
 
 /// `hostkit tun config ARGS…` with no run directory from the environment; (code, stdout,
 /// stderr).
@@ -441,34 +439,20 @@ fn up_with_a_config_file_carries_a_ping() {
             run_dir.display()
         ),
     );
-    let start = |err: &Path| {
-        hostkit()
-            .env_remove("HOSTKIT_RUN_DIR")
+    let start = || {
+        let mut cmd = hostkit();
+        cmd.env_remove("HOSTKIT_RUN_DIR")
             .env_remove("NOTIFY_SOCKET")
-            .args(["tun", "up", "--config", &file])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(err.with_extension("out")).unwrap())
-            .stderr(std::fs::File::create(err).unwrap())
-            .spawn()
-            .unwrap()
+            .args(["tun", "up", "--config", &file]);
+        Background::start(
+            &mut cmd,
+            &dir,
+            "up",
+            "relay running",
+            Duration::from_secs(15),
+        )
     };
-    let wait_running = |err: &Path, child: &mut std::process::Child| {
-        let t = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(err).unwrap_or_default();
-            if text.contains("relay running") {
-                return;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("tun up exited ({status}):\n{text}");
-            }
-            assert!(t.elapsed() < Duration::from_secs(15), "{text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    let err = dir.join("up.err");
-    let mut child = start(&err);
-    wait_running(&err, &mut child);
+    let up = start();
     let rules = ns.ip(&["rule"]);
     assert!(
         rules.contains("iif cf0 lookup 77") && rules.contains("iif cf1 lookup 77"),
@@ -476,21 +460,13 @@ fn up_with_a_config_file_carries_a_ping() {
     );
     run_ok(&mut ns.exec(["ping", "-c", "2", "-W", "2", "10.7.0.2"]));
     run_ok(&mut ns.exec(["ping", "-6", "-c", "2", "-W", "2", "fd07::2"]));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-    let stdout = std::fs::read_to_string(err.with_extension("out")).unwrap();
+    // SIGTERM, a bounded wait, exit 0.
+    let (stdout, _) = up.stop();
     assert!(relayed_packets(&stdout, "cf0", "cf1") >= 4, "{stdout}");
     assert_eq!(snapshot(&ns), before);
 
     // Killed: its rules stay; `tun down --config` finds them by the file's names and place.
-    let mut child = start(&err);
-    wait_running(&err, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(start()); // SIGKILL
     let rules = ns.ip(&["rule"]);
     assert!(rules.contains("iif cf0 [detached] lookup 77"), "{rules}");
     let out = run(Command::new(crate::util::hostkit_bin())

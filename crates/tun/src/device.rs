@@ -445,32 +445,6 @@ impl TunDevice {
         syscall_len(n)
     }
 
-    /// Writes one packet given in two parts (a `virtio_net_hdr` and the packet after it) with
-    /// one `writev`: the device takes them as one packet, and nothing is copied to join them.
-    pub fn write_parts(&self, head: &[u8], pkt: &[u8]) -> io::Result<usize> {
-        let iov = [
-            libc::iovec {
-                iov_base: head.as_ptr().cast_mut().cast(),
-                iov_len: head.len(),
-            },
-            libc::iovec {
-                iov_base: pkt.as_ptr().cast_mut().cast(),
-                iov_len: pkt.len(),
-            },
-        ];
-        // SAFETY: both iovecs describe live slices, valid for reads of their lengths for the
-        // whole call (writev only reads them); the descriptor is ours (open as long as `self`).
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_writev,
-                self.fd.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-            )
-        };
-        syscall_len(n)
-    }
-
     /// Writes one packet (the system call itself, as [`TunDevice::read`]).
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call, and the

@@ -12,15 +12,6 @@ pub trait PacketIo: Send + Sync {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one packet.
     fn send(&self, pkt: &[u8]) -> io::Result<usize>;
-    /// Writes one packet given as its metadata header and the packet after it (what a
-    /// pipeline put out): by default joined into one buffer, a TUN device gathers both in one
-    /// `writev` instead.
-    fn send_parts(&self, head: &[u8], pkt: &[u8]) -> io::Result<usize> {
-        let mut joined = Vec::with_capacity(head.len() + pkt.len());
-        joined.extend_from_slice(head);
-        joined.extend_from_slice(pkt);
-        self.send(&joined)
-    }
     /// A short name for logs (the interface name).
     fn label(&self) -> &str;
     /// The descriptor to wait on and to name in the packet log.
@@ -42,9 +33,6 @@ impl PacketIo for TunDevice {
     }
     fn send(&self, pkt: &[u8]) -> io::Result<usize> {
         self.write(pkt)
-    }
-    fn send_parts(&self, head: &[u8], pkt: &[u8]) -> io::Result<usize> {
-        self.write_parts(head, pkt)
     }
     fn label(&self) -> &str {
         self.name()

@@ -149,7 +149,10 @@ impl<'a> Forwarder<'a> {
             if dev.header_len() == 0 {
                 self.send(dev, &o.data, count);
             } else {
-                self.send_parts(dev, &o.hdr.to_bytes(), &o.data, count);
+                let mut framed = Vec::with_capacity(VnetHdr::LEN + o.data.len());
+                framed.extend_from_slice(&o.hdr.to_bytes());
+                framed.extend_from_slice(&o.data);
+                self.send(dev, &framed, count);
             }
         }
     }
@@ -186,25 +189,7 @@ impl<'a> Forwarder<'a> {
     /// direction's counters when `count`.
     fn send(&self, dev: &dyn PacketIo, pkt: &[u8], count: bool) -> bool {
         let ip_len = pkt.len().saturating_sub(dev.header_len());
-        self.counted(dev, dev.send(pkt), pkt.len(), ip_len, count)
-    }
-
-    /// [`Forwarder::send`] of a packet in two parts: its metadata header and the packet.
-    fn send_parts(&self, dev: &dyn PacketIo, head: &[u8], pkt: &[u8], count: bool) -> bool {
-        let sent = dev.send_parts(head, pkt);
-        self.counted(dev, sent, head.len() + pkt.len(), pkt.len(), count)
-    }
-
-    /// Counts a write of `len` bytes (`ip_len` of them the packet's own), or its failure.
-    fn counted(
-        &self,
-        dev: &dyn PacketIo,
-        sent: io::Result<usize>,
-        len: usize,
-        ip_len: usize,
-        count: bool,
-    ) -> bool {
-        match sent {
+        match dev.send(pkt) {
             Ok(_) => {
                 if count {
                     self.counters.packets.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +204,7 @@ impl<'a> Forwarder<'a> {
                 if n <= 10 || n.is_multiple_of(1000) {
                     log::warn!(
                         "write of {} bytes to {} (fd {}) failed: {e}; packet dropped ({n} so far)",
-                        len,
+                        pkt.len(),
                         dev.label(),
                         dev.fd().as_raw_fd()
                     );

@@ -185,8 +185,21 @@ impl Lock {
     }
 }
 
+/// The holder of a lock we could not take: the pid it wrote. A holder writes its pid right
+/// after taking the lock, so an empty file is read again for a few milliseconds before the
+/// holder is called unknown (one that never writes stays "another process").
+fn read_holder(file: &File) -> Holder {
+    for _ in 0..20 {
+        if let holder @ Holder::Pid(_) = read_pid(file) {
+            return holder;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    read_pid(file)
+}
+
 /// The holder's pid as its lock file says (read from the start, whatever the offset).
-fn read_holder(mut file: &File) -> Holder {
+fn read_pid(mut file: &File) -> Holder {
     let mut text = String::new();
     let read = file
         .rewind()
